@@ -1,0 +1,100 @@
+"""SAE-independent activation work: reading and replacing the hooked activation.
+
+Residual-stream hooks are spliced with ``start_at_layer`` so the layers before the hook
+never run twice; any other hook falls back to a full forward with a replacement hook.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from transformer_lens import HookedTransformer
+
+_RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """Where an SAE reads and writes: a TransformerLens hook name plus its layer."""
+
+    name: str
+    layer: int
+
+    @property
+    def is_attn_z(self) -> bool:
+        """True for ``attn.hook_z`` (``[B, C, H, d_head]``, flattened for the SAE)."""
+        return self.name.endswith("hook_z")
+
+    @property
+    def start_layer(self) -> int | None:
+        """The block to resume from when the hook is a residual stream, else None."""
+        m = _RESID.match(self.name)
+        if not m:
+            return None
+        return int(m.group(1)) + (1 if m.group(2) == "post" else 0)
+
+    @property
+    def stop_layer(self) -> int:
+        """``stop_at_layer`` that still runs the hook and nothing after its block."""
+        m = _RESID.match(self.name)
+        if m and m.group(2) == "pre":
+            return self.layer
+        return self.layer + 1
+
+
+def flatten(act: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, d_head] -> [B, C, H*d_head]``; other shapes unchanged."""
+    return act.flatten(-2) if act.ndim == 4 else act
+
+
+@torch.inference_mode()
+def hook_activations(
+    model: HookedTransformer, tokens: torch.Tensor, hook: HookSpec
+) -> torch.Tensor:
+    """Activation at ``hook`` for ``tokens`` ``[B, C]`` as ``[B, C, d_in]`` (float32)."""
+    store: dict[str, torch.Tensor] = {}
+
+    def save(act: torch.Tensor, hook: object) -> None:
+        store["act"] = act
+
+    if hook.stop_layer == 0:
+        # A hook before block 0 still needs the embedding pass; stop_at_layer=0 would skip it.
+        model.run_with_hooks(tokens, fwd_hooks=[(hook.name, save)], stop_at_layer=1)
+    else:
+        model.run_with_hooks(tokens, fwd_hooks=[(hook.name, save)], stop_at_layer=hook.stop_layer)
+    return flatten(store["act"]).float()
+
+
+@torch.inference_mode()
+def logits_with_replacement(
+    model: HookedTransformer,
+    tokens: torch.Tensor,
+    hook: HookSpec,
+    replacement: torch.Tensor,
+) -> torch.Tensor:
+    """Logits when the activation at ``hook`` is replaced by ``replacement`` ``[B, C, d_in]``."""
+    start = hook.start_layer
+    if start is not None and 0 < start <= model.cfg.n_layers:
+        resid = replacement.to(model.cfg.dtype)
+        return model(resid, start_at_layer=start, tokens=tokens)
+
+    def replace(act: torch.Tensor, hook: object) -> torch.Tensor:
+        return replacement.reshape(act.shape).to(act.dtype)
+
+    return model.run_with_hooks(tokens, fwd_hooks=[(hook.name, replace)])
+
+
+@torch.inference_mode()
+def clean_logits_and_activations(
+    model: HookedTransformer, tokens: torch.Tensor, hook: HookSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One clean forward: ``(logits [B, C, V], activation [B, C, d_in])``."""
+    store: dict[str, torch.Tensor] = {}
+
+    def save(act: torch.Tensor, hook: object) -> None:
+        store["act"] = act
+
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(hook.name, save)])
+    return logits, flatten(store["act"]).float()

@@ -1,0 +1,230 @@
+"""Settings from the command line, ``SAEBENCH_*`` variables and ``[tool.pytest-saebench]``.
+
+Precedence: CLI > environment > pyproject.toml > defaults. Nothing here imports torch; metric
+ids are validated against a registry passed in by the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_saebench.errors import SaebenchError, did_you_mean
+from pytest_saebench.thresholds import Threshold, make_threshold, parse_cli_rule
+
+TABLES = ("pytest-saebench", "saebench")
+SCALAR_KEYS: dict[str, type] = {
+    "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
+    "results-json": str,
+}
+TABLE_KEYS = ("sae-path", "thresholds", "evals")
+DEFAULTS: dict[str, Any] = {
+    "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
+    "seed": 42, "results-json": "saebench-results.json",
+}
+# CLI dest / env variable for each scalar key.
+CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
+CLI_DEST["results-json"] = "saebench_json"
+ENV_VAR = {k: "SAEBENCH_" + k.replace("-", "_").upper() for k in SCALAR_KEYS}
+ENV_VAR["results-json"] = "SAEBENCH_JSON"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration of one pytest run."""
+
+    sae_paths: tuple[str, ...] = ()
+    suite: str = "fast"
+    model: str = "auto"
+    dataset: str = "auto"
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 42
+    results_json: str | None = "saebench-results.json"
+    thresholds: tuple[Threshold, ...] = ()
+    eval_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    config_file: Path | None = None
+
+    @property
+    def active(self) -> bool:
+        """True when there is something to evaluate."""
+        return bool(self.sae_paths)
+
+
+@dataclass
+class FileConfig:
+    """The ``[tool.pytest-saebench]`` table and where it came from."""
+
+    path: Path | None
+    table: dict[str, Any]
+    label: str
+    text: str = ""
+
+    def line_of(self, key: str) -> int | None:
+        """1-based line where ``key`` first appears quoted in the file, if found."""
+        for number, line in enumerate(self.text.splitlines(), 1):
+            if f'"{key}"' in line or f"'{key}'" in line:
+                return number
+        return None
+
+
+def read_file_config(*start_dirs: Path) -> FileConfig:
+    """Read ``[tool.pytest-saebench]`` (alias ``[tool.saebench]``) from the nearest
+    pyproject.toml that has it, searching each of ``start_dirs`` and its parents."""
+    seen: set[Path] = set()
+    for start in start_dirs:
+        for directory in (start, *start.parents):
+            path = directory / "pyproject.toml"
+            if path in seen or not path.is_file():
+                continue
+            seen.add(path)
+            fc = _parse(path)
+            if fc.table or fc.label:
+                return fc
+    return FileConfig(None, {}, "")
+
+
+def _parse(path: Path) -> FileConfig:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SaebenchError(f"{path}: invalid TOML ({exc})") from None
+    tool = data.get("tool", {})
+    for name in TABLES:
+        if name in tool:
+            return FileConfig(path, dict(tool[name]), f"{path.name} [tool.{name}]", text)
+    return FileConfig(path, {}, "", text)
+
+
+def _check_keys(fc: FileConfig) -> None:
+    known = [*SCALAR_KEYS, *TABLE_KEYS]
+    for key, value in fc.table.items():
+        if key not in known:
+            raise SaebenchError(f"{fc.label}: unknown key '{key}'{did_you_mean(key, known)}")
+        expected = SCALAR_KEYS.get(key)
+        if expected and (not isinstance(value, expected) or isinstance(value, bool)):
+            raise SaebenchError(
+                f"{fc.label}: '{key}' must be a {expected.__name__}, got {value!r}"
+            )
+
+
+def _file_paths(fc: FileConfig) -> list[str]:
+    raw = fc.table.get("sae-path")
+    if raw is None:
+        return []
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise SaebenchError(f"{fc.label}: 'sae-path' must be a string or a list of strings")
+    base = fc.path.parent if fc.path else Path.cwd()
+    return [str((base / p).resolve()) if not Path(p).is_absolute() else p for p in items]
+
+
+def sae_paths(cli_paths: list[str] | None, enabled: bool, fc: FileConfig,
+              env: Mapping[str, str]) -> list[str]:
+    """Checkpoints to evaluate: ``--sae-path``, else (only with ``--saebench``) env or file."""
+    if cli_paths:
+        return list(cli_paths)
+    if not enabled:
+        return []
+    if env.get("SAEBENCH_SAE_PATH"):
+        return env["SAEBENCH_SAE_PATH"].split(os.pathsep)
+    paths = _file_paths(fc)
+    if not paths:
+        raise SaebenchError(
+            "--saebench was given but no checkpoint: pass --sae-path PATH or set sae-path in "
+            "[tool.pytest-saebench] of pyproject.toml"
+        )
+    return paths
+
+
+def _thresholds(fc: FileConfig, cli_rules: list[str], resolve) -> tuple[Threshold, ...]:
+    table = fc.table.get("thresholds", {})
+    if not isinstance(table, dict):
+        raise SaebenchError(f"{fc.label}: 'thresholds' must be a table")
+    found: dict[str, Threshold] = {}
+    label = f"{fc.label.rsplit(']', 1)[0]}.thresholds]" if fc.label else "thresholds"
+    for name, spec in table.items():
+        where = f"{label} '{name}'"
+        if not isinstance(spec, dict):
+            raise SaebenchError(f"{where}: expected a table like {{ min = 0.8 }}, got {spec!r}")
+        unknown = set(spec) - {"min", "max", "severity"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise SaebenchError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, ['min', 'max', 'severity'])}"
+            )
+        for bound in ("min", "max"):
+            if bound in spec and (isinstance(spec[bound], bool)
+                                  or not isinstance(spec[bound], int | float)):
+                raise SaebenchError(f"{where}: {bound} must be a number, got {spec[bound]!r}")
+        metric = _resolve(resolve, name, where)
+        line = fc.line_of(name)
+        source = f"{fc.path}:{line}" if fc.path and line else str(fc.path or "")
+        found[metric] = make_threshold(metric, spec.get("min"), spec.get("max"),
+                                       spec.get("severity", "error"), where)
+        found[metric] = Threshold(metric, found[metric].min, found[metric].max,
+                                  found[metric].severity, source)
+    for rule in cli_rules:
+        name, op, number = parse_cli_rule(rule)
+        metric = _resolve(resolve, name, f"--saebench-threshold '{rule}'")
+        old = found.get(metric, Threshold(metric, severity="error", source="command line"))
+        lo, hi = (number, old.max) if op == ">=" else (old.min, number)
+        found[metric] = make_threshold(metric, lo, hi, old.severity,
+                                       f"--saebench-threshold '{rule}'")
+    return tuple(found.values())
+
+
+def _resolve(resolve, name: str, where: str) -> str:
+    try:
+        return resolve(name)
+    except SaebenchError as exc:
+        raise SaebenchError(f"{where}: {exc}") from None
+
+
+def build_settings(
+    options: Mapping[str, Any],
+    fc: FileConfig,
+    env: Mapping[str, str],
+    resolve_metric=None,
+) -> Settings:
+    """Merge CLI ``options`` (argparse dests), ``env`` and the file into :class:`Settings`.
+
+    Returns an inactive ``Settings()`` when nothing asks for an evaluation; only then is the
+    file left unvalidated, so a run without ``--sae-path`` changes nothing.
+    """
+    paths = sae_paths(options.get("sae_path"), bool(options.get("saebench")), fc, env)
+    if not paths:
+        return Settings()
+    _check_keys(fc)
+    values: dict[str, Any] = {}
+    for key, default in DEFAULTS.items():
+        cli = options.get(CLI_DEST[key])
+        if cli is not None:
+            values[key] = cli
+        elif ENV_VAR[key] in env:
+            raw = env[ENV_VAR[key]]
+            try:
+                values[key] = SCALAR_KEYS[key](raw)
+            except ValueError:
+                raise SaebenchError(f"{ENV_VAR[key]}={raw!r}: expected an integer") from None
+        else:
+            values[key] = fc.table.get(key, default)
+    evals = fc.table.get("evals", {})
+    if not isinstance(evals, dict) or not all(isinstance(v, dict) for v in evals.values()):
+        raise SaebenchError(f"{fc.label}: 'evals' must hold one table per eval, e.g. "
+                            "[tool.pytest-saebench.evals.core]")
+    thresholds = _thresholds(fc, list(options.get("saebench_threshold") or []),
+                             resolve_metric or (lambda name: name))
+    results_json = values["results-json"]
+    return Settings(
+        sae_paths=tuple(paths), suite=values["suite"], model=values["model"],
+        dataset=values["dataset"], device=values["device"], dtype=values["dtype"],
+        seed=int(values["seed"]),
+        results_json=None if results_json in ("", "none") else results_json,
+        thresholds=thresholds, eval_overrides=evals, config_file=fc.path,
+    )

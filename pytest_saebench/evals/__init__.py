@@ -1,0 +1,28 @@
+"""Eval registry. An eval is one module with ``EVAL_TYPE_ID``, ``Config``, ``PRESETS``
+(``fast``/``standard``/``full``), ``METRICS`` and ``run(ctx, cfg)``; listing it here is the
+only other change needed. Modules are imported lazily (they import torch)."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+EVAL_MODULES: dict[str, str] = {
+    "core": "pytest_saebench.evals.core",
+}
+
+# Short names users may write instead of the SAEBench eval type id.
+EVAL_ALIASES: dict[str, str] = {"core": "core"}
+
+
+def get_eval(name: str) -> ModuleType:
+    """Import and return the module of eval ``name`` (a key of ``EVAL_MODULES``)."""
+    return importlib.import_module(EVAL_MODULES[name])
+
+
+def metric_registry():
+    """All metrics of all registered evals (imports every eval module)."""
+    from pytest_saebench.metrics import MetricRegistry
+
+    specs = [spec for name in EVAL_MODULES for spec in get_eval(name).METRICS]
+    return MetricRegistry(specs, EVAL_ALIASES)

@@ -1,0 +1,103 @@
+"""What every eval receives (EvalContext) and returns (EvalResult), plus shared statistics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer
+
+from pytest_saebench.loading.sae import LoadedSAE
+
+TokenSource = Callable[[int, int, bool], torch.Tensor]
+"""``(n_windows, context_size, prepend_bos) -> LongTensor [n_windows, context_size]``."""
+
+
+@dataclass
+class EvalContext:
+    """Everything an eval may use; all of it is deterministic given ``seed``."""
+
+    loaded: LoadedSAE
+    model: HookedTransformer
+    tokens: TokenSource
+    device: str
+    seed: int
+    special_ids: frozenset[int]
+    dataset: str = ""
+
+
+@dataclass
+class EvalResult:
+    """An eval's output: canonical metric ids -> value (None = undefined, with a reason)."""
+
+    eval_type_id: str
+    config: dict[str, Any]
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    stderr: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    not_computed: dict[str, str] = field(default_factory=dict)
+    details: list[dict[str, Any]] = field(default_factory=list)
+    unstructured: dict[str, Any] = field(default_factory=dict)
+
+    def set(self, metric_id: str, value: float | None, stderr: float | None = None,
+            reason: str | None = None) -> None:
+        """Record one metric; a non-finite value becomes None with ``reason``."""
+        if value is not None and not math.isfinite(value):
+            reason = reason or f"computed value is {value}"
+            value = None
+        self.metrics[metric_id] = value
+        if value is None:
+            self.reasons[metric_id] = reason or "undefined"
+        elif stderr is not None and math.isfinite(stderr):
+            self.stderr[metric_id] = stderr
+
+    def eval_result_metrics(self) -> dict[str, dict[str, float | None]]:
+        """SAEBench's two-level ``{category: {key: value}}`` mapping."""
+        out: dict[str, dict[str, float | None]] = {}
+        for metric_id, value in self.metrics.items():
+            _, category, key = metric_id.split(".", 2)
+            out.setdefault(category, {})[key] = value
+        return out
+
+
+Stats = Mapping[str, torch.Tensor]
+
+
+def grouped_jackknife(
+    per_unit: Stats, statistic: Callable[[Stats], float], n_groups: int = 20
+) -> tuple[float, float | None]:
+    """Value of ``statistic`` on the totals of ``per_unit`` and its grouped-jackknife stderr.
+
+    ``per_unit`` maps names to tensors whose first dim indexes independent units (contexts).
+    Units are split into ``n_groups`` contiguous groups; tokens inside a context are
+    correlated, so the context (not the token) is the unit of resampling.
+    """
+    totals = {k: v.sum(0) for k, v in per_unit.items()}
+    value = statistic(totals)
+    n_units = next(iter(per_unit.values())).shape[0]
+    groups = min(n_groups, n_units)
+    if groups < 2 or not math.isfinite(value):
+        return value, None
+    bounds = torch.linspace(0, n_units, groups + 1).round().long().tolist()
+    loo: list[float] = []
+    for g in range(groups):
+        lo, hi = bounds[g], bounds[g + 1]
+        loo.append(statistic({k: totals[k] - v[lo:hi].sum(0) for k, v in per_unit.items()}))
+    if not all(math.isfinite(x) for x in loo):
+        return value, None
+    mean = sum(loo) / groups
+    var = (groups - 1) / groups * sum((x - mean) ** 2 for x in loo)
+    return value, math.sqrt(var)
+
+
+def mean_stderr(values: list[float]) -> tuple[float, float | None]:
+    """Mean of ``values`` and the standard error of that mean (None for fewer than 2)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)

@@ -1,0 +1,347 @@
+"""core: reconstruction, sparsity, downstream loss and latent statistics (METRICS.md §2)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from pytest_saebench.activations import (
+    clean_logits_and_activations,
+    hook_activations,
+    logits_with_replacement,
+)
+from pytest_saebench.evals.base import EvalContext, EvalResult, grouped_jackknife, mean_stderr
+from pytest_saebench.metrics import MetricSpec
+
+EVAL_TYPE_ID = "core"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Core settings; field names follow SAEBench's ``CoreEvalConfig``."""
+
+    batch_size_prompts: int = 16
+    n_eval_reconstruction_batches: int = 10
+    n_eval_sparsity_variance_batches: int = 1
+    context_size: int = 0  # 0: the SAE's own context_size
+    exclude_special_tokens_from_reconstruction: bool = True
+    compute_featurewise_weight_based_metrics: bool = True
+    max_d_sae_for_weight_metrics: int = 16384
+    stderr_groups: int = 20
+
+
+PRESETS = {
+    "fast": Config(batch_size_prompts=8, n_eval_reconstruction_batches=8,
+                   n_eval_sparsity_variance_batches=32),
+    "standard": Config(batch_size_prompts=16, n_eval_reconstruction_batches=50,
+                       n_eval_sparsity_variance_batches=250),
+    "full": Config(batch_size_prompts=16, n_eval_reconstruction_batches=200,
+                   n_eval_sparsity_variance_batches=2000, max_d_sae_for_weight_metrics=1 << 30),
+}
+
+
+def _m(cat: str, key: str, direction: str, title: str) -> MetricSpec:
+    return MetricSpec(f"core.{cat}.{key}", direction, title)  # type: ignore[arg-type]
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    _m("model_behavior_preservation", "kl_div_score", "up", "KL-divergence score"),
+    _m("model_behavior_preservation", "kl_div_with_sae", "down", "KL(clean || SAE) per token"),
+    _m("model_behavior_preservation", "kl_div_with_ablation", "info", "KL(clean || zero-abl.)"),
+    _m("model_performance_preservation", "ce_loss_score", "up", "CE loss recovered"),
+    _m("model_performance_preservation", "ce_loss_with_sae", "down", "CE loss with SAE"),
+    _m("model_performance_preservation", "ce_loss_without_sae", "info", "CE loss, clean"),
+    _m("model_performance_preservation", "ce_loss_with_ablation", "info", "CE loss, zero-abl."),
+    _m("model_performance_preservation", "ce_loss_increase", "down", "CE increase (nats)"),
+    _m("reconstruction_quality", "explained_variance", "up", "explained variance"),
+    _m("reconstruction_quality", "explained_variance_legacy", "up", "explained var. (legacy)"),
+    _m("reconstruction_quality", "explained_variance_saebench_v0_6", "info", "EV (SAEBench 0.6)"),
+    _m("reconstruction_quality", "mse", "down", "MSE per token"),
+    _m("reconstruction_quality", "mse_saebench_v0_6", "info", "MSE (SAEBench 0.6)"),
+    _m("reconstruction_quality", "cossim", "up", "cosine similarity"),
+    _m("shrinkage", "l2_norm_in", "info", "mean ||x||"),
+    _m("shrinkage", "l2_norm_out", "info", "mean ||x_hat||"),
+    _m("shrinkage", "l2_ratio", "band", "mean ||x_hat||/||x||"),
+    _m("shrinkage", "relative_reconstruction_bias", "band", "relative reconstruction bias"),
+    _m("sparsity", "l0", "band", "L0"),
+    _m("sparsity", "l1", "info", "L1"),
+    _m("token_stats", "total_tokens_eval_reconstruction", "info", "tokens (loss phase)"),
+    _m("token_stats", "total_tokens_eval_sparsity_variance", "info", "tokens (variance phase)"),
+    _m("misc_metrics", "frac_alive", "up", "fraction of latents alive"),
+    _m("misc_metrics", "frac_dead", "down", "fraction of latents dead"),
+    _m("misc_metrics", "freq_over_1_percent", "down", "latents with density > 1%"),
+    _m("misc_metrics", "freq_over_10_percent", "down", "latents with density > 10%"),
+    _m("misc_metrics", "normalized_freq_over_1_percent", "down", "activity share, density > 1%"),
+    _m("misc_metrics", "normalized_freq_over_10_percent", "down", "activity share, density > 10%"),
+    _m("misc_metrics", "median_log10_feature_density", "info", "median log10 density (alive)"),
+    _m("misc_metrics", "average_max_encoder_cosine_sim", "down", "mean max encoder cosine"),
+    _m("misc_metrics", "average_max_decoder_cosine_sim", "down", "mean max decoder cosine"),
+    _m("misc_metrics", "frac_duplicate_latents", "down", "latents with a duplicate (cos>0.99)"),
+    _m("misc_metrics", "decoder_norm_max_deviation", "info", "max | ||W_dec row|| - 1 |"),
+)
+
+
+def _ids(cat: str, *keys: str) -> list[str]:
+    return [f"core.{cat}.{k}" for k in keys]
+
+
+def _safe_div(num: torch.Tensor, den: torch.Tensor) -> float:
+    d = float(den)
+    return float(num) / d if d != 0 else float("nan")
+
+
+@torch.inference_mode()
+def _loss_phase(ctx: EvalContext, tokens: torch.Tensor, valid: torch.Tensor, cfg: Config
+                ) -> dict[str, torch.Tensor]:
+    """Per-context sums of CE (clean / SAE / ablated) and KL (SAE / ablated)."""
+    sae, hook = ctx.loaded.sae, ctx.loaded.hook
+    rows: dict[str, list[torch.Tensor]] = {}
+    bsz = cfg.batch_size_prompts
+    for start in range(0, tokens.shape[0], bsz):
+        t = tokens[start:start + bsz]
+        v = valid[start:start + bsz]
+        logits, act = clean_logits_and_activations(ctx.model, t, hook)
+        x_hat = sae.decode(sae.encode(act.to(sae.dtype))).float()
+        if cfg.exclude_special_tokens_from_reconstruction:
+            x_hat = torch.where(v[..., None], x_hat, act)
+        lp_clean = logits.float().log_softmax(-1)
+        p_clean = lp_clean.exp()
+        target = t[:, 1:, None]
+        ce_mask = v[:, :-1].double()
+        kl_mask = v.double()
+        batch = {"ce_clean": -lp_clean[:, :-1].gather(-1, target)[..., 0]}
+        for name, repl in (("sae", x_hat), ("abl", torch.zeros_like(act))):
+            lp = logits_with_replacement(ctx.model, t, hook, repl).float().log_softmax(-1)
+            batch[f"ce_{name}"] = -lp[:, :-1].gather(-1, target)[..., 0]
+            batch[f"kl_{name}"] = (p_clean * (lp_clean - lp)).sum(-1)
+        for key, val in batch.items():
+            mask = ce_mask if key.startswith("ce") else kl_mask
+            rows.setdefault(key, []).append((val.double() * mask).sum(1))
+        rows.setdefault("n_ce", []).append(ce_mask.sum(1))
+        rows.setdefault("n_kl", []).append(kl_mask.sum(1))
+    return {k: torch.cat(v).cpu() for k, v in rows.items()}
+
+
+@torch.inference_mode()
+def _variance_phase(ctx: EvalContext, tokens: torch.Tensor, valid: torch.Tensor, cfg: Config):
+    """Per-context sums for reconstruction/sparsity metrics, per-batch values, densities."""
+    sae, hook = ctx.loaded.sae, ctx.loaded.hook
+    rows: dict[str, list[torch.Tensor]] = {}
+    rrb, ev_v06 = [], {"S": [], "m": [], "R": []}
+    d_sae = ctx.loaded.d_sae
+    active = torch.zeros(d_sae, dtype=torch.float64)
+    prompts = torch.zeros(d_sae, dtype=torch.float64)
+    bsz = cfg.batch_size_prompts
+    for start in range(0, tokens.shape[0], bsz):
+        t, v = tokens[start:start + bsz], valid[start:start + bsz]
+        act = hook_activations(ctx.model, t, hook)
+        feats = sae.encode(act.to(sae.dtype))
+        x_hat = sae.decode(feats).float()
+        feats = feats.float()
+        w = v.double()  # [B, C]
+        n_b = w.sum()
+        x, xh = act.double(), x_hat.double()
+        err = (x - xh).pow(2).sum(-1)
+        x2 = x.pow(2).sum(-1)
+        xh2 = xh.pow(2).sum(-1)
+        dot = (x * xh).sum(-1)
+        n_in, n_out = x2.sqrt(), xh2.sqrt()
+        cos = torch.where(n_out > 0, dot / (n_in * n_out).clamp_min(1e-30), torch.zeros_like(dot))
+        ratio = n_out / torch.where(n_in < 1e-4, torch.ones_like(n_in), n_in)
+        mu_b = (x * w[..., None]).sum((0, 1)) / n_b.clamp_min(1)
+        legacy = 1 - err / (x - mu_b).pow(2).sum(-1)
+        nz = feats != 0
+        per_token = {
+            "n": w, "x2": x2, "err": err, "cos": cos, "norm_in": n_in, "norm_out": n_out,
+            "ratio": ratio, "l0": nz.double().sum(-1), "l1": feats.double().sum(-1),
+            "legacy": legacy, "err_nb": err / n_b.clamp_min(1),
+        }
+        for key, val in per_token.items():
+            rows.setdefault(key, []).append(torch.where(w > 0, val * w, 0).sum(1))
+        rows.setdefault("sum_x", []).append((x * w[..., None]).sum(1))
+        nz_valid = nz & v[..., None]
+        active += nz_valid.double().sum((0, 1)).cpu()
+        prompts += nz_valid.any(1).double().sum(0).cpu()
+        if n_b > 0:
+            rrb.append(_safe_div((xh2 * w).sum() / n_b, (dot * w).sum() / n_b))
+            ev_v06["S"].append(float((x2 * w).sum() / n_b))
+            ev_v06["m"].append(float(((x.pow(2) * w[..., None]).sum((0, 1)) / n_b).mean()))
+            ev_v06["R"].append(float((err * w).sum() / n_b))
+    stats = {k: torch.cat(v).cpu() for k, v in rows.items()}
+    return stats, rrb, ev_v06, active, prompts
+
+
+def _record_loss(res: EvalResult, stats: dict[str, torch.Tensor], groups: int) -> None:
+    def mean_of(key: str, n: str):
+        return lambda s: _safe_div(s[key], s[n])
+
+    for key, metric in (("ce_clean", "ce_loss_without_sae"), ("ce_sae", "ce_loss_with_sae"),
+                        ("ce_abl", "ce_loss_with_ablation")):
+        res.set(f"core.model_performance_preservation.{metric}",
+                *grouped_jackknife(stats, mean_of(key, "n_ce"), groups))
+    for key, metric in (("kl_sae", "kl_div_with_sae"), ("kl_abl", "kl_div_with_ablation")):
+        res.set(f"core.model_behavior_preservation.{metric}",
+                *grouped_jackknife(stats, mean_of(key, "n_kl"), groups))
+    res.set("core.model_performance_preservation.ce_loss_increase", *grouped_jackknife(
+        stats, lambda s: _safe_div(s["ce_sae"] - s["ce_clean"], s["n_ce"]), groups))
+    totals = {k: v.sum() for k, v in stats.items()}
+    gap = _safe_div(totals["ce_abl"] - totals["ce_clean"], totals["n_ce"])
+    score_id = "core.model_performance_preservation.ce_loss_score"
+    if not gap > 1e-6:
+        res.set(score_id, None, reason=f"zero-ablation does not increase loss (CE_abl - CE_clean"
+                f" = {gap:.3g} nats); gate on ce_loss_increase instead")
+    else:
+        res.set(score_id, *grouped_jackknife(
+            stats, lambda s: _safe_div(s["ce_abl"] - s["ce_sae"], s["ce_abl"] - s["ce_clean"]),
+            groups))
+        if gap < 0.5:
+            res.unstructured["warnings"] = [f"ce_loss_score is ill-conditioned: zero-ablation "
+                                            f"raises CE by only {gap:.3f} nats"]
+    kl_abl = _safe_div(totals["kl_abl"], totals["n_kl"])
+    kl_id = "core.model_behavior_preservation.kl_div_score"
+    if not kl_abl > 1e-12:
+        res.set(kl_id, None, reason="KL with zero-ablation is 0; the score is undefined")
+    else:
+        res.set(kl_id, *grouped_jackknife(
+            stats, lambda s: _safe_div(s["kl_abl"] - s["kl_sae"], s["kl_abl"]), groups))
+
+
+def _record_variance(res: EvalResult, stats, rrb, ev_v06, groups: int) -> None:
+    def per_token(key: str):
+        return lambda s: _safe_div(s[key], s["n"])
+
+    def explained_variance(s) -> float:
+        n = float(s["n"])
+        var = float(s["x2"]) / n - float((s["sum_x"] / n).pow(2).sum())
+        return 1 - float(s["err"]) / n / var if var >= 1e-10 else float("nan")
+
+    rq = "core.reconstruction_quality"
+    res.set(f"{rq}.explained_variance", *grouped_jackknife(stats, explained_variance, groups),
+            reason="activation variance is ~0")
+    for key, metric in (("legacy", f"{rq}.explained_variance_legacy"), ("err", f"{rq}.mse"),
+                        ("err_nb", f"{rq}.mse_saebench_v0_6"), ("cos", f"{rq}.cossim"),
+                        ("norm_in", "core.shrinkage.l2_norm_in"),
+                        ("norm_out", "core.shrinkage.l2_norm_out"),
+                        ("ratio", "core.shrinkage.l2_ratio"),
+                        ("l0", "core.sparsity.l0"), ("l1", "core.sparsity.l1")):
+        res.set(metric, *grouped_jackknife(stats, per_token(key), groups))
+    s_bar = sum(ev_v06["S"]) / len(ev_v06["S"])
+    m_bar = sum(ev_v06["m"]) / len(ev_v06["m"])
+    r_bar = sum(ev_v06["R"]) / len(ev_v06["R"])
+    res.set(f"{rq}.explained_variance_saebench_v0_6", 1 - r_bar / (s_bar - m_bar**2))
+    res.set("core.shrinkage.relative_reconstruction_bias", *mean_stderr(rrb))
+
+
+def _record_density(res: EvalResult, active: torch.Tensor, prompts: torch.Tensor, n: float):
+    density = active / max(n, 1.0)
+    total = float(density.sum())
+    mm = "core.misc_metrics"
+    res.set(f"{mm}.frac_alive", float((density > 0).double().mean()))
+    res.set(f"{mm}.frac_dead", float((density == 0).double().mean()))
+    for pct, thr in (("1", 0.01), ("10", 0.1)):
+        res.set(f"{mm}.freq_over_{pct}_percent", float((density > thr).double().mean()))
+        share = float(density[density > thr].sum()) / total if total > 0 else 0.0
+        res.set(f"{mm}.normalized_freq_over_{pct}_percent", share)
+    alive = density[density > 0]
+    res.set(f"{mm}.median_log10_feature_density",
+            float(alive.log10().median()) if alive.numel() else None,
+            reason="no latent fired")
+    return density, torch.where(prompts > 0, active / prompts.clamp_min(1), float("nan"))
+
+
+def _max_other_cosine(rows: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """For each row, the max cosine with any other row, in chunks (O(F^2 D) time, O(F chunk))."""
+    unit = torch.nn.functional.normalize(rows.float(), dim=-1)
+    out = torch.empty(unit.shape[0])
+    for lo in range(0, unit.shape[0], chunk):
+        gram = unit[lo:lo + chunk] @ unit.T
+        idx = torch.arange(lo, min(lo + chunk, unit.shape[0]))
+        gram[idx - lo, idx] = -float("inf")
+        out[lo:lo + chunk] = gram.max(-1).values.cpu()
+    return out
+
+
+@torch.inference_mode()
+def _weight_stats(ctx: EvalContext) -> dict[str, torch.Tensor]:
+    sae = ctx.loaded.sae
+    w_enc, w_dec = sae.W_enc.detach().T, sae.W_dec.detach()
+    bias = getattr(sae, "b_enc", None)
+    if bias is None:
+        bias = getattr(sae, "b_mag", None)
+    return {
+        "encoder_norm": w_enc.norm(dim=-1).cpu(),
+        "encoder_decoder_cosine_sim": torch.nn.functional.cosine_similarity(
+            w_enc.float(), w_dec.float(), dim=-1).cpu(),
+        "max_encoder_cosine_sim": _max_other_cosine(w_enc),
+        "max_decoder_cosine_sim": _max_other_cosine(w_dec),
+        "encoder_bias": (bias.detach().float().cpu() if bias is not None
+                         else torch.zeros(w_dec.shape[0])),
+    }
+
+
+def run(ctx: EvalContext, cfg: Config) -> EvalResult:
+    """Run the core eval on ``ctx`` with settings ``cfg``."""
+    ref = ctx.loaded.ref
+    context = min(cfg.context_size or ref.context_size, ctx.model.cfg.n_ctx)
+    n_rec = cfg.batch_size_prompts * cfg.n_eval_reconstruction_batches
+    n_var = cfg.batch_size_prompts * cfg.n_eval_sparsity_variance_batches
+    tokens = ctx.tokens(n_rec + n_var, context, ref.prepend_bos).to(ctx.device)
+    special = torch.tensor(sorted(ctx.special_ids), dtype=torch.long, device=ctx.device)
+    valid = ~torch.isin(tokens, special)
+    res = EvalResult(EVAL_TYPE_ID, {
+        **dataclasses.asdict(cfg), "context_size": context, "dataset": ctx.dataset,
+        "model_name": ctx.model.cfg.model_name,
+        "llm_dtype": str(ctx.model.cfg.dtype).removeprefix("torch."), "random_seed": ctx.seed,
+        "decoder_norm_folded": ctx.loaded.folded,
+        "stderr_method": "grouped jackknife over contexts"})
+    groups = cfg.stderr_groups
+    if n_rec:
+        _record_loss(res, _loss_phase(ctx, tokens[:n_rec], valid[:n_rec], cfg), groups)
+    if n_var:
+        stats, rrb, ev_v06, active, prompts = _variance_phase(
+            ctx, tokens[n_rec:], valid[n_rec:], cfg)
+        _record_variance(res, stats, rrb, ev_v06, groups)
+        density, cah = _record_density(res, active, prompts, float(stats["n"].sum()))
+    else:
+        density = cah = torch.full((ctx.loaded.d_sae,), float("nan"))
+    res.set("core.token_stats.total_tokens_eval_reconstruction", float(n_rec * context))
+    res.set("core.token_stats.total_tokens_eval_sparsity_variance", float(n_var * context))
+    mm = "core.misc_metrics"
+    res.set(f"{mm}.decoder_norm_max_deviation", ctx.loaded.decoder_norm_max_deviation)
+    weights: dict[str, torch.Tensor] = {}
+    if not cfg.compute_featurewise_weight_based_metrics:
+        why = "compute_featurewise_weight_based_metrics is off in this suite's core config"
+    elif ctx.loaded.d_sae > cfg.max_d_sae_for_weight_metrics:
+        why = (f"d_sae={ctx.loaded.d_sae} exceeds max_d_sae_for_weight_metrics="
+               f"{cfg.max_d_sae_for_weight_metrics} of this suite (suite 'full' computes it)")
+    else:
+        why = ""
+        weights = _weight_stats(ctx)
+        res.set(f"{mm}.average_max_encoder_cosine_sim",
+                float(weights["max_encoder_cosine_sim"].mean()))
+        res.set(f"{mm}.average_max_decoder_cosine_sim",
+                float(weights["max_decoder_cosine_sim"].mean()))
+        res.set(f"{mm}.frac_duplicate_latents",
+                float((weights["max_decoder_cosine_sim"] > 0.99).double().mean()))
+    if why:
+        for key in ("average_max_encoder_cosine_sim", "average_max_decoder_cosine_sim",
+                    "frac_duplicate_latents"):
+            res.not_computed[f"{mm}.{key}"] = why
+    res.details = _details(density, cah, weights)
+    return res
+
+
+def _details(density: torch.Tensor, cah: torch.Tensor, weights: dict[str, torch.Tensor]):
+    """One SAEBench-style record per latent (values rounded to 10 decimals, NaN -> None)."""
+    cols = {"feature_density": density, "consistent_activation_heuristic": cah, **weights}
+    lists = {k: v.double().tolist() for k, v in cols.items()}
+    out = []
+    for i in range(density.shape[0]):
+        row: dict[str, float | int | None] = {"index": i}
+        for key, values in lists.items():
+            x = values[i]
+            row[key] = None if x != x else round(x, 10)
+        out.append(row)
+    return out

@@ -1,0 +1,155 @@
+"""Fixtures for users' own tests. Each is parametrized over the ``--sae-path`` checkpoints
+and skips when no checkpoint was given."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from pytest_saebench.errors import SaebenchError
+from pytest_saebench.thresholds import check, fmt, make_threshold
+
+SAE_FIXTURES = ("saebench_sae_id", "sae", "saebench_model", "saebench_results", "sae_metrics",
+                "saebench_check")
+
+
+def _runner(config: pytest.Config):
+    from pytest_saebench.plugin import RUNNER_KEY
+
+    runner = config.stash.get(RUNNER_KEY, None)
+    if runner is None:
+        pytest.skip("no SAE checkpoint to evaluate: pass --sae-path PATH (pytest-saebench)")
+    return runner
+
+
+def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
+    marker = request.node.get_closest_marker("saebench")
+    return dict(marker.kwargs) if marker else {}
+
+
+class MetricValue(float):
+    """A float that explains itself in assertion messages."""
+
+    metric_id: str
+    stderr: float | None
+    context: str
+
+    def __new__(cls, value: float, metric_id: str, stderr: float | None, context: str):
+        obj = super().__new__(cls, value)
+        obj.metric_id, obj.stderr, obj.context = metric_id, stderr, context
+        return obj
+
+    def __repr__(self) -> str:
+        return f"{fmt(float(self), self.stderr)} [{self.metric_id} {self.context}]"
+
+
+class SaeMetrics(Mapping[str, MetricValue]):
+    """Metric id (or unique alias) -> :class:`MetricValue` for one checkpoint."""
+
+    def __init__(self, results, registry, context: str):
+        self._res, self._registry, self._context = results, registry, context
+
+    def __getitem__(self, name: str) -> MetricValue:
+        try:
+            metric_id = self._registry.resolve(name)
+        except SaebenchError as exc:
+            raise KeyError(str(exc)) from None
+        if not self._res.computed(metric_id):
+            pytest.skip(f"{metric_id} not computed {self._context}: "
+                        f"{self._res.reason(metric_id) or 'its eval is not in this run'}")
+        value = self._res.value(metric_id)
+        if value is None:
+            pytest.fail(f"{metric_id} is undefined {self._context}: "
+                        f"{self._res.reason(metric_id)}", pytrace=False)
+        return MetricValue(value, metric_id, self._res.stderr(metric_id), self._context)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(k for k, v in self._res.all_metrics().items() if v is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"SaeMetrics({self._res.sae_id}, {len(self)} metrics)"
+
+
+@pytest.fixture
+def saebench_sae_id(request: pytest.FixtureRequest) -> str:
+    """Id of the checkpoint this test instance runs against (one instance per checkpoint)."""
+    _runner(request.config)
+    if not hasattr(request, "param"):
+        pytest.skip("no SAE checkpoint to evaluate: pass --sae-path PATH (pytest-saebench)")
+    return request.param
+
+
+@pytest.fixture
+def sae(request: pytest.FixtureRequest, saebench_sae_id: str):
+    """The checkpoint as a sae_lens ``SAE``, decoder-norm folded as SAEBench evaluates it."""
+    try:
+        return _runner(request.config).loaded_sae(saebench_sae_id).sae
+    except SaebenchError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def saebench_model(request: pytest.FixtureRequest, saebench_sae_id: str):
+    """The ``HookedTransformer`` the checkpoint is evaluated on (shared across tests)."""
+    try:
+        return _runner(request.config).model_for(saebench_sae_id)
+    except SaebenchError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def saebench_results(request: pytest.FixtureRequest, saebench_sae_id: str):
+    """Lazy results of this checkpoint (``SaeResults``): only the evals the test's
+    ``@pytest.mark.saebench(evals=[...], suite=...)`` asks for (default: the run's suite),
+    each computed once per session."""
+    from pytest_saebench.runner import EvaluationFailed
+
+    kwargs = _marker_kwargs(request)
+    try:
+        return _runner(request.config).results(saebench_sae_id, kwargs.get("evals"),
+                                               kwargs.get("suite"))
+    except (SaebenchError, EvaluationFailed) as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def sae_metrics(request: pytest.FixtureRequest, saebench_results) -> SaeMetrics:
+    """Mapping metric id or alias -> value; values show id, stderr and SAE when an assert
+    fails, a metric the suite skipped skips the test, an undefined one fails it."""
+    runner = _runner(request.config)
+    context = f"(sae {saebench_results.sae_id}, suite {saebench_results.suite})"
+    return SaeMetrics(saebench_results, runner.registry, context)
+
+
+@pytest.fixture
+def saebench_check(request: pytest.FixtureRequest, sae_metrics: SaeMetrics):
+    """``saebench_check(id, min=None, max=None, severity="error")``: gate one metric inside a
+    test with the same one-line message as the generated threshold items; returns the value."""
+    runner = _runner(request.config)
+
+    def _check(metric: str, min: float | None = None, max: float | None = None,
+               severity: str = "error") -> float:
+        try:
+            metric_id = runner.registry.resolve(metric)
+            threshold = make_threshold(metric_id, min, max, severity, f"saebench_check({metric!r})")
+        except SaebenchError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        value = sae_metrics[metric_id]
+        outcome = check(threshold, float(value), None, sae_metrics._context)
+        if outcome.status == "fail":
+            pytest.fail(outcome.message, pytrace=False)
+        if outcome.status == "warn":
+            from pytest_saebench.items import SaebenchGateWarning
+
+            warnings.warn(SaebenchGateWarning(outcome.message), stacklevel=2)
+        return value
+
+    return _check
+
+

@@ -1,0 +1,138 @@
+"""Generated test items: ``saebench::evaluate[<sae>]`` and ``saebench::threshold[<sae>::<id>]``.
+
+The parameter part stays last in the node id, as pytest's reporters expect."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_saebench.errors import SaebenchError
+from pytest_saebench.thresholds import Threshold, check
+
+
+class SaebenchGateWarning(UserWarning):
+    """A gate with ``severity = "warn"`` was outside its bounds."""
+
+
+def _runner(config: pytest.Config):
+    from pytest_saebench.plugin import RUNNER_KEY
+
+    return config.stash[RUNNER_KEY]
+
+
+def _evaluate(item: pytest.Item, sae_id: str):
+    """Results for ``sae_id``; any failure becomes a one-line pytest failure."""
+    from pytest_saebench.runner import EvaluationFailed
+
+    try:
+        return _runner(item.config).results(sae_id)
+    except (SaebenchError, EvaluationFailed) as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+class SaebenchCollector(pytest.Collector):
+    """The virtual ``saebench`` node all gate items hang from."""
+
+    def collect(self) -> list[pytest.Item]:
+        """One evaluate item per checkpoint, then one threshold item per configured gate."""
+        runner = _runner(self.config)
+        items: list[pytest.Item] = []
+        for sae_id in runner.checkpoints:
+            items.append(EvaluateItem.from_parent(
+                self, name=f"evaluate[{sae_id}]", sae_id=sae_id,
+                nodeid=f"saebench::evaluate[{sae_id}]"))
+            for threshold in runner.settings.thresholds:
+                items.append(ThresholdItem.from_parent(
+                    self, name=f"threshold[{sae_id}::{threshold.metric}]", sae_id=sae_id,
+                    threshold=threshold,
+                    nodeid=f"saebench::threshold[{sae_id}::{threshold.metric}]"))
+        for item in items:
+            item.add_marker("saebench")
+            item.add_marker(pytest.mark.xdist_group(item.sae_id))  # type: ignore[attr-defined]
+        return items
+
+
+class _GateItem(pytest.Item):
+    def __init__(self, *, sae_id: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.sae_id = sae_id
+
+    def repr_failure(self, excinfo, style=None):  # noqa: D102 - pytest API
+        if isinstance(excinfo.value, SaebenchError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+
+class EvaluateItem(_GateItem):
+    """Runs the suite's evals on one checkpoint; fails with a one-line reason if they fail."""
+
+    def runtest(self) -> None:
+        """Evaluate (or reuse this session's evaluation of) the checkpoint."""
+        res = _evaluate(self, self.sae_id)
+        self.user_properties.append(("saebench_sae", self.sae_id))
+        self.user_properties.append(("saebench_sha256", res.sha256))
+        self.user_properties.append(("saebench_seconds", f"{res.seconds:.3f}"))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        """Location shown in reports: the checkpoint directory."""
+        return Path(_runner(self.config).checkpoints[self.sae_id].path), None, self.name
+
+
+class ThresholdItem(_GateItem):
+    """Checks one metric of one checkpoint against inclusive bounds."""
+
+    def __init__(self, *, threshold: Threshold, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.threshold = threshold
+        self.results = None
+
+    def setup(self) -> None:
+        """Obtain the evaluation; a failed one makes this gate an error, not a failure."""
+        self.results = _evaluate(self, self.sae_id)
+
+    def runtest(self) -> None:
+        """Skip if the suite does not compute the metric, else check its value."""
+        t, res = self.threshold, self.results
+        suite = _runner(self.config).settings.suite
+        context = f"(sae {self.sae_id}, suite {suite})"
+        props = [("saebench_sae", self.sae_id), ("saebench_metric", t.metric),
+                 ("saebench_suite", suite), ("limit", t.limit_text())]
+        if t.min is not None:
+            props.append(("min", repr(t.min)))
+        if t.max is not None:
+            props.append(("max", repr(t.max)))
+        self.user_properties.extend(props)
+        if not res.computed(t.metric):
+            reason = res.reason(t.metric) or _not_in_suite(t.metric, suite)
+            self.user_properties.append(("status", "skip"))
+            pytest.skip(f"{t.metric} not computed {context}: {reason}")
+        value, stderr = res.value(t.metric), res.stderr(t.metric)
+        self.user_properties.append(("value", "null" if value is None else repr(value)))
+        if stderr is not None:
+            self.user_properties.append(("stderr", repr(stderr)))
+        outcome = check(t, value, res.reason(t.metric), context)
+        self.user_properties.append(("status", outcome.status))
+        if outcome.status == "fail":
+            pytest.fail(outcome.message, pytrace=False)
+        if outcome.status == "warn":
+            warnings.warn(SaebenchGateWarning(outcome.message), stacklevel=1)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        """Location: the pyproject line of the threshold when known."""
+        source = self.threshold.source
+        path, _, line = source.rpartition(":")
+        if path and line.isdigit():
+            return Path(path), int(line) - 1, self.name
+        return self.path, None, self.name
+
+
+def _not_in_suite(metric: str, suite: str) -> str:
+    from pytest_saebench.suites import evals_computing
+
+    suites = evals_computing(metric.split(".", 1)[0])
+    where = f"suite(s) {', '.join(suites)} compute it" if suites else "no suite computes it"
+    return f"suite '{suite}' does not compute it; {where}"

@@ -1,0 +1,1 @@
+"""Checkpoint, model and data loading."""

@@ -1,0 +1,115 @@
+"""Load a checkpoint into a decoder-norm-folded sae_lens SAE, with clear errors."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from sae_lens import SAE
+from safetensors import SafetensorError, safe_open
+
+from pytest_saebench.activations import HookSpec
+from pytest_saebench.errors import SaebenchError
+from pytest_saebench.loading.checkpoints import WEIGHTS_FILE, CheckpointRef
+
+
+@dataclass
+class LoadedSAE:
+    """An SAE ready for evaluation, in the model's raw activation space."""
+
+    ref: CheckpointRef
+    sae: SAE
+    hook: HookSpec
+    folded: bool
+    decoder_norm_max_deviation: float
+
+    @property
+    def d_in(self) -> int:
+        """Input width."""
+        return int(self.sae.cfg.d_in)
+
+    @property
+    def d_sae(self) -> int:
+        """Number of latents."""
+        return int(self.sae.cfg.d_sae)
+
+    @property
+    def architecture(self) -> str:
+        """sae_lens architecture name."""
+        return str(self.sae.cfg.architecture())
+
+
+def _check_weights_file(ref: CheckpointRef) -> None:
+    path = ref.path / WEIGHTS_FILE
+    d_in, d_sae = int(ref.cfg["d_in"]), int(ref.cfg["d_sae"])
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SaebenchError(
+            f"{path}: corrupt or truncated safetensors file ({exc}); re-save the checkpoint"
+        ) from None
+    expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in)}
+    for name, shape in expected.items():
+        if name in shapes and shapes[name] != shape:
+            raise SaebenchError(
+                f"{path}: tensor '{name}' has shape {list(shapes[name])} but cfg.json says "
+                f"d_in={d_in}, d_sae={d_sae} (expected {list(shape)}); fix cfg.json or the weights"
+            )
+
+
+def _check_finite(ref: CheckpointRef, sae: SAE) -> None:
+    for name, tensor in sae.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise SaebenchError(
+                f"{ref.path / WEIGHTS_FILE}: tensor '{name}' has {bad} NaN/inf value(s); "
+                "the checkpoint diverged or was saved mid-step, re-export a finite one"
+            )
+
+
+def load_sae(ref: CheckpointRef, device: str, dtype: str = "float32") -> LoadedSAE:
+    """Load ``ref`` with sae_lens, validate it and fold decoder norms into the encoder.
+
+    TopK SAEs without ``rescale_acts_by_decoder_norm`` are kept unfolded, because folding
+    would change which latents win the top-k; the result records ``folded=False``.
+    """
+    _check_weights_file(ref)
+    norm = ref.cfg.get("normalize_activations", "none")
+    if norm not in ("none", "layer_norm", None):
+        raise SaebenchError(
+            f"{ref.path / 'cfg.json'}: normalize_activations='{norm}' needs its scaling factor "
+            "folded into the weights; call sae.fold_activation_norm_scaling_factor(...) and "
+            "save again (SAEBench evaluates in the model's raw activation space)"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sae = SAE.load_from_disk(str(ref.path), device=device, dtype=dtype)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SaebenchError(
+            f"{ref.path / 'cfg.json'}: sae_lens cannot build this SAE ({first}); check "
+            "'architecture' and its keys (standard, topk, batchtopk, jumprelu, gated)"
+        ) from None
+    _check_finite(ref, sae)
+    sae.eval()
+    if hasattr(sae, "turn_off_forward_pass_hook_z_reshaping"):
+        # We flatten hook_z ourselves so every hook looks like [..., d_in].
+        sae.turn_off_forward_pass_hook_z_reshaping()
+    with torch.no_grad():
+        norms = sae.W_dec.norm(dim=-1)
+        deviation = float((norms - 1).abs().max()) if norms.numel() else 0.0
+    try:
+        sae.fold_W_dec_norm()
+        folded = True
+    except NotImplementedError:
+        folded = False
+    return LoadedSAE(
+        ref=ref,
+        sae=sae,
+        hook=HookSpec(ref.hook_name, ref.hook_layer),
+        folded=folded,
+        decoder_norm_max_deviation=deviation,
+    )

@@ -1,0 +1,197 @@
+"""pytest hooks of pytest-saebench. Inert (and torch-free) unless ``--sae-path`` is given."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_saebench import fixtures
+from pytest_saebench.errors import SaebenchError
+
+RUNNER_KEY = pytest.StashKey[Any]()
+CHECKS_KEY = pytest.StashKey[list]()
+GATE_PREFIX = "saebench::"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the ``saebench`` option group."""
+    group = parser.getgroup("saebench", "SAE checkpoint evaluation (pytest-saebench)")
+    group.addoption("--sae-path", action="append", metavar="PATH",
+                    help="SAE checkpoint directory or a directory of checkpoints; repeatable. "
+                         "Turns the plugin on.")
+    group.addoption("--saebench", action="store_true",
+                    help="evaluate the sae-path set in [tool.pytest-saebench] or SAEBENCH_SAE_PATH")
+    group.addoption("--saebench-suite", choices=("fast", "standard", "full"),
+                    help="evaluation suite (default: fast)")
+    group.addoption("--saebench-model", metavar="NAME_OR_PATH",
+                    help="model to evaluate on (default: auto = the checkpoint's model_name)")
+    group.addoption("--saebench-dataset", metavar="NAME_OR_PATH",
+                    help="text dataset: local text/jsonl/parquet/arrow path or cached HF name")
+    group.addoption("--saebench-device", help="torch device (default: auto)")
+    group.addoption("--saebench-dtype", help="model dtype (default: float32)")
+    group.addoption("--saebench-seed", type=int, help="random seed (default: 42)")
+    group.addoption("--saebench-threshold", action="append", metavar="ID>=X",
+                    help="gate a metric, e.g. 'core.sparsity.l0<=120'; overrides the same "
+                         "bound in pyproject; repeatable")
+    group.addoption("--saebench-json", metavar="PATH",
+                    help="results JSON path (default: saebench-results.json; 'none' disables)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker and fixtures; build the runner only when asked to evaluate."""
+    config.addinivalue_line(
+        "markers", "saebench(evals=None, suite=None): pytest-saebench gate items; on a user "
+        "test, which evals saebench_results computes and in which suite")
+    if not config.pluginmanager.has_plugin("saebench-fixtures"):
+        config.pluginmanager.register(fixtures, "saebench-fixtures")
+    try:
+        runner = _build_runner(config)
+    except SaebenchError as exc:
+        raise pytest.UsageError(f"pytest-saebench: {exc}") from None
+    if runner is not None:
+        config.stash[RUNNER_KEY] = runner
+        recorder = GateRecorder()
+        config.stash[CHECKS_KEY] = recorder.checks
+        config.pluginmanager.register(recorder, "saebench-recorder")
+
+
+def _build_runner(config: pytest.Config):
+    from pytest_saebench.config import build_settings, read_file_config
+
+    options = vars(config.option)
+    if not options.get("sae_path") and not options.get("saebench"):
+        return None
+    # pytest may pick a rootdir above the project when --sae-path's value looks like a test
+    # path, so search from the ini file and the invocation directory too.
+    starts = [p.parent for p in (config.inipath,) if p and p.name == "pyproject.toml"]
+    fc = read_file_config(*starts, config.invocation_params.dir, config.rootpath)
+    settings = build_settings(options, fc, os.environ, resolve_metric=lambda n: n)
+    if not settings.active:
+        return None
+    # Heavy imports (torch) only from here on: the user asked for an evaluation.
+    from pytest_saebench.evals import metric_registry
+    from pytest_saebench.loading.checkpoints import discover_all
+    from pytest_saebench.runner import Runner
+    from pytest_saebench.suites import check_suite, eval_configs
+
+    registry = metric_registry()
+    settings = build_settings(options, fc, os.environ, resolve_metric=registry.resolve)
+    check_suite(settings.suite)
+    configs = eval_configs(settings.suite, dict(settings.eval_overrides),
+                           f"{fc.label.rsplit(']', 1)[0]}.evals]" if fc.label else "evals")
+    if settings.results_json and not Path(settings.results_json).is_absolute():
+        results = config.invocation_params.dir / settings.results_json
+        settings = _replace(settings, results_json=str(results))
+    return Runner(settings, discover_all(list(settings.sae_paths)), configs, registry)
+
+
+def _replace(settings, **changes):
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """One header line when active."""
+    runner = config.stash.get(RUNNER_KEY, None)
+    if runner is None:
+        return None
+    s = runner.settings
+    return (f"saebench: suite {s.suite}, {len(runner.checkpoints)} checkpoint(s), "
+            f"{len(s.thresholds)} threshold(s), device {s.device}, seed {s.seed}")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize tests using the SAE fixtures over the checkpoints."""
+    runner = metafunc.config.stash.get(RUNNER_KEY, None)
+    if runner is None or not set(fixtures.SAE_FIXTURES) & set(metafunc.fixturenames):
+        return
+    ids = list(runner.checkpoints)
+    metafunc.parametrize("saebench_sae_id", ids, ids=ids, indirect=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Append the gate items before -k/-m/--lf filtering sees the list."""
+    if config.stash.get(RUNNER_KEY, None) is None:
+        return
+    from pytest_saebench.items import SaebenchCollector
+
+    collector = SaebenchCollector.from_parent(session, name="saebench", nodeid="saebench")
+    items.extend(collector.collect())
+
+
+class GateRecorder:
+    """Collects each gate's outcome from its reports (so it also works on the xdist
+    controller, which sees reports but never runs items)."""
+
+    def __init__(self) -> None:
+        self.checks: list[dict[str, Any]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Turn a threshold item's call (or failed setup) report into a check record."""
+        if not report.nodeid.startswith(GATE_PREFIX + "threshold["):
+            return
+        if report.when != "call" and (report.when != "setup" or report.passed):
+            return
+        props = dict(report.user_properties)
+        sae, _, metric = report.nodeid[len(GATE_PREFIX + "threshold["):-1].rpartition("::")
+        status = props.get("status") or ("error" if report.failed else report.outcome)
+        message = report.longreprtext.strip().splitlines()[-1] if report.longrepr else ""
+        if report.skipped and isinstance(report.longrepr, tuple):
+            message = str(report.longrepr[2]).removeprefix("Skipped: ")
+        self.checks.append({
+            "nodeid": report.nodeid, "sae": sae, "metric": metric, "status": status,
+            "value": _num(props.get("value")), "stderr": _num(props.get("stderr")),
+            "min": _num(props.get("min")), "max": _num(props.get("max")),
+            "limit": props.get("limit", ""), "message": message,
+        })
+
+
+def _num(text: str | None) -> float | None:
+    return None if text in (None, "null") else float(text)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the results JSON and JUnit suite properties (controller only)."""
+    config = session.config
+    runner = config.stash.get(RUNNER_KEY, None)
+    if runner is None or hasattr(config, "workerinput"):
+        return
+    from pytest_saebench.reporting import jsonreport, junit
+
+    checks = config.stash[CHECKS_KEY]
+    junit.add_suite_properties(config, runner)
+    if runner.settings.results_json and (runner.evaluated() or runner.errors() or checks):
+        try:
+            path = jsonreport.write(runner, checks, str(uuid.uuid4()))
+            config.stash[jsonreport.PATH_KEY] = path
+        except Exception as exc:  # reports never fail the run
+            config.stash[jsonreport.PATH_KEY] = f"not written: {exc}"
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """The saebench table."""
+    runner = config.stash.get(RUNNER_KEY, None)
+    if runner is None or hasattr(config, "workerinput"):
+        return
+    from pytest_saebench.reporting import jsonreport, terminal
+
+    table = terminal.rows(runner.evaluated(), config.stash[CHECKS_KEY], runner.registry,
+                          config.get_verbosity() > 0)
+    if not table and not runner.errors():
+        return
+    terminalreporter.section("saebench")
+    for line in terminal.render(table) if table else []:
+        terminalreporter.write_line(line)
+    for sae_id, message in runner.errors().items():
+        terminalreporter.write_line(f"{sae_id}: evaluation failed: {message}", red=True)
+    path = config.stash.get(jsonreport.PATH_KEY, None)
+    if path:
+        terminalreporter.write_line(f"results: {path}")

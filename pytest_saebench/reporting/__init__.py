@@ -1,0 +1,1 @@
+"""Reports written by the controller at session end; none of them ever raises."""

@@ -1,0 +1,34 @@
+"""The results JSON (our envelope) plus one SAEBench-format file per (SAE, eval)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_saebench.results import (
+    envelope,
+    per_eval_filename,
+    saebench_output,
+    write_json_atomic,
+)
+
+PATH_KEY = pytest.StashKey[str]()
+
+
+def write(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> str:
+    """Write ``results-json`` and ``<results-json stem>/<eval_type_id>/<sae>_..json``.
+
+    Per-eval files carry the per-latent details; the envelope leaves them out to stay small.
+    """
+    path = Path(runner.settings.results_json)
+    results = runner.evaluated()
+    data = envelope(results, runner.settings.suite, checks, runner.errors(), eval_id)
+    per_eval_dir = path.with_suffix("")
+    for res in results:
+        for eval_type_id, eval_result in res.evals.items():
+            out = per_eval_dir / eval_type_id / per_eval_filename(res.sae_id)
+            write_json_atomic(out, saebench_output(res, eval_result, eval_id, True))
+    write_json_atomic(path, data)
+    return str(path)

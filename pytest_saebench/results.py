@@ -1,0 +1,141 @@
+"""Results of a run: per-SAE eval outputs in SAEBench's schema inside our envelope."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_saebench import __version__
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class SaeResults:
+    """Everything known about one evaluated checkpoint."""
+
+    sae_id: str
+    path: str
+    sha256: str
+    suite: str
+    evals: dict[str, Any] = field(default_factory=dict)  # eval_type_id -> EvalResult
+    sae_cfg: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def value(self, metric_id: str) -> float | None:
+        """Value of ``metric_id`` (None if undefined or not computed)."""
+        res = self.evals.get(metric_id.split(".", 1)[0])
+        return None if res is None else res.metrics.get(metric_id)
+
+    def stderr(self, metric_id: str) -> float | None:
+        """Standard error of ``metric_id`` where one is defined."""
+        res = self.evals.get(metric_id.split(".", 1)[0])
+        return None if res is None else res.stderr.get(metric_id)
+
+    def reason(self, metric_id: str) -> str | None:
+        """Why ``metric_id`` is undefined or was not computed, if it is."""
+        res = self.evals.get(metric_id.split(".", 1)[0])
+        if res is None:
+            return None
+        return res.reasons.get(metric_id) or res.not_computed.get(metric_id)
+
+    def computed(self, metric_id: str) -> bool:
+        """True if the metric was computed (possibly as an undefined value)."""
+        res = self.evals.get(metric_id.split(".", 1)[0])
+        return res is not None and metric_id in res.metrics
+
+    def all_metrics(self) -> dict[str, float | None]:
+        """Every computed metric id -> value."""
+        return {k: v for res in self.evals.values() for k, v in res.metrics.items()}
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Short SHA-256 of an eval config (sorted JSON)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def environment(device: str, dtype: str, seed: int) -> dict[str, Any]:
+    """Library versions and run settings that change numbers."""
+    import sae_lens
+    import torch
+    import transformer_lens
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__,
+        "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+        "sae_lens": sae_lens.__version__, "device": device, "dtype": dtype, "seed": seed,
+        "platform": platform.platform(terse=True),
+    }
+
+
+def saebench_output(res: SaeResults, eval_result: Any, eval_id: str, with_details: bool
+                    ) -> dict[str, Any]:
+    """One eval as SAEBench's ``BaseEvalOutput`` dict."""
+    return {
+        "eval_type_id": eval_result.eval_type_id,
+        "eval_config": eval_result.config,
+        "eval_id": eval_id,
+        "datetime_epoch_millis": int(time.time() * 1000),
+        "eval_result_metrics": eval_result.eval_result_metrics(),
+        "eval_result_details": eval_result.details if with_details else [],
+        "sae_bench_commit_hash": f"pytest-saebench {__version__}",
+        "sae_lens_id": "custom_sae",
+        "sae_lens_release_id": res.sae_id,
+        "sae_lens_version": res.env.get("sae_lens"),
+        "sae_cfg_dict": res.sae_cfg,
+        "eval_result_unstructured": eval_result.unstructured,
+    }
+
+
+def envelope(results: list[SaeResults], suite: str, checks: list[dict[str, Any]],
+             errors: dict[str, str], eval_id: str) -> dict[str, Any]:
+    """The whole run as our JSON envelope."""
+    saes: dict[str, Any] = {}
+    for res in results:
+        saes[res.sae_id] = {
+            "path": res.path, "sha256": res.sha256, "suite": res.suite, "env": res.env,
+            "seconds": round(res.seconds, 3),
+            "eval_config_hash": {k: config_hash(v.config) for k, v in res.evals.items()},
+            "evals": {k: saebench_output(res, v, eval_id, False) for k, v in res.evals.items()},
+            "stderr": {m: s for v in res.evals.values() for m, s in v.stderr.items()},
+            "reasons": {m: r for v in res.evals.values() for m, r in v.reasons.items()},
+            "not_computed": {m: r for v in res.evals.values() for m, r in v.not_computed.items()},
+            "error": None,
+        }
+    for sae_id, message in errors.items():
+        saes.setdefault(sae_id, {"evals": {}})["error"] = message
+    return {
+        "schema_version": SCHEMA_VERSION, "tool": "pytest-saebench", "version": __version__,
+        "created_epoch_millis": int(time.time() * 1000), "suite": suite, "eval_id": eval_id,
+        "saes": saes, "checks": checks,
+    }
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON to ``path`` via a temporary file and ``os.replace``: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def per_eval_filename(sae_id: str) -> str:
+    """SAEBench's file name for a custom SAE: ``{name}_custom_sae_eval_results.json``."""
+    return f"{sae_id.replace('/', '_')}_custom_sae_eval_results.json"

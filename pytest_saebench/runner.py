@@ -1,0 +1,187 @@
+"""Evaluate each checkpoint once per session: checkpoint -> model + tokens -> evals -> results."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pytest_saebench.config import Settings
+from pytest_saebench.errors import SaebenchError
+from pytest_saebench.loading.checkpoints import CheckpointRef
+from pytest_saebench.results import SaeResults
+
+
+class EvaluationFailed(Exception):
+    """An eval raised; dependent gates report this instead of a value."""
+
+
+class Runner:
+    """Lazily evaluates checkpoints and caches models, datasets, token windows and results."""
+
+    def __init__(self, settings: Settings, checkpoints: list[CheckpointRef],
+                 eval_configs: dict[str, Any], registry: Any):
+        self.settings = settings
+        self.registry = registry
+        self.checkpoints = {ref.id: ref for ref in checkpoints}
+        self.eval_configs = eval_configs
+        self._suite_configs: dict[str, dict[str, Any]] = {settings.suite: eval_configs}
+        self._results: dict[tuple[str, str], SaeResults] = {}
+        self._failures: dict[tuple[str, str, str], BaseException] = {}
+        self._models: dict[tuple[str, str], Any] = {}
+        self._datasets: dict[str, Any] = {}
+        self._tokens: dict[tuple, Any] = {}
+        self._loaded: dict[str, Any] = {}
+        self._device: str | None = None
+
+    # -- environment -------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """The torch device: ``--saebench-device`` or cuda when available, else cpu."""
+        if self._device is None:
+            if self.settings.device != "auto":
+                self._device = self.settings.device
+            else:
+                import torch
+
+                self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        return self._device
+
+    def errors(self) -> dict[str, str]:
+        """``{sae_id: message}`` for every checkpoint whose evaluation failed."""
+        out: dict[str, str] = {}
+        for (sae_id, suite, name), exc in self._failures.items():
+            if suite == self.settings.suite:
+                out.setdefault(sae_id, f"{name}: {exc}")
+        return out
+
+    def evaluated(self) -> list[SaeResults]:
+        """Results of the session's suite for every checkpoint evaluated so far."""
+        suite = self.settings.suite
+        return [self._results[(k, suite)] for k in self.checkpoints
+                if (k, suite) in self._results]
+
+    def configs_for(self, suite: str) -> dict[str, Any]:
+        """Eval configs of ``suite`` with the file's per-eval overrides applied."""
+        if suite not in self._suite_configs:
+            from pytest_saebench.suites import eval_configs
+
+            self._suite_configs[suite] = eval_configs(suite, dict(self.settings.eval_overrides))
+        return self._suite_configs[suite]
+
+    # -- loading -----------------------------------------------------------------------
+    def loaded_sae(self, sae_id: str):
+        """The validated, folded SAE of ``sae_id`` (loaded once)."""
+        if sae_id not in self._loaded:
+            from pytest_saebench.loading.sae import load_sae
+
+            ref = self.checkpoints[sae_id]
+            if ref.meta.get("hook_head_index") is not None:
+                raise SaebenchError(f"{ref.path}/cfg.json: hook_head_index SAEs are not "
+                                    "supported yet; evaluate a full-width hook")
+            self._loaded[sae_id] = load_sae(ref, self.device)
+        return self._loaded[sae_id]
+
+    def model_for(self, sae_id: str):
+        """The HookedTransformer for ``sae_id``, shared between checkpoints of one model."""
+        from pytest_saebench.loading.model import load_model, resolve_model_name
+
+        ref = self.checkpoints[sae_id]
+        name = resolve_model_name(self.settings.model, ref.model_name, str(ref.path))
+        kwargs = ref.meta.get("model_from_pretrained_kwargs") or {}
+        key = (name, repr(sorted(kwargs.items())))
+        if key not in self._models:
+            self._models[key] = load_model(name, self.device, self.settings.dtype, kwargs)
+        return self._models[key]
+
+    def dataset_for(self, sae_id: str) -> str:
+        """``--saebench-dataset`` unless ``auto``, else the checkpoint's ``dataset_path``."""
+        if self.settings.dataset != "auto":
+            return self.settings.dataset
+        ref = self.checkpoints[sae_id]
+        spec = ref.meta.get("dataset_path")
+        if not spec:
+            raise SaebenchError(
+                f"{ref.path}/cfg.json: no metadata.dataset_path; pass --saebench-dataset "
+                "PATH_OR_NAME or set dataset = '...' in [tool.pytest-saebench]"
+            )
+        return str(spec)
+
+    def _token_source(self, model, spec: str):
+        from pytest_saebench.loading.data import load_text_dataset, token_windows
+
+        def tokens(n_windows: int, context_size: int, prepend_bos: bool):
+            key = (model.cfg.model_name, id(model), spec, n_windows, context_size, prepend_bos)
+            if key not in self._tokens:
+                if spec not in self._datasets:
+                    self._datasets[spec] = load_text_dataset(spec)
+                self._tokens[key] = token_windows(model.tokenizer, self._datasets[spec],
+                                                  n_windows, context_size, prepend_bos,
+                                                  self.settings.seed)
+            return self._tokens[key]
+
+        return tokens
+
+    # -- evaluation --------------------------------------------------------------------
+    def results(self, sae_id: str, evals: list[str] | None = None,
+                suite: str | None = None) -> SaeResults:
+        """Results of ``sae_id`` with at least ``evals`` (default: all of ``suite``'s).
+
+        Raises :class:`EvaluationFailed` if a requested eval failed, now or earlier.
+        """
+        suite = suite or self.settings.suite
+        configs = self.configs_for(suite)
+        names = list(configs) if evals is None else list(evals)
+        for name in names:
+            if name not in configs:
+                raise SaebenchError(f"eval '{name}' is not part of suite '{suite}' "
+                                    f"(it runs {', '.join(configs)})")
+        for name in names:
+            failure = self._failures.get((sae_id, suite, name))
+            if failure is not None:
+                raise EvaluationFailed(f"evaluation of '{sae_id}' failed: {failure}")
+            res = self._results.get((sae_id, suite))
+            if res is None or self._eval_type(name) not in res.evals:
+                try:
+                    self._run_eval(sae_id, suite, name, configs[name])
+                except Exception as exc:
+                    self._failures[(sae_id, suite, name)] = exc
+                    raise
+        return self._results[(sae_id, suite)]
+
+    def _eval_type(self, name: str) -> str:
+        from pytest_saebench.evals import get_eval
+
+        return get_eval(name).EVAL_TYPE_ID
+
+    def _run_eval(self, sae_id: str, suite: str, name: str, config: Any) -> None:
+        import torch
+
+        from pytest_saebench.evals import get_eval
+        from pytest_saebench.evals.base import EvalContext
+        from pytest_saebench.loading.model import check_hook
+        from pytest_saebench.results import environment
+
+        ref = self.checkpoints[sae_id]
+        res = self._results.get((sae_id, suite))
+        if res is None:
+            res = SaeResults(sae_id, str(ref.path), ref.sha256(), suite,
+                             sae_cfg=ref.cfg,
+                             env=environment(self.device, self.settings.dtype,
+                                             self.settings.seed))
+        started = time.perf_counter()
+        loaded = self.loaded_sae(sae_id)
+        model = self.model_for(sae_id)
+        check_hook(model, loaded.hook, loaded.d_in, str(ref.path))
+        spec = self.dataset_for(sae_id)
+        tok = model.tokenizer
+        special = frozenset(i for i in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id)
+                            if i is not None)
+        ctx = EvalContext(loaded=loaded, model=model, tokens=self._token_source(model, spec),
+                          device=self.device, seed=self.settings.seed, special_ids=special,
+                          dataset=spec)
+        torch.manual_seed(self.settings.seed)
+        module = get_eval(name)
+        out = module.run(ctx, config)
+        res.evals[module.EVAL_TYPE_ID] = out
+        res.seconds += time.perf_counter() - started
+        self._results[(sae_id, suite)] = res

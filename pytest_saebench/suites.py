@@ -1,0 +1,60 @@
+"""Suites: which evals run, each with the preset of the same name from its module."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pytest_saebench.errors import SaebenchError, did_you_mean
+from pytest_saebench.evals import EVAL_MODULES, get_eval
+
+SUITES: dict[str, tuple[str, ...]] = {
+    "fast": ("core",),
+    "standard": ("core",),
+    "full": ("core",),
+}
+
+
+def check_suite(name: str) -> str:
+    """Return ``name`` if it is a suite, else raise with a hint."""
+    if name not in SUITES:
+        raise SaebenchError(
+            f"unknown suite '{name}'{did_you_mean(name, SUITES)} (choose {', '.join(SUITES)})"
+        )
+    return name
+
+
+def evals_computing(eval_type_id: str) -> list[str]:
+    """Suites whose evals include ``eval_type_id``."""
+    return [s for s, evals in SUITES.items()
+            if any(eval_type_id == get_eval(e).EVAL_TYPE_ID for e in evals)]
+
+
+def eval_configs(suite: str, overrides: dict[str, dict[str, Any]] | None = None,
+                 source: str = "[tool.pytest-saebench.evals]") -> dict[str, Any]:
+    """``{eval name: Config}`` for ``suite``, with per-eval field overrides applied."""
+    overrides = overrides or {}
+    for name in overrides:
+        if name not in EVAL_MODULES:
+            hint = did_you_mean(name, EVAL_MODULES)
+            raise SaebenchError(f"{source}: unknown eval '{name}'{hint}")
+    configs: dict[str, Any] = {}
+    for name in SUITES[check_suite(suite)]:
+        module = get_eval(name)
+        cfg = module.PRESETS[suite]
+        extra = overrides.get(name, {})
+        fields = {f.name: f for f in dataclasses.fields(cfg)}
+        for key, value in extra.items():
+            if key not in fields:
+                raise SaebenchError(
+                    f"{source}.{name}: unknown setting '{key}'{did_you_mean(key, fields)}"
+                )
+            expected = type(getattr(cfg, key))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise SaebenchError(
+                    f"{source}.{name}.{key}: expected {expected.__name__}, got {value!r}"
+                )
+        configs[name] = dataclasses.replace(cfg, **extra)
+    return configs
