@@ -246,7 +246,7 @@ def _record_density(res: EvalResult, active: torch.Tensor, prompts: torch.Tensor
         res.set(f"{mm}.normalized_freq_over_{pct}_percent", share)
     alive = density[density > 0]
     res.set(f"{mm}.median_log10_feature_density",
-            float(alive.log10().median()) if alive.numel() else None,
+            float(alive.log10().quantile(0.5)) if alive.numel() else None,
             reason="no latent fired")
     return density, torch.where(prompts > 0, active / prompts.clamp_min(1), float("nan"))
 

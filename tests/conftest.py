@@ -1,0 +1,64 @@
+"""Shared tiny world: a corpus, a trained 2-layer LM and SAEs, built once per session."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HOOK = "blocks.0.hook_resid_post"
+CONTEXT = 32
+
+
+@dataclass
+class TinyWorld:
+    """Paths of the shared test artifacts."""
+
+    root: Path
+    model_dir: Path
+    corpus: Path
+    trained: Path  # standard ReLU SAE, trained
+    random: Path  # same shape, random
+    topk: Path  # TopK SAE, trained
+
+    def metadata(self, **extra) -> dict:
+        """SAE metadata pointing at the tiny model and corpus."""
+        return {"model_name": str(self.model_dir), "hook_name": HOOK, "context_size": CONTEXT,
+                "prepend_bos": True, "dataset_path": str(self.corpus), **extra}
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
+    """Build (once) the tiny model, corpus and three SAEs."""
+    from pytest_saebench import testing as T
+    from pytest_saebench.loading.data import load_text_dataset, token_windows
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    corpus = T.make_corpus(1500, seed=0)
+    corpus_path = root / "corpus.jsonl"
+    corpus_path.write_text("\n".join(json.dumps({"text": d}) for d in corpus))
+    model = T.build_tiny_model(root / "model", corpus, steps=150, n_ctx=64)
+    world = TinyWorld(root, root / "model", corpus_path, root / "trained", root / "random",
+                      root / "topk")
+    ds = load_text_dataset(str(corpus_path))
+    tokens = token_windows(model.tokenizer, ds, 256, CONTEXT, True, seed=123)
+    acts = T.collect_activations(model, tokens, HOOK, 0)
+    d_in = model.cfg.d_model
+    T.make_sae(d_in, 128, "standard", metadata=world.metadata(), seed=1).save_model(world.random)
+    sae = T.make_sae(d_in, 128, "standard", metadata=world.metadata(), seed=1)
+    T.train_sae(sae, acts, steps=300, l1_coefficient=3e-3)
+    sae.save_model(world.trained)
+    topk = T.make_sae(d_in, 128, "topk", k=8, metadata=world.metadata(), seed=2)
+    T.train_sae(topk, acts, steps=300)
+    topk.save_model(world.topk)
+    return world
+
+
+SMALL_PYPROJECT = """
+[tool.pytest-saebench.evals.core]
+batch_size_prompts = 4
+n_eval_reconstruction_batches = 2
+n_eval_sparsity_variance_batches = 4
+"""

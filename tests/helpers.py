@@ -1,0 +1,29 @@
+"""Test helpers: run the core eval through the Runner on a checkpoint directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_saebench.config import Settings
+from pytest_saebench.evals import metric_registry
+from pytest_saebench.evals.core import Config
+from pytest_saebench.loading.checkpoints import discover_all
+from pytest_saebench.runner import Runner
+
+SMALL = Config(batch_size_prompts=4, n_eval_reconstruction_batches=2,
+               n_eval_sparsity_variance_batches=4, context_size=0)
+
+
+def make_runner(sae_dir: Path | str, model: str = "auto", dataset: str = "auto",
+                cfg: Config = SMALL, seed: int = 42) -> Runner:
+    """A Runner over one checkpoint with a core-only suite ``cfg``."""
+    settings = Settings(sae_paths=(str(sae_dir),), model=model, dataset=dataset, device="cpu",
+                        seed=seed, results_json=None)
+    return Runner(settings, discover_all([str(sae_dir)]), {"core": cfg}, metric_registry())
+
+
+def run_core(sae_dir: Path | str, cfg: Config = SMALL, seed: int = 42, **kwargs):
+    """Core ``EvalResult`` for the single checkpoint in ``sae_dir``."""
+    runner = make_runner(sae_dir, cfg=cfg, seed=seed, **kwargs)
+    sae_id = next(iter(runner.checkpoints))
+    return runner.results(sae_id).evals["core"]
