@@ -1,0 +1,184 @@
+"""The plugin end to end with pytester: items, exit codes, messages, JUnit, JSON, selection."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.conftest import SMALL_PYPROJECT
+
+EV = "core.reconstruction_quality.explained_variance"
+L0 = "core.sparsity.l0"
+
+
+def _project(pytester: pytest.Pytester, thresholds: str, extra: str = "") -> None:
+    pytester.makefile(".toml", pyproject=f"""
+[tool.pytest-saebench.thresholds]
+{thresholds}
+{SMALL_PYPROJECT}
+{extra}
+""")
+
+
+def test_passing_gates(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.5 }}\n"l0" = {{ min = 1, max = 128 }}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}", "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([
+        "*saebench::evaluate[[]trained[]] PASSED*",
+        f"*saebench::threshold[[]trained::{EV}[]] PASSED*",
+        f"*saebench::threshold[[]trained::{L0}[]] PASSED*",
+        "*= saebench =*",
+        f"*trained*{EV}*>= 0.5*PASS*",
+    ])
+    assert result.ret == 0
+    data = json.loads((pytester.path / "saebench-results.json").read_text())
+    entry = data["saes"]["trained"]
+    assert data["suite"] == "fast" and entry["sha256"]
+    core = entry["evals"]["core"]
+    assert core["eval_type_id"] == "core"
+    assert core["eval_result_metrics"]["reconstruction_quality"]["explained_variance"] > 0.5
+    assert {c["metric"]: c["status"] for c in data["checks"]} == {EV: "pass", L0: "pass"}
+    per_eval = pytester.path / "saebench-results" / "core" / "trained_custom_sae_eval_results.json"
+    assert len(json.loads(per_eval.read_text())["eval_result_details"]) == 128
+
+
+def test_failing_gate_is_one_line_and_exit_code_1(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.999 }}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
+    result.assert_outcomes(passed=1, failed=1)
+    assert result.ret == 1
+    result.stdout.re_match_lines([
+        rf"^{EV} = 0\.\d+ < min 0\.999 \(sae trained, suite fast\)$",
+    ])
+    assert "Traceback" not in result.stdout.str()
+    assert "torch" not in result.stdout.str().split("= FAILURES =")[1].split("= saebench")[0]
+
+
+def test_cli_threshold_overrides_config_bound(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.999, max = 1.0 }}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}",
+                                f"--saebench-threshold={EV}>=0.5")
+    result.assert_outcomes(passed=2)
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}",
+                                "--saebench-threshold=core.sparsity.l0<=1")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines([f"*{L0} = * > max 1 (sae trained, suite fast)*"])
+
+
+def test_warn_severity_passes_with_a_warning(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.999, severity = "warn" }}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(["*SaebenchGateWarning: *explained_variance = * < min 0.999*",
+                                 "*WARN*"])
+
+
+def test_metric_not_computed_is_skipped_with_reason(pytester, tiny_world):
+    metric = "core.misc_metrics.average_max_decoder_cosine_sim"
+    _project(pytester, f'"{metric}" = {{ max = 0.9 }}',
+             "compute_featurewise_weight_based_metrics = false")
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines([
+        f"*SKIPPED*{metric} not computed (sae trained, suite fast): "
+        "compute_featurewise_weight_based_metrics is off*"])
+
+
+def test_undefined_metric_fails_with_its_reason(pytester, tiny_world):
+    _project(pytester, '"l0" = { min = 1 }')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}",
+                                "--saebench-threshold=core.misc_metrics.median_log10_feature"
+                                "_density>=-10")
+    result.assert_outcomes(passed=3)
+
+
+def test_junit_properties(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.999 }}\n"l0" = {{ max = 128 }}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}", "--junitxml=junit.xml")
+    assert result.ret == 1
+    root = ET.parse(pytester.path / "junit.xml").getroot()
+    suite = root.find("testsuite")
+    props = {p.get("name"): p.get("value") for p in suite.find("properties")}
+    assert props["saebench.suite"] == "fast"
+    assert props["saebench.device"] == "cpu"
+    assert len(props["saebench.sae.trained.sha256"]) == 64
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    ev_case = cases[f"threshold[trained::{EV}]"]
+    assert ev_case.find("failure") is not None
+    assert "< min 0.999" in ev_case.find("failure").get("message")
+    case_props = {p.get("name"): p.get("value") for p in ev_case.find("properties")}
+    assert float(case_props["value"]) < 0.999
+    assert case_props["limit"] == ">= 0.999" and case_props["min"] == "0.999"
+    assert case_props["status"] == "fail"
+    l0_case = cases[f"threshold[trained::{L0}]"]
+    assert l0_case.find("failure") is None
+    assert {p.get("name") for p in l0_case.find("properties")} >= {"value", "stderr", "max"}
+
+
+def test_collect_only_does_not_evaluate(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.5 }}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["saebench::evaluate[[]trained[]]",
+                                 f"saebench::threshold[[]trained::{EV}[]]"])
+    assert result.ret == 0
+    assert not (pytester.path / "saebench-results.json").exists()
+    assert "= saebench =" not in result.stdout.str()
+
+
+def test_keyword_marker_and_last_failed_selection(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.999 }}\n"l0" = {{ max = 128 }}')
+    pytester.makepyfile(test_other="def test_plain():\n    assert True\n")
+    args = [f"--sae-path={tiny_world.trained}"]
+    pytester.runpytest(*args, "-k", "l0").assert_outcomes(passed=1, deselected=3)
+    pytester.runpytest(*args, "-m", "saebench").assert_outcomes(passed=2, failed=1,
+                                                               deselected=1)
+    pytester.runpytest(*args).assert_outcomes(passed=3, failed=1)
+    result = pytester.runpytest(*args, "--lf")
+    result.assert_outcomes(failed=1, deselected=3)
+
+
+def test_sweep_directory_parametrizes_checkpoints(pytester, tiny_world, tmp_path):
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_world.trained, sweep / "a_trained")
+    shutil.copytree(tiny_world.random, sweep / "b_random")
+    _project(pytester, f'"{EV}" = {{ min = 0.8 }}')
+    result = pytester.runpytest(f"--sae-path={sweep}", "-v")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines([
+        "*evaluate[[]sweep/a_trained[]] PASSED*",
+        f"*threshold[[]sweep/a_trained::{EV}[]] PASSED*",
+        "*evaluate[[]sweep/b_random[]] PASSED*",
+        f"*threshold[[]sweep/b_random::{EV}[]] FAILED*",
+    ])
+
+
+def test_without_sae_path_the_plugin_is_inert(pytester):
+    pytester.makefile(".toml", pyproject='[tool.pytest-saebench]\nnot-a-key = 1\n')
+    pytester.makepyfile(test_x="def test_x():\n    assert True\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    assert "= saebench =" not in out and "saebench: suite" not in out
+    assert not (pytester.path / "saebench-results.json").exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--collect-only", "-q"]])
+def test_help_and_plain_runs_never_import_torch(pytester, argv):
+    pytester.makepyfile(test_x="def test_x():\n    assert True\n")
+    code = ("import sys, pytest; rc = pytest.main(sys.argv[1:]); "
+            "print('TORCH-IMPORTED' if 'torch' in sys.modules else 'TORCH-FREE'); "
+            "sys.exit(int(rc))")
+    result = pytester.run(sys_executable(), "-c", code, *argv)
+    assert result.ret == 0
+    assert "TORCH-FREE" in result.stdout.str()
+
+
+def sys_executable() -> str:
+    import sys
+
+    return sys.executable
