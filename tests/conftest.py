@@ -6,7 +6,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+# pytester's in-process runs drop modules first imported inside them; datasets/pyarrow
+# cannot be imported twice in one process, so the heavy stack is imported up front.
+import datasets  # noqa: F401
 import pytest
+import sae_lens  # noqa: F401
+import transformer_lens  # noqa: F401
 
 HOOK = "blocks.0.hook_resid_post"
 CONTEXT = 32

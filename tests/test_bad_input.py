@@ -1,0 +1,181 @@
+"""Bad input gives one clear line naming the file, the key and the fix; never a torch
+traceback, and no half-written results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.conftest import SMALL_PYPROJECT
+
+EV = "core.reconstruction_quality.explained_variance"
+
+
+def _run(pytester, *args, thresholds: str = f'"{EV}" = {{ min = 0.5 }}', extra: str = ""):
+    pytester.makefile(".toml", pyproject=f"[tool.pytest-saebench.thresholds]\n{thresholds}\n"
+                                         f"{SMALL_PYPROJECT}\n{extra}")
+    return pytester.runpytest(*args)
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _assert_usage_error(result, *fragments: str) -> None:
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+def _assert_evaluation_fails(result, *fragments: str) -> None:
+    """Evaluate item fails with one line; the dependent gate errors with the same reason."""
+    result.assert_outcomes(failed=1, errors=1)
+    out = result.stdout.str()
+    assert "Traceback" not in out and "site-packages/torch" not in out
+    for fragment in fragments:
+        assert fragment in out, (fragment, out)
+
+
+def test_missing_path(pytester, tmp_path):
+    result = _run(pytester, f"--sae-path={tmp_path / 'nope'}")
+    _assert_usage_error(result, "--sae-path", "no such file or directory")
+
+
+def test_directory_without_checkpoint(pytester, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = _run(pytester, f"--sae-path={tmp_path / 'empty'}")
+    _assert_usage_error(result, "no SAE checkpoint found", "cfg.json")
+
+
+def test_cfg_missing_keys(pytester, tiny_world, tmp_path):
+    ckpt = _copy(tiny_world.trained, tmp_path / "ckpt")
+    cfg = json.loads((ckpt / "cfg.json").read_text())
+    del cfg["d_sae"]
+    del cfg["metadata"]["hook_name"]
+    (ckpt / "cfg.json").write_text(json.dumps(cfg))
+    result = _run(pytester, f"--sae-path={ckpt}")
+    _assert_usage_error(result, f"{ckpt}/cfg.json", "missing key(s) d_sae, metadata.hook_name")
+
+
+def test_cfg_not_json(pytester, tiny_world, tmp_path):
+    ckpt = _copy(tiny_world.trained, tmp_path / "ckpt")
+    (ckpt / "cfg.json").write_text("{ not json")
+    _assert_usage_error(_run(pytester, f"--sae-path={ckpt}"), "cfg.json: not valid JSON")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_safetensors(pytester, tiny_world, tmp_path, damage):
+    ckpt = _copy(tiny_world.trained, tmp_path / "ckpt")
+    weights = ckpt / "sae_weights.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00" * 64)
+    result = _run(pytester, f"--sae-path={ckpt}")
+    _assert_evaluation_fails(result, "sae_weights.safetensors: corrupt or truncated safetensors",
+                             "evaluation of 'ckpt' failed")
+
+
+def test_nan_weights_name_the_tensor(pytester, tiny_world, tmp_path):
+    ckpt = _copy(tiny_world.trained, tmp_path / "ckpt")
+    weights = ckpt / "sae_weights.safetensors"
+    state = load_file(str(weights))
+    state["b_enc"][3] = float("nan")
+    save_file(state, str(weights))
+    result = _run(pytester, f"--sae-path={ckpt}")
+    _assert_evaluation_fails(result, "tensor 'b_enc' has 1 NaN/inf value(s)")
+
+
+def test_d_in_mismatch(pytester, tiny_world, tmp_path):
+    from pytest_saebench import testing as T
+
+    T.make_sae(48, 32, "standard", metadata=tiny_world.metadata()).save_model(tmp_path / "ckpt")
+    result = _run(pytester, f"--sae-path={tmp_path / 'ckpt'}")
+    _assert_evaluation_fails(result, "d_in=48 but hook 'blocks.0.hook_resid_post'", "width 64")
+
+
+def test_weights_disagree_with_cfg(pytester, tiny_world, tmp_path):
+    ckpt = _copy(tiny_world.trained, tmp_path / "ckpt")
+    cfg = json.loads((ckpt / "cfg.json").read_text())
+    cfg["d_sae"] = 99
+    (ckpt / "cfg.json").write_text(json.dumps(cfg))
+    result = _run(pytester, f"--sae-path={ckpt}")
+    _assert_evaluation_fails(result, "tensor 'W_enc' has shape [64, 128] but cfg.json says")
+
+
+def test_unknown_hook(pytester, tiny_world, tmp_path):
+    ckpt = _copy(tiny_world.trained, tmp_path / "ckpt")
+    cfg = json.loads((ckpt / "cfg.json").read_text())
+    cfg["metadata"]["hook_name"] = "blocks.0.hook_resid_postt"
+    (ckpt / "cfg.json").write_text(json.dumps(cfg))
+    result = _run(pytester, f"--sae-path={ckpt}")
+    _assert_evaluation_fails(result, "hook 'blocks.0.hook_resid_postt' does not exist",
+                             "did you mean 'blocks.0.hook_resid_post'?")
+
+
+def test_unknown_model(pytester, tiny_world):
+    result = _run(pytester, f"--sae-path={tiny_world.trained}",
+                  "--saebench-model=no-such-model-xyz")
+    _assert_evaluation_fails(result, "model 'no-such-model-xyz' could not be loaded",
+                             "--saebench-model")
+
+
+def test_unknown_metric_id(pytester, tiny_world):
+    result = _run(pytester, f"--sae-path={tiny_world.trained}",
+                  thresholds='"core.reconstruction_quality.explained_varience" = { min = 0.5 }')
+    _assert_usage_error(result, "unknown metric id", f"did you mean '{EV}'?",
+                        "[tool.pytest-saebench.thresholds]")
+
+
+def test_unknown_config_key(pytester, tiny_world):
+    pytester.makefile(".toml", pyproject='[tool.pytest-saebench]\nsuit = "fast"\n')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
+    _assert_usage_error(result, "pyproject.toml [tool.pytest-saebench]: unknown key 'suit'",
+                        "did you mean 'suite'?")
+
+
+def test_unknown_eval_setting(pytester, tiny_world):
+    result = _run(pytester, f"--sae-path={tiny_world.trained}",
+                  extra="n_eval_reconstruction_batchez = 3")
+    _assert_usage_error(result, "unknown setting 'n_eval_reconstruction_batchez'",
+                        "did you mean 'n_eval_reconstruction_batches'?")
+
+
+def test_min_greater_than_max(pytester, tiny_world):
+    result = _run(pytester, f"--sae-path={tiny_world.trained}",
+                  thresholds='"l0" = { min = 100, max = 10 }')
+    _assert_usage_error(result, "min 100 > max 10")
+
+
+def test_bad_cli_threshold(pytester, tiny_world):
+    result = _run(pytester, f"--sae-path={tiny_world.trained}", "--saebench-threshold=l0>>3")
+    _assert_usage_error(result, "expected METRIC>=NUMBER or METRIC<=NUMBER")
+
+
+def test_failed_evaluation_writes_no_half_results(pytester, tiny_world, tmp_path):
+    ckpt = _copy(tiny_world.trained, tmp_path / "ckpt")
+    (ckpt / "sae_weights.safetensors").write_bytes(b"junk")
+    _run(pytester, f"--sae-path={ckpt}")
+    data = json.loads((pytester.path / "saebench-results.json").read_text())
+    assert "corrupt or truncated" in data["saes"]["ckpt"]["error"]
+    assert data["saes"]["ckpt"]["evals"] == {}
+    assert not list(pytester.path.glob(".saebench-results.json.*.tmp"))
+
+
+def test_nan_check_also_catches_inf(tiny_world, tmp_path):
+    from pytest_saebench.errors import SaebenchError
+    from pytest_saebench.loading.checkpoints import discover
+    from pytest_saebench.loading.sae import load_sae
+
+    ckpt = _copy(tiny_world.trained, tmp_path / "ckpt")
+    weights = ckpt / "sae_weights.safetensors"
+    state = load_file(str(weights))
+    state["W_dec"][0, 0] = torch.inf
+    save_file(state, str(weights))
+    with pytest.raises(SaebenchError, match="tensor 'W_dec' has 1 NaN/inf"):
+        load_sae(discover(ckpt)[0], "cpu")

@@ -1,0 +1,131 @@
+"""Settings precedence, threshold rules (hypothesis), metric aliases and token windows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_saebench.config import build_settings, read_file_config
+from pytest_saebench.errors import SaebenchError
+from pytest_saebench.evals import metric_registry
+from pytest_saebench.evals.base import grouped_jackknife
+from pytest_saebench.thresholds import Threshold, check, make_threshold
+
+finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6)
+
+
+@given(value=finite, lo=st.none() | finite, hi=st.none() | finite)
+def test_check_passes_exactly_inside_inclusive_bounds(value, lo, hi):
+    if lo is None and hi is None or (lo is not None and hi is not None and lo > hi):
+        return
+    outcome = check(Threshold("m.c.k", lo, hi), value, None, "(ctx)")
+    inside = (lo is None or value >= lo) and (hi is None or value <= hi)
+    assert (outcome.status == "pass") == inside
+    if not inside:
+        assert outcome.message.startswith("m.c.k = ") and outcome.message.endswith("(ctx)")
+
+
+@given(st.sampled_from([float("nan"), float("inf"), -float("inf"), None]))
+def test_non_finite_values_always_fail(value):
+    outcome = check(Threshold("m.c.k", min=-math.inf), value, "because", "(ctx)")
+    assert outcome.status == "fail"
+
+
+@given(lo=finite, hi=finite)
+def test_make_threshold_rejects_inverted_bounds(lo, hi):
+    if lo > hi:
+        with pytest.raises(SaebenchError, match="min .* > max"):
+            make_threshold("m", lo, hi, "error", "here")
+    else:
+        assert make_threshold("m", lo, hi, "error", "here").min == lo
+
+
+def test_aliases_resolve_and_unknown_ids_suggest():
+    reg = metric_registry()
+    assert reg.resolve("l0") == "core.sparsity.l0"
+    assert reg.resolve("core.ce_loss_score") == "core.model_performance_preservation.ce_loss_score"
+    with pytest.raises(SaebenchError, match="did you mean 'core.sparsity.l0'"):
+        reg.resolve("core.sparsity.l00")
+
+
+def _fc(tmp_path, text):
+    (tmp_path / "pyproject.toml").write_text(text)
+    return read_file_config(tmp_path)
+
+
+def test_precedence_cli_over_env_over_file(tmp_path):
+    fc = _fc(tmp_path, '[tool.pytest-saebench]\nsuite = "full"\nseed = 1\nmodel = "file"\n')
+    opts = {"sae_path": ["x"], "saebench_suite": "standard"}
+    s = build_settings(opts, fc, {"SAEBENCH_SEED": "7", "SAEBENCH_SUITE": "fast"})
+    assert (s.suite, s.seed, s.model, s.dataset) == ("standard", 7, "file", "auto")
+
+
+def test_alias_table_and_relative_sae_path(tmp_path):
+    fc = _fc(tmp_path, '[tool.saebench]\nsae-path = "ckpts/latest"\n')
+    s = build_settings({"saebench": True}, fc, {})
+    assert s.sae_paths == (str(tmp_path / "ckpts" / "latest"),)
+    assert build_settings({}, fc, {}).active is False  # needs --saebench or --sae-path
+
+
+def test_saebench_flag_without_any_path_is_an_error(tmp_path):
+    with pytest.raises(SaebenchError, match="no checkpoint"):
+        build_settings({"saebench": True}, _fc(tmp_path, ""), {})
+
+
+def test_thresholds_record_their_pyproject_line(tmp_path):
+    fc = _fc(tmp_path, '[tool.pytest-saebench.thresholds]\n\n"l0" = { min = 1, max = 9 }\n')
+    s = build_settings({"sae_path": ["x"]}, fc, {}, metric_registry().resolve)
+    (t,) = s.thresholds
+    assert (t.metric, t.min, t.max) == ("core.sparsity.l0", 1, 9)
+    assert t.source == f"{tmp_path / 'pyproject.toml'}:3"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('"l0" = 3', "expected a table like"),
+    ('"l0" = { mn = 3 }', "did you mean 'min'"),
+    ('"l0" = { min = "3" }', "min must be a number"),
+    ('"l0" = { min = 3, severity = "fatal" }', "severity must be"),
+])
+def test_threshold_table_errors(tmp_path, bad, message):
+    fc = _fc(tmp_path, f"[tool.pytest-saebench.thresholds]\n{bad}\n")
+    with pytest.raises(SaebenchError, match=message):
+        build_settings({"sae_path": ["x"]}, fc, {}, metric_registry().resolve)
+
+
+@given(st.lists(st.floats(min_value=-100, max_value=100), min_size=4, max_size=60))
+def test_jackknife_of_a_mean_is_the_classical_standard_error(values):
+    per_unit = {"s": torch.tensor(values, dtype=torch.float64),
+                "n": torch.ones(len(values), dtype=torch.float64)}
+    value, se = grouped_jackknife(per_unit, lambda s: float(s["s"] / s["n"]),
+                                  n_groups=len(values))
+    t = torch.tensor(values, dtype=torch.float64)
+    assert value == pytest.approx(float(t.mean()), abs=1e-9)
+    expected = float(t.std() / math.sqrt(len(values)))
+    assert se == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_token_windows_follow_activations_store_semantics():
+    import datasets
+
+    from pytest_saebench.loading.data import token_windows
+
+    class Tok:
+        bos_token_id, eos_token_id = 0, 0
+
+        def __call__(self, texts, add_special_tokens=False):
+            return {"input_ids": [[int(w) for w in t.split()] for t in texts]}
+
+    ds = datasets.Dataset.from_dict({"text": ["1 2 3", "4 5", "6 7 8 9"]})
+    out = token_windows(Tok(), ds, 3, 4, True, seed=0)
+    assert out.shape == (3, 4) and (out[:, 0] == 0).all()
+    order = ds.shuffle(seed=0)["text"]
+    expected = " 0 ".join(order).split()[:9]  # documents in shuffled order, BOS-separated
+    assert out[:, 1:].flatten().tolist() == [int(t) for t in expected]
+    again = token_windows(Tok(), ds, 3, 4, True, seed=0)
+    assert torch.equal(out, again)
+    with pytest.raises(SaebenchError, match="only 11 tokens"):
+        token_windows(Tok(), ds, 5, 4, True, seed=0)
