@@ -1,0 +1,64 @@
+"""Command line: ``python -m pytest_saebench demo [DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+DEMO_THRESHOLDS = """[tool.pytest-saebench.thresholds]
+"core.sparsity.l0" = { min = 1, max = 64 }
+"core.reconstruction_quality.explained_variance" = { min = 0.8 }
+"core.model_performance_preservation.ce_loss_score" = { min = 0.9 }
+"""
+
+
+def build_demo(root: Path) -> dict[str, Path]:
+    """Train a tiny model on a generated corpus plus a trained and a random TopK SAE."""
+    from pytest_saebench import testing as T
+    from pytest_saebench.loading.data import load_text_dataset, token_windows
+
+    corpus = T.make_corpus(2000)
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in corpus))
+    model = T.build_tiny_model(root / "model", corpus, steps=200, n_ctx=64)
+    tokens = token_windows(model.tokenizer, load_text_dataset(str(root / "corpus.jsonl")),
+                           256, 64, True, 0)
+    acts = T.collect_activations(model, tokens, "blocks.0.hook_resid_post", 0)
+    meta = {"model_name": str(root / "model"), "hook_name": "blocks.0.hook_resid_post",
+            "context_size": 64, "dataset_path": str(root / "corpus.jsonl")}
+    paths = {"trained": root / "saes" / "trained", "random": root / "saes" / "random"}
+    T.make_sae(64, 256, "topk", k=16, metadata=meta, seed=1).save_model(paths["random"])
+    sae = T.make_sae(64, 256, "topk", k=16, metadata=meta, seed=1)
+    T.train_sae(sae, acts, steps=300)
+    sae.save_model(paths["trained"])
+    (root / "pyproject.toml").write_text(DEMO_THRESHOLDS)
+    (root / "tests").mkdir(exist_ok=True)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m pytest_saebench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="build a tiny model and two SAEs, then gate them")
+    demo.add_argument("directory", nargs="?", help="where to build (default: a temp dir)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        import pytest
+
+        root = Path(args.directory or tempfile.mkdtemp(prefix="saebench-demo-"))
+        root.mkdir(parents=True, exist_ok=True)
+        print(f"building the demo in {root} ...", flush=True)
+        build_demo(root)
+        return int(pytest.main([f"--rootdir={root}", "-c", str(root / "pyproject.toml"),
+                                f"--sae-path={root / 'saes'}", "-p", "no:cacheprovider",
+                                "-W", "ignore::pytest.PytestAssertRewriteWarning",
+                                f"--saebench-json={root / 'saebench-results.json'}",
+                                str(root / "tests")]))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
