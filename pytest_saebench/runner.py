@@ -94,17 +94,14 @@ class Runner:
         return self._models[key]
 
     def dataset_for(self, sae_id: str) -> str:
-        """``--saebench-dataset`` unless ``auto``, else the checkpoint's ``dataset_path``."""
+        """``--saebench-dataset`` unless ``auto``; else the checkpoint's ``dataset_path``;
+        else the embedded corpus (training split), which needs no network."""
+        from pytest_saebench.reference import DATASET_PREFIX
+
         if self.settings.dataset != "auto":
             return self.settings.dataset
-        ref = self.checkpoints[sae_id]
-        spec = ref.meta.get("dataset_path")
-        if not spec:
-            raise SaebenchError(
-                f"{ref.path}/cfg.json: no metadata.dataset_path; pass --saebench-dataset "
-                "PATH_OR_NAME or set dataset = '...' in [tool.pytest-saebench]"
-            )
-        return str(spec)
+        spec = self.checkpoints[sae_id].meta.get("dataset_path")
+        return str(spec) if spec else f"{DATASET_PREFIX}train"
 
     def _token_source(self, model, spec: str):
         from pytest_saebench.loading.data import load_text_dataset, token_windows

@@ -7,6 +7,7 @@ from pathlib import Path
 import datasets
 import torch
 
+from pytest_saebench import reference
 from pytest_saebench.errors import SaebenchError
 
 _LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet",
@@ -30,6 +31,8 @@ def load_text_dataset(spec: str, split: str = "train") -> datasets.Dataset:
     ``save_to_disk`` directory, or a directory of such files) or an HF dataset name (which
     must be in the local cache when offline)."""
     datasets.disable_progress_bars()
+    if spec.startswith(reference.DATASET_PREFIX):
+        return reference.corpus_dataset(spec.removeprefix(reference.DATASET_PREFIX))
     path = Path(spec).expanduser()
     try:
         saved = ("dataset_info.json", "state.json", "dataset_dict.json")

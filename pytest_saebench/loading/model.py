@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoTokenizer
 
+from pytest_saebench import reference
 from pytest_saebench.activations import HookSpec, hook_activations
 from pytest_saebench.errors import SaebenchError, did_you_mean
 
@@ -19,8 +20,8 @@ TL_CONFIG_FILE = "tl_config.json"
 WEIGHTS_FILE = "model.safetensors"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-# Names that resolve to a model directory shipped with the package (filled by reference/).
-LOCAL_MODELS: dict[str, Path] = {}
+# Names that resolve to a model directory shipped with the package.
+LOCAL_MODELS: dict[str, Path] = {reference.MODEL_NAME: reference.MODEL_DIR}
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -1,0 +1,117 @@
+"""The embedded reference: corpus, tokenizer, model and example checkpoints, all offline."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_saebench import reference
+from pytest_saebench.loading.data import load_text_dataset, token_windows
+from pytest_saebench.loading.model import load_model
+from pytest_saebench.reference import build_corpus
+
+REPO = Path(__file__).parents[1]
+EXAMPLES = REPO / "example_tests"
+CHECKPOINTS = EXAMPLES / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def ref_model():
+    """The shipped reference model, loaded by name."""
+    return load_model(reference.MODEL_NAME, "cpu", "float32")
+
+
+def test_corpus_is_real_text_with_a_split():
+    sizes: dict[tuple[str, str], int] = {}
+    ids: dict[str, set[str]] = {}
+    for split in reference.SPLITS:
+        with gzip.open(reference.CORPUS_DIR / f"{split}.jsonl.gz", "rt") as fh:
+            rows = [json.loads(line) for line in fh]
+        ids[split] = {r["id"] for r in rows}
+        for r in rows:
+            key = (split, r["source"])
+            sizes[key] = sizes.get(key, 0) + len(r["text"])
+    assert sum(sizes.values()) > 10_000_000
+    assert {s for _, s in sizes} == {"wordnet", "kjv", "shakespeare"}
+    assert not ids["train"] & ids["heldout"]
+    assert all(build_corpus.is_heldout(i) for i in ids["heldout"])
+    notice = (REPO / "NOTICE").read_text()
+    for needle in ("WordNet 3.0 Copyright 2006 by Princeton University", "King James",
+                   "Sean Stewart, MIT License"):
+        assert needle in notice
+
+
+def test_named_datasets_resolve_offline():
+    heldout = load_text_dataset("saebench-reference:heldout")
+    assert len(heldout) > 100 and "text" in heldout.column_names
+
+
+def test_model_loads_by_name_with_its_tokenizer(ref_model):
+    tok = ref_model.tokenizer
+    assert ref_model.cfg.d_vocab == len(tok) == 4096
+    assert tok.decode(tok("In the beginning God created")["input_ids"]) == \
+        "In the beginning God created"
+    assert ref_model.cfg.n_layers == 4
+
+
+def test_heldout_loss_well_below_unigram(ref_model):
+    tokens = token_windows(ref_model.tokenizer, load_text_dataset("saebench-reference:heldout"),
+                           128, 128, True, seed=0)
+    with torch.inference_mode():
+        model_ce = float(ref_model(tokens, return_type="loss"))
+    # A unigram fit on the very tokens it is scored on: a lower bound for any unigram model.
+    targets = tokens[:, 1:].flatten()
+    counts = torch.bincount(targets, minlength=ref_model.cfg.d_vocab).double()
+    p = counts[counts > 0] / counts.sum()
+    unigram_ce = float(-(p * p.log()).sum())
+    assert model_ce < unigram_ce - 1.0, (model_ce, unigram_ce)
+    card = (reference.MODEL_DIR / "MODEL_CARD.md").read_text()
+    stats = json.loads((reference.MODEL_DIR / "training_stats.json").read_text())
+    assert f"{stats['heldout_ce']:.3f}" in card and f"{stats['unigram_ce']:.3f}" in card
+    assert math.isclose(stats["heldout_ce"], model_ce, abs_tol=0.15)
+
+
+def _gate(pytester, name: str):
+    shutil.copy(EXAMPLES / "pyproject.toml", pytester.path / "pyproject.toml")
+    shutil.copy(EXAMPLES / "test_sae_quality.py", pytester.path / "test_sae_quality.py")
+    return pytester.runpytest(f"--sae-path={CHECKPOINTS / name}", "-p", "no:cacheprovider")
+
+
+@pytest.mark.slow
+def test_good_checkpoint_passes_every_gate(pytester):
+    result = _gate(pytester, "good")
+    assert result.ret == 0, result.stdout.str()
+    data = json.loads((pytester.path / "saebench-results.json").read_text())
+    metrics = data["saes"]["good"]["evals"]["core"]["eval_result_metrics"]
+    assert metrics["model_performance_preservation"]["ce_loss_score"] >= 0.8
+    assert metrics["reconstruction_quality"]["explained_variance"] >= 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, metric", [
+    ("undertrained", "core.reconstruction_quality.explained_variance"),
+    ("dense", "core.sparsity.l0"),
+])
+def test_bad_checkpoints_fail_on_the_expected_metric(pytester, name, metric):
+    result = _gate(pytester, name)
+    assert result.ret == 1
+    result.stdout.re_match_lines([rf"^{metric} = \S+ [<>] (min|max) \S+ \(sae {name}, suite fast\)$"])
+
+
+@pytest.mark.slow
+def test_sweep_orders_by_sparsity(tmp_path):
+    from pytest_saebench.evals.core import PRESETS
+    from tests.helpers import make_runner
+
+    runner = make_runner(CHECKPOINTS / "sweep", cfg=PRESETS["fast"])
+    l0 = {k: runner.results(k).value("core.sparsity.l0") for k in runner.checkpoints}
+    ev = {k: runner.results(k).value("core.reconstruction_quality.explained_variance")
+          for k in runner.checkpoints}
+    assert l0 == pytest.approx({"sweep/k8": 8, "sweep/k16": 16, "sweep/k64": 64})
+    assert ev["sweep/k8"] < ev["sweep/k16"] < ev["sweep/k64"]
