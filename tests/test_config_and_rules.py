@@ -129,3 +129,45 @@ def test_token_windows_follow_activations_store_semantics():
     assert torch.equal(out, again)
     with pytest.raises(SaebenchError, match="only 11 tokens"):
         token_windows(Tok(), ds, 5, 4, True, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl", "parquet", "saved", "folder"])
+def test_local_dataset_formats(tmp_path, kind):
+    import datasets
+
+    from pytest_saebench.loading.data import load_text_dataset
+
+    texts = ["first document here", "second one", "third and last"]
+    ds = datasets.Dataset.from_dict({"body": texts, "n": [1, 2, 3]})
+    if kind == "txt":
+        (tmp_path / "c.txt").write_text("\n".join(texts) + "\n")
+        spec = tmp_path / "c.txt"
+    elif kind == "jsonl":
+        ds.to_json(str(tmp_path / "c.jsonl"))
+        spec = tmp_path / "c.jsonl"
+    elif kind == "parquet":
+        ds.to_parquet(str(tmp_path / "c.parquet"))
+        spec = tmp_path / "c.parquet"
+    elif kind == "saved":
+        ds.save_to_disk(str(tmp_path / "saved"))
+        spec = tmp_path / "saved"
+    else:
+        (tmp_path / "folder").mkdir()
+        for i, t in enumerate(texts):
+            (tmp_path / "folder" / f"{i}.txt").write_text(t + "\n")
+        spec = tmp_path / "folder"
+    loaded = load_text_dataset(str(spec))
+    assert sorted(loaded["text"]) == sorted(texts)
+
+
+def test_dataset_errors(tmp_path):
+    from pytest_saebench.loading.data import load_text_dataset
+
+    (tmp_path / "x.xyz").write_text("hi")
+    with pytest.raises(SaebenchError, match="unknown file type '.xyz'"):
+        load_text_dataset(str(tmp_path / "x.xyz"))
+    (tmp_path / "n.jsonl").write_text('{"n": 1}\n')
+    with pytest.raises(SaebenchError, match="no text column"):
+        load_text_dataset(str(tmp_path / "n.jsonl"))
+    with pytest.raises(SaebenchError, match="could not be loaded"):
+        load_text_dataset("no-such-org/no-such-dataset-xyz")

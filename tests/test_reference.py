@@ -101,7 +101,8 @@ def test_good_checkpoint_passes_every_gate(pytester):
 def test_bad_checkpoints_fail_on_the_expected_metric(pytester, name, metric):
     result = _gate(pytester, name)
     assert result.ret == 1
-    result.stdout.re_match_lines([rf"^{metric} = \S+ [<>] (min|max) \S+ \(sae {name}, suite fast\)$"])
+    line = rf"^{metric} = \S+ [<>] (min|max) \S+ \(sae {name}, suite fast\)$"
+    result.stdout.re_match_lines([line])
 
 
 @pytest.mark.slow
