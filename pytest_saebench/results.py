@@ -50,7 +50,8 @@ class SaeResults:
     def computed(self, metric_id: str) -> bool:
         """True if the metric was computed (possibly as an undefined value)."""
         res = self.evals.get(metric_id.split(".", 1)[0])
-        return res is not None and metric_id in res.metrics
+        return (res is not None and metric_id in res.metrics
+                and metric_id not in res.not_computed)
 
     def all_metrics(self) -> dict[str, float | None]:
         """Every computed metric id -> value."""

@@ -31,6 +31,7 @@ class Runner:
         self._datasets: dict[str, Any] = {}
         self._tokens: dict[tuple, Any] = {}
         self._loaded: dict[str, Any] = {}
+        self._memo: dict[str, Any] = {}
         self._device: str | None = None
 
     # -- environment -------------------------------------------------------------------
@@ -175,7 +176,7 @@ class Runner:
                             if i is not None)
         ctx = EvalContext(loaded=loaded, model=model, tokens=self._token_source(model, spec),
                           device=self.device, seed=self.settings.seed, special_ids=special,
-                          dataset=spec)
+                          dataset=spec, memo=self._memo)
         torch.manual_seed(self.settings.seed)
         module = get_eval(name)
         out = module.run(ctx, config)

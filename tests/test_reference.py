@@ -55,8 +55,8 @@ def test_named_datasets_resolve_offline():
 def test_model_loads_by_name_with_its_tokenizer(ref_model):
     tok = ref_model.tokenizer
     assert ref_model.cfg.d_vocab == len(tok) == 4096
-    assert tok.decode(tok("In the beginning God created")["input_ids"]) == \
-        "In the beginning God created"
+    ids = tok("In the beginning God created", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == "In the beginning God created"
     assert ref_model.cfg.n_layers == 4
 
 
@@ -116,3 +116,4 @@ def test_sweep_orders_by_sparsity(tmp_path):
           for k in runner.checkpoints}
     assert l0 == pytest.approx({"sweep/k8": 8, "sweep/k16": 16, "sweep/k64": 64})
     assert ev["sweep/k8"] < ev["sweep/k16"] < ev["sweep/k64"]
+

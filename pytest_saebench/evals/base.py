@@ -27,6 +27,9 @@ class EvalContext:
     seed: int
     special_ids: frozenset[int]
     dataset: str = ""
+    # SAE-independent results shared by all checkpoints of a run (probe activations,
+    # LLM-side probes); keys must name the model, hook and config they depend on.
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

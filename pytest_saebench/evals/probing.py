@@ -1,0 +1,173 @@
+"""Shared machinery of the probing evals (sparse probing, SCR, TPP): labeled text, masked and
+mean-pooled activations, SAEBench's probes. Not an eval itself (METRICS.md §0.4, §3.2)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pytest_saebench.activations import HookSpec, hook_activations
+from pytest_saebench.errors import SaebenchError
+
+PROBING_DIR = Path(__file__).parents[1] / "reference" / "probing"
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """An independent seed per purpose: SHA-256 of ``(seed, *parts)`` (METRICS.md §0.5)."""
+    blob = json.dumps([seed, *map(str, parts)]).encode()
+    return int(hashlib.sha256(blob).hexdigest()[:15], 16)
+
+
+def load_set(name: str) -> dict[str, list[dict]]:
+    """A shipped labeled set as ``{label: rows}`` in file order."""
+    path = PROBING_DIR / f"{name}.jsonl.gz"
+    if not path.exists():
+        known = ", ".join(sorted(p.name.split(".")[0] for p in PROBING_DIR.glob("*.jsonl.gz")))
+        raise SaebenchError(f"unknown probing dataset '{name}' (shipped: {known})")
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            by_label[row["label"]].append(row)
+    return dict(by_label)
+
+
+def split_classes(by_label: dict[str, list[dict]], classes: tuple[str, ...], n_train: int,
+                  n_test: int, seed: int, name: str) -> tuple[dict, dict]:
+    """Per class, a seeded shuffle, the first ``n_train`` rows for train, the next ``n_test``."""
+    train, test = {}, {}
+    for label in classes:
+        rows = by_label.get(label, [])
+        if len(rows) < n_train + n_test:
+            raise SaebenchError(
+                f"probing dataset '{name}' has {len(rows)} rows of class '{label}', fewer than "
+                f"train {n_train} + test {n_test}; lower probe_train_set_size/probe_test_set_size")
+        rng = np.random.default_rng(derive_seed(seed, name, label, "split"))
+        order = rng.permutation(len(rows))
+        train[label] = [rows[i] for i in order[:n_train]]
+        test[label] = [rows[i] for i in order[n_train:n_train + n_test]]
+    return train, test
+
+
+def tokenize(tokenizer, texts: list[str], context_length: int) -> torch.Tensor:
+    """Right-padded, truncated ``[N, context_length]`` ids (the tokenizer adds BOS only if it
+    does so by itself, as SAEBench)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token_id = pad
+    out = tokenizer(texts, padding="max_length", truncation=True, max_length=context_length,
+                    return_tensors="pt")
+    return out["input_ids"]
+
+
+@torch.inference_mode()
+def activations(model, tokens: torch.Tensor, hook: HookSpec, special: frozenset[int],
+                batch_size: int) -> torch.Tensor:
+    """``[N, C, D]`` float32 activations with every special-token position set to zero."""
+    device = model.cfg.device
+    mask = torch.tensor(sorted(special), dtype=torch.long)
+    chunks = []
+    for i in range(0, tokens.shape[0], batch_size):
+        t = tokens[i:i + batch_size]
+        acts = hook_activations(model, t.to(device), hook).cpu()
+        acts[torch.isin(t, mask)] = 0
+        chunks.append(acts)
+    return torch.cat(chunks)
+
+
+def valid_positions(acts: torch.Tensor) -> torch.Tensor:
+    """``[N, C]`` bool: a position is valid iff its activation vector is not all zero."""
+    return acts.sum(-1) != 0
+
+
+def pool(acts: torch.Tensor) -> torch.Tensor:
+    """Mean over valid positions: ``[N, C, D] -> [N, D]``."""
+    valid = valid_positions(acts)
+    return acts.sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
+
+
+@torch.inference_mode()
+def sae_pool(sae, acts: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Mean-pooled SAE codes: every position is encoded, then invalid ones are re-masked
+    (``encode(0)`` need not be 0)."""
+    out = []
+    device = sae.W_dec.device
+    for i in range(0, acts.shape[0], batch_size):
+        a = acts[i:i + batch_size].to(device)
+        valid = valid_positions(a)
+        codes = sae.encode(a.to(sae.dtype)).float() * valid[..., None]
+        out.append((codes.sum(1) / valid.sum(1, keepdim=True).clamp_min(1)).cpu())
+    return torch.cat(out)
+
+
+def one_vs_rest(labels: list[str], target: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and 0/1 labels of a balanced one-vs-rest task (METRICS.md §3.2 step 5)."""
+    rng = np.random.default_rng(seed)
+    labels_arr = np.array(labels)
+    pos = np.flatnonzero(labels_arr == target)
+    others = sorted(set(labels) - {target})
+    per_class = math.ceil(len(pos) / len(others))
+    pool_idx = np.concatenate([
+        rng.choice(np.flatnonzero(labels_arr == o), size=min(per_class, (labels_arr == o).sum()),
+                   replace=False) for o in others])
+    neg = rng.choice(pool_idx, size=min(len(pos), len(pool_idx)), replace=False)
+    idx = np.concatenate([pos, neg])
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    order = rng.permutation(len(idx))
+    return idx[order], y[order]
+
+
+def train_probe(x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor,
+                y_test: np.ndarray, seed: int, lr: float = 1e-2, epochs: int = 100,
+                batch_size: int = 250, patience: int = 10, l1: float = 0.0,
+                weight_decay: float = 0.01) -> tuple[float, torch.Tensor]:
+    """SAEBench's linear probe: BCE (+ ``l1``·Σ|w|), AdamW, best **test** accuracy over epochs
+    with early stopping (optimistic by design, METRICS.md §3.2 step 6). Returns the best
+    accuracy and the weight vector of that epoch."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    probe = torch.nn.Linear(x_train.shape[1], 1)
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    yt = torch.tensor(y_train, dtype=torch.float32)
+    ye = torch.tensor(y_test, dtype=torch.float32)
+    best, best_w, stale = -1.0, probe.weight.detach()[0].clone(), 0
+    for _ in range(epochs):
+        order = torch.randperm(x_train.shape[0], generator=gen)
+        for i in range(0, len(order), batch_size):
+            sel = order[i:i + batch_size]
+            logits = probe(x_train[sel])[:, 0]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yt[sel])
+            if l1:
+                loss = loss + l1 * probe.weight.abs().sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            acc = float(((probe(x_test)[:, 0] > 0).float() == ye).float().mean())
+        if acc > best:
+            best, best_w, stale = acc, probe.weight.detach()[0].clone(), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    return best, best_w
+
+
+def top_k_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                   y_test: np.ndarray, k: int) -> float:
+    """Logistic regression (L2, C=1) on the k dimensions with the largest train mean
+    difference, kept in column order (METRICS.md §3.2 step 7)."""
+    from sklearn.linear_model import LogisticRegression
+
+    diff = np.abs(x_train[y_train == 1].mean(0) - x_train[y_train == 0].mean(0))
+    cols = np.sort(np.argsort(-diff, kind="stable")[:k])
+    clf = LogisticRegression(C=1.0, max_iter=1000)
+    clf.fit(x_train[:, cols].astype(np.float32), y_train)
+    return float(clf.score(x_test[:, cols].astype(np.float32), y_test))

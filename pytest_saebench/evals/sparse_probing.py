@@ -1,0 +1,141 @@
+"""sparse_probing: can k SAE latents linearly detect known concepts? (METRICS.md §3)
+
+Runs on the labeled sets shipped with the package (built from WordNet, the KJV and
+Shakespeare; OFFLINE_DATA.md §3). Everything on the LLM side (activations, pooled vectors,
+LLM probes) depends only on the model, hook and data, so it is computed once per run and
+shared by every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pytest_saebench.evals import probing
+from pytest_saebench.evals.base import EvalContext, EvalResult, mean_stderr
+from pytest_saebench.metrics import MetricSpec
+
+EVAL_TYPE_ID = "sparse_probing"
+SCHEMA_K = (1, 2, 5, 10, 20, 50, 100)
+CLASSES = {
+    "supersense_wordnet": ("animal", "artifact", "food", "person", "plant"),
+    "genre_shakespeare": ("comedies", "histories", "romances", "roman", "tragedies"),
+    "testament_kjv": ("new", "old"),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sparse-probing settings (SAEBench names; per-class sizes are half of each set size)."""
+
+    dataset_names: tuple[str, ...] = tuple(CLASSES)
+    probe_train_set_size: int = 3000  # SAEBench 4000; our sets hold 2000 rows per class
+    probe_test_set_size: int = 1000
+    context_length: int = 128
+    k_values: tuple[int, ...] = (1, 2, 5, 10, 20, 50)
+    sae_batch_size: int = 125
+    llm_batch_size: int = 32
+    probe_epochs: int = 100
+    probe_patience: int = 10
+
+
+PRESETS = {
+    "fast": Config(probe_train_set_size=1000, probe_test_set_size=250, context_length=64,
+                   k_values=(1, 2, 5)),
+    "standard": Config(),
+    "full": Config(),
+}
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("sparse_probing.llm.llm_test_accuracy", "info", "LLM probe accuracy"),
+    *(MetricSpec(f"sparse_probing.llm.llm_top_{k}_test_accuracy", "info", f"LLM top-{k}")
+      for k in SCHEMA_K),
+    MetricSpec("sparse_probing.sae.sae_test_accuracy", "up", "SAE probe accuracy"),
+    *(MetricSpec(f"sparse_probing.sae.sae_top_{k}_test_accuracy", "up", f"SAE top-{k} accuracy")
+      for k in SCHEMA_K),
+)
+
+
+def _llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
+    """Pooled LLM activations, raw activations and LLM probe results for one dataset."""
+    hook = ctx.loaded.hook
+    key = (f"sparse_probing/{id(ctx.model)}/{hook.name}/{name}/{cfg.probe_train_set_size}/"
+           f"{cfg.probe_test_set_size}/{cfg.context_length}/{cfg.k_values}/{ctx.seed}")
+    if key in ctx.memo:
+        return ctx.memo[key]
+    classes = CLASSES[name]
+    train, test = probing.split_classes(probing.load_set(name), classes,
+                                        cfg.probe_train_set_size // 2,
+                                        cfg.probe_test_set_size // 2, ctx.seed, name)
+    side: dict = {"classes": classes}
+    for split, rows in (("train", train), ("test", test)):
+        texts = [r["text"] for c in classes for r in rows[c]]
+        side[f"{split}_labels"] = [c for c in classes for _ in rows[c]]
+        tokens = probing.tokenize(ctx.model.tokenizer, texts, cfg.context_length)
+        acts = probing.activations(ctx.model, tokens, hook, ctx.special_ids, cfg.llm_batch_size)
+        side[f"{split}_acts"] = acts
+        side[f"{split}_pooled"] = probing.pool(acts)
+    side["tasks"] = {c: {s: probing.one_vs_rest(side[f"{s}_labels"], c,
+                                                 probing.derive_seed(ctx.seed, name, c, s))
+                         for s in ("train", "test")} for c in classes}
+    side["llm"] = _probe_all(side, "train_pooled", "test_pooled", cfg, ctx.seed, name)
+    ctx.memo[key] = side
+    return side
+
+
+def _probe_all(side: dict, train_key: str, test_key: str, cfg: Config, seed: int,
+               name: str, train_x: torch.Tensor | None = None,
+               test_x: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
+    """Per class: full-width probe accuracy and top-k accuracies."""
+    x_tr = side[train_key] if train_x is None else train_x
+    x_te = side[test_key] if test_x is None else test_x
+    out: dict[str, dict[str, float]] = {}
+    for c in side["classes"]:
+        (i_tr, y_tr), (i_te, y_te) = side["tasks"][c]["train"], side["tasks"][c]["test"]
+        acc, _ = probing.train_probe(x_tr[i_tr], y_tr, x_te[i_te], y_te,
+                                     probing.derive_seed(seed, name, c, train_key, "probe"),
+                                     epochs=cfg.probe_epochs, patience=cfg.probe_patience)
+        row = {"test_accuracy": acc}
+        xn_tr, xn_te = x_tr[i_tr].numpy(), x_te[i_te].numpy()
+        for k in cfg.k_values:
+            row[f"top_{k}_test_accuracy"] = probing.top_k_accuracy(xn_tr, y_tr, xn_te, y_te, k)
+        out[c] = row
+    return out
+
+
+def run(ctx: EvalContext, cfg: Config) -> EvalResult:
+    """Run sparse probing on every configured dataset."""
+    res = EvalResult(EVAL_TYPE_ID, {**dataclasses.asdict(cfg), "random_seed": ctx.seed,
+                                    "model_name": ctx.model.cfg.model_name,
+                                    "hook_name": ctx.loaded.hook.name,
+                                    "probe_selection": "best test-set epoch (as SAEBench)"})
+    per_dataset: dict[str, dict[str, float]] = {}
+    for name in cfg.dataset_names:
+        side = _llm_side(ctx, cfg, name)
+        sae = ctx.loaded.sae
+        sae_tr = probing.sae_pool(sae, side["train_acts"], cfg.sae_batch_size)
+        sae_te = probing.sae_pool(sae, side["test_acts"], cfg.sae_batch_size)
+        sae_rows = _probe_all(side, "sae_train", "sae_test", cfg, ctx.seed, name, sae_tr, sae_te)
+        row: dict[str, float] = {}
+        for prefix, rows in (("llm", side["llm"]), ("sae", sae_rows)):
+            for key in rows[side["classes"][0]]:
+                row[f"{prefix}_{key}"] = float(np.mean([rows[c][key] for c in side["classes"]]))
+        per_dataset[name] = row
+        res.unstructured[name] = {"llm": side["llm"], "sae": sae_rows}
+        res.details.append({"dataset_name": f"{name}_results", **row})
+    for prefix, category in (("llm", "llm"), ("sae", "sae")):
+        keys = ["test_accuracy", *(f"top_{k}_test_accuracy" for k in SCHEMA_K)]
+        for key in keys:
+            metric = f"sparse_probing.{category}.{prefix}_{key}"
+            values = [row[f"{prefix}_{key}"] for row in per_dataset.values()
+                      if f"{prefix}_{key}" in row]
+            if values:
+                res.set(metric, *mean_stderr(values))
+            else:
+                res.metrics[metric] = None
+                res.not_computed[metric] = (f"k not in this suite's k_values {cfg.k_values} "
+                                            "(suite 'standard' runs up to k=50)")
+    return res
