@@ -21,7 +21,7 @@ SCALAR_KEYS: dict[str, type] = {
     "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
     "results-json": str,
 }
-TABLE_KEYS = ("sae-path", "thresholds", "evals")
+TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals")
 DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
     "seed": 42, "results-json": "saebench-results.json",
@@ -47,6 +47,7 @@ class Settings:
     results_json: str | None = "saebench-results.json"
     thresholds: tuple[Threshold, ...] = ()
     eval_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    select_evals: tuple[str, ...] = ()
     config_file: Path | None = None
 
     @property
@@ -222,9 +223,22 @@ def build_settings(
                              resolve_metric or (lambda name: name))
     results_json = values["results-json"]
     return Settings(
+        select_evals=_select_evals(options, fc, env),
         sae_paths=tuple(paths), suite=values["suite"], model=values["model"],
         dataset=values["dataset"], device=values["device"], dtype=values["dtype"],
         seed=int(values["seed"]),
         results_json=None if results_json in ("", "none") else results_json,
         thresholds=thresholds, eval_overrides=evals, config_file=fc.path,
     )
+
+
+def _select_evals(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str]
+                  ) -> tuple[str, ...]:
+    """``--saebench-evals a,b`` > ``SAEBENCH_EVALS`` > ``select-evals = [...]``; empty = all."""
+    raw = options.get("saebench_evals") or env.get("SAEBENCH_EVALS")
+    if raw:
+        return tuple(x.strip() for x in raw.split(",") if x.strip())
+    listed = fc.table.get("select-evals", [])
+    if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+        raise SaebenchError(f"{fc.label}: 'select-evals' must be a list of eval names")
+    return tuple(listed)

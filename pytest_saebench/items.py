@@ -107,7 +107,8 @@ class ThresholdItem(_GateItem):
             props.append(("max", repr(t.max)))
         self.user_properties.extend(props)
         if not res.computed(t.metric):
-            reason = res.reason(t.metric) or _not_in_suite(t.metric, suite)
+            reason = res.reason(t.metric) or _not_in_suite(t.metric, suite,
+                                                           _runner(self.config).settings)
             self.user_properties.append(("status", "skip"))
             pytest.skip(f"{t.metric} not computed {context}: {reason}")
         value, stderr = res.value(t.metric), res.stderr(t.metric)
@@ -130,9 +131,12 @@ class ThresholdItem(_GateItem):
         return self.path, None, self.name
 
 
-def _not_in_suite(metric: str, suite: str) -> str:
+def _not_in_suite(metric: str, suite: str, settings) -> str:
     from pytest_saebench.suites import evals_computing
 
     suites = evals_computing(metric.split(".", 1)[0])
+    if suite in suites and settings.select_evals:
+        return (f"its eval is not in select-evals ({', '.join(settings.select_evals)}); "
+                "add it there or drop --saebench-evals")
     where = f"suite(s) {', '.join(suites)} compute it" if suites else "no suite computes it"
     return f"suite '{suite}' does not compute it; {where}"

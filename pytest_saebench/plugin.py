@@ -37,6 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--saebench-threshold", action="append", metavar="ID>=X",
                     help="gate a metric, e.g. 'core.sparsity.l0<=120'; overrides the same "
                          "bound in pyproject; repeatable")
+    group.addoption("--saebench-evals", metavar="NAMES",
+                    help="comma-separated evals of the suite to run (default: all)")
     group.addoption("--saebench-json", metavar="PATH",
                     help="results JSON path (default: saebench-results.json; 'none' disables)")
 
@@ -82,7 +84,8 @@ def _build_runner(config: pytest.Config):
     settings = build_settings(options, fc, os.environ, resolve_metric=registry.resolve)
     check_suite(settings.suite)
     configs = eval_configs(settings.suite, dict(settings.eval_overrides),
-                           f"{fc.label.rsplit(']', 1)[0]}.evals]" if fc.label else "evals")
+                           f"{fc.label.rsplit(']', 1)[0]}.evals]" if fc.label else "evals",
+                           settings.select_evals)
     if settings.results_json and not Path(settings.results_json).is_absolute():
         results = config.invocation_params.dir / settings.results_json
         settings = _replace(settings, results_json=str(results))

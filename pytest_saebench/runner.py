@@ -66,7 +66,8 @@ class Runner:
         if suite not in self._suite_configs:
             from pytest_saebench.suites import eval_configs
 
-            self._suite_configs[suite] = eval_configs(suite, dict(self.settings.eval_overrides))
+            self._suite_configs[suite] = eval_configs(suite, dict(self.settings.eval_overrides),
+                                                      select=self.settings.select_evals)
         return self._suite_configs[suite]
 
     # -- loading -----------------------------------------------------------------------

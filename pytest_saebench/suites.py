@@ -9,9 +9,9 @@ from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.evals import EVAL_MODULES, get_eval
 
 SUITES: dict[str, tuple[str, ...]] = {
-    "fast": ("core",),
-    "standard": ("core",),
-    "full": ("core",),
+    "fast": ("core", "sparse_probing"),
+    "standard": ("core", "sparse_probing"),
+    "full": ("core", "sparse_probing"),
 }
 
 
@@ -31,15 +31,23 @@ def evals_computing(eval_type_id: str) -> list[str]:
 
 
 def eval_configs(suite: str, overrides: dict[str, dict[str, Any]] | None = None,
-                 source: str = "[tool.pytest-saebench.evals]") -> dict[str, Any]:
-    """``{eval name: Config}`` for ``suite``, with per-eval field overrides applied."""
+                 source: str = "[tool.pytest-saebench.evals]",
+                 select: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{eval name: Config}`` for ``suite`` (only the ``select``-ed evals, if any), with
+    per-eval field overrides applied."""
     overrides = overrides or {}
+    for name in select:
+        if name not in EVAL_MODULES:
+            hint = did_you_mean(name, EVAL_MODULES)
+            raise SaebenchError(f"select-evals: unknown eval '{name}'{hint}")
     for name in overrides:
         if name not in EVAL_MODULES:
             hint = did_you_mean(name, EVAL_MODULES)
             raise SaebenchError(f"{source}: unknown eval '{name}'{hint}")
     configs: dict[str, Any] = {}
     for name in SUITES[check_suite(suite)]:
+        if select and name not in select:
+            continue
         module = get_eval(name)
         cfg = module.PRESETS[suite]
         extra = overrides.get(name, {})
@@ -52,6 +60,8 @@ def eval_configs(suite: str, overrides: dict[str, dict[str, Any]] | None = None,
             expected = type(getattr(cfg, key))
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
+            if expected is tuple and isinstance(value, list):
+                value = extra[key] = tuple(value)
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise SaebenchError(
                     f"{source}.{name}.{key}: expected {expected.__name__}, got {value!r}"

@@ -62,6 +62,9 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
 
 
 SMALL_PYPROJECT = """
+[tool.pytest-saebench]
+select-evals = ["core"]
+
 [tool.pytest-saebench.evals.core]
 batch_size_prompts = 4
 n_eval_reconstruction_batches = 2

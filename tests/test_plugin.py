@@ -182,3 +182,39 @@ def sys_executable() -> str:
     import sys
 
     return sys.executable
+
+
+SP_TOP1 = "sparse_probing.sae.sae_top_1_test_accuracy"
+TINY_SP = """
+[tool.pytest-saebench.evals.sparse_probing]
+dataset_names = ["testament_kjv"]
+probe_train_set_size = 200
+probe_test_set_size = 100
+context_length = 32
+probe_epochs = 10
+"""
+
+
+def test_gate_on_an_unselected_eval_is_skipped(pytester, tiny_world):
+    _project(pytester, f'"{SP_TOP1}" = {{ min = 0.5 }}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*its eval is not in select-evals (core)*"])
+
+
+def test_sparse_probing_gate_through_the_plugin(pytester, tiny_world):
+    _project(pytester, f'"{SP_TOP1}" = {{ min = 0.5 }}\n"l0" = {{ min = 1 }}', TINY_SP)
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}",
+                                "--saebench-evals=core,sparse_probing", "-v")
+    result.assert_outcomes(passed=3)
+    data = json.loads((pytester.path / "saebench-results.json").read_text())
+    sp = data["saes"]["trained"]["evals"]["sparse_probing"]
+    assert sp["eval_result_metrics"]["sae"]["sae_top_100_test_accuracy"] is None
+    assert sp["eval_config"]["dataset_names"] == ["testament_kjv"]
+
+
+def test_unknown_selected_eval_is_a_usage_error(pytester, tiny_world):
+    _project(pytester, '"l0" = { min = 1 }')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}", "--saebench-evals=cor")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "unknown eval 'cor'; did you mean 'core'?" in result.stderr.str()

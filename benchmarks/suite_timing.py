@@ -1,9 +1,11 @@
-"""Wall time and peak memory of the core eval.
+"""Wall time and peak memory of each eval of a suite.
 
-    python benchmarks/core_eval.py                         # a tiny model + SAE built on the fly
-    python benchmarks/core_eval.py --sae-path CKPT [--model NAME] [--dataset PATH] [--suite fast]
+    python benchmarks/suite_timing.py          # saebench-reference + the good checkpoint
+    python benchmarks/suite_timing.py --tiny   # a tiny model + SAE built on the fly
+    python benchmarks/suite_timing.py --sae-path CKPT [--model NAME] [--dataset PATH] [--suite fast]
 
-Prints one line per phase; numbers are for this machine (report the CPU count with them).
+Prints one line per checkpoint and eval; the first checkpoint pays for SAE-independent work
+(LLM-side probing activations), later ones show the per-SAE cost. Numbers are for this machine.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def _build_tiny(root: Path) -> Path:
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sae-path")
+    parser.add_argument("--sae-path", action="append")
+    parser.add_argument("--tiny", action="store_true", help="build a tiny model and SAE")
     parser.add_argument("--model", default="auto")
     parser.add_argument("--dataset", default="auto")
     parser.add_argument("--suite", default="fast")
@@ -57,29 +60,36 @@ def main() -> None:
 
     tmp = tempfile.TemporaryDirectory()
     started = time.perf_counter()
-    sae_path = args.sae_path or str(_build_tiny(Path(tmp.name)))
-    if not args.sae_path:
+    if args.tiny:
+        paths = [str(_build_tiny(Path(tmp.name)))]
         print(f"setup: built tiny model + SAE in {time.perf_counter() - started:.1f} s")
-    settings = Settings(sae_paths=(sae_path,), suite=args.suite, model=args.model,
+    else:
+        paths = args.sae_path or [str(Path(__file__).parents[1] / "example_tests" /
+                                      "checkpoints" / "good")]
+    settings = Settings(sae_paths=tuple(paths), suite=args.suite, model=args.model,
                         dataset=args.dataset, device="cpu", results_json=None)
-    runner = Runner(settings, discover_all([sae_path]), eval_configs(args.suite),
-                    metric_registry())
+    configs = eval_configs(args.suite)
+    runner = Runner(settings, discover_all(paths), configs, metric_registry())
+    print(f"suite {args.suite}, {os.cpu_count()} CPUs, torch threads "
+          f"{__import__('torch').get_num_threads()}")
     for sae_id in runner.checkpoints:
         t0 = time.perf_counter()
         runner.loaded_sae(sae_id)
         runner.model_for(sae_id)
-        t1 = time.perf_counter()
-        res = runner.results(sae_id)
-        t2 = time.perf_counter()
-        core = res.evals["core"]
-        tokens = (core.metrics["core.token_stats.total_tokens_eval_reconstruction"]
-                  + core.metrics["core.token_stats.total_tokens_eval_sparsity_variance"])
-        print(f"{sae_id}: load {t1 - t0:.2f} s, core ({args.suite}) {t2 - t1:.2f} s "
-              f"over {tokens:.0f} tokens, peak RSS {_peak_rss_mib():.0f} MiB, "
-              f"{os.cpu_count()} CPUs")
+        print(f"{sae_id}: load model + SAE {time.perf_counter() - t0:.2f} s")
+        total = 0.0
+        for name in configs:
+            t1 = time.perf_counter()
+            res = runner.results(sae_id, [name])
+            took = time.perf_counter() - t1
+            total += took
+            print(f"  {name}: {took:.2f} s, peak RSS {_peak_rss_mib():.0f} MiB")
+        print(f"  all evals: {total:.2f} s")
         for metric in ("core.sparsity.l0", "core.reconstruction_quality.explained_variance",
-                       "core.model_performance_preservation.ce_loss_score"):
-            print(f"  {metric} = {res.value(metric)}")
+                       "core.model_performance_preservation.ce_loss_score",
+                       "sparse_probing.sae.sae_top_1_test_accuracy"):
+            if res.computed(metric):
+                print(f"  {metric} = {res.value(metric):.4f}")
 
 
 if __name__ == "__main__":
