@@ -71,9 +71,11 @@ def test_cli_threshold_overrides_config_bound(pytester, tiny_world):
 def test_warn_severity_passes_with_a_warning(pytester, tiny_world):
     _project(pytester, f'"{EV}" = {{ min = 0.999, severity = "warn" }}')
     result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
-    result.assert_outcomes(passed=2, warnings=1)
+    # Count only outcomes: pytest may add PytestAssertRewriteWarning for already-imported modules.
+    outcomes = result.parseoutcomes()
+    assert outcomes["passed"] == 2 and "failed" not in outcomes
     result.stdout.fnmatch_lines(["*SaebenchGateWarning: *explained_variance = * < min 0.999*",
-                                 "*WARN*"])
+                                 "*explained_variance*>= 0.999*WARN*"])
 
 
 def test_metric_not_computed_is_skipped_with_reason(pytester, tiny_world):

@@ -10,10 +10,11 @@ from types import ModuleType
 EVAL_MODULES: dict[str, str] = {
     "core": "pytest_saebench.evals.core",
     "sparse_probing": "pytest_saebench.evals.sparse_probing",
+    "tpp": "pytest_saebench.evals.tpp",
 }
 
 # Short names users may write instead of the SAEBench eval type id.
-EVAL_ALIASES: dict[str, str] = {"core": "core", "sparse_probing": "sparse_probing"}
+EVAL_ALIASES: dict[str, str] = {"core": "core", "sparse_probing": "sparse_probing", "tpp": "tpp"}
 
 
 def get_eval(name: str) -> ModuleType:

@@ -127,17 +127,17 @@ def one_vs_rest(labels: list[str], target: str, seed: int) -> tuple[np.ndarray, 
 def train_probe(x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor,
                 y_test: np.ndarray, seed: int, lr: float = 1e-2, epochs: int = 100,
                 batch_size: int = 250, patience: int = 10, l1: float = 0.0,
-                weight_decay: float = 0.01) -> tuple[float, torch.Tensor]:
+                weight_decay: float = 0.01) -> tuple[float, torch.Tensor, float]:
     """SAEBench's linear probe: BCE (+ ``l1``·Σ|w|), AdamW, best **test** accuracy over epochs
     with early stopping (optimistic by design, METRICS.md §3.2 step 6). Returns the best
-    accuracy and the weight vector of that epoch."""
+    accuracy and the weight vector and bias of that epoch."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     probe = torch.nn.Linear(x_train.shape[1], 1)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
     yt = torch.tensor(y_train, dtype=torch.float32)
     ye = torch.tensor(y_test, dtype=torch.float32)
-    best, best_w, stale = -1.0, probe.weight.detach()[0].clone(), 0
+    best, best_w, best_b, stale = -1.0, probe.weight.detach()[0].clone(), 0.0, 0
     for _ in range(epochs):
         order = torch.randperm(x_train.shape[0], generator=gen)
         for i in range(0, len(order), batch_size):
@@ -152,12 +152,26 @@ def train_probe(x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor
         with torch.no_grad():
             acc = float(((probe(x_test)[:, 0] > 0).float() == ye).float().mean())
         if acc > best:
-            best, best_w, stale = acc, probe.weight.detach()[0].clone(), 0
+            best, best_w, best_b, stale = acc, probe.weight.detach()[0].clone(), \
+                float(probe.bias.detach()), 0
         else:
             stale += 1
             if stale >= patience:
                 break
-    return best, best_w
+    return best, best_w, best_b
+
+
+def accuracy(x: torch.Tensor, y: np.ndarray, w: torch.Tensor, b: float) -> float:
+    """Accuracy of the linear probe ``(w, b)`` (positive iff logit > 0)."""
+    pred = (x @ w + b > 0).numpy()
+    return float((pred == (y == 1)).mean())
+
+
+@torch.inference_mode()
+def sae_codes_at_zero(sae) -> torch.Tensor:
+    """``encode(0)``: what a zeroed (padded or special) position encodes to."""
+    zero = torch.zeros(1, sae.cfg.d_in, device=sae.W_dec.device, dtype=sae.dtype)
+    return sae.encode(zero)[0].float().cpu()
 
 
 def top_k_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,

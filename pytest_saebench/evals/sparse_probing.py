@@ -95,7 +95,7 @@ def _probe_all(side: dict, train_key: str, test_key: str, cfg: Config, seed: int
     out: dict[str, dict[str, float]] = {}
     for c in side["classes"]:
         (i_tr, y_tr), (i_te, y_te) = side["tasks"][c]["train"], side["tasks"][c]["test"]
-        acc, _ = probing.train_probe(x_tr[i_tr], y_tr, x_te[i_te], y_te,
+        acc, _, _ = probing.train_probe(x_tr[i_tr], y_tr, x_te[i_te], y_te,
                                      probing.derive_seed(seed, name, c, train_key, "probe"),
                                      epochs=cfg.probe_epochs, patience=cfg.probe_patience)
         row = {"test_accuracy": acc}
