@@ -3,6 +3,7 @@ mean-pooled activations, SAEBench's probes. Not an eval itself (METRICS.md §0.4
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -105,6 +106,34 @@ def sae_pool(sae, acts: torch.Tensor, batch_size: int) -> torch.Tensor:
         codes = sae.encode(a.to(sae.dtype)).float() * valid[..., None]
         out.append((codes.sum(1) / valid.sum(1, keepdim=True).clamp_min(1)).cpu())
     return torch.cat(out)
+
+
+def memo_key(ctx, eval_name: str, cfg: object, dataset: str) -> str:
+    """Key of SAE-independent work in ``ctx.memo``: model, hook, data, seed and config."""
+    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return f"{eval_name}/{id(ctx.model)}/{ctx.loaded.hook.name}/{dataset}/{ctx.seed}/{digest}"
+
+
+def labeled_activations(ctx, name: str, classes: tuple[str, ...], n_train: int, n_test: int,
+                        context_length: int, batch_size: int) -> dict:
+    """For one shipped set: per split the labels, masked activations ``[N, C, D]``, pooled
+    vectors and the zeroed-position ratio, plus each class's one-vs-rest task indices."""
+    train, test = split_classes(load_set(name), classes, n_train, n_test, ctx.seed, name)
+    side: dict = {"classes": classes}
+    for split, rows in (("train", train), ("test", test)):
+        texts = [r["text"] for c in classes for r in rows[c]]
+        side[f"{split}_labels"] = [c for c in classes for _ in rows[c]]
+        tokens = tokenize(ctx.model.tokenizer, texts, context_length)
+        acts = activations(ctx.model, tokens, ctx.loaded.hook, ctx.special_ids, batch_size)
+        side[f"{split}_acts"] = acts
+        side[f"{split}_pooled"] = pool(acts)
+        n_valid = valid_positions(acts).sum(1).clamp_min(1).float()
+        side[f"{split}_invalid_ratio"] = (acts.shape[1] - n_valid) / n_valid
+    side["tasks"] = {c: {s: one_vs_rest(side[f"{s}_labels"], c,
+                                        derive_seed(ctx.seed, name, c, s))
+                         for s in ("train", "test")} for c in classes}
+    return side
 
 
 def one_vs_rest(labels: list[str], target: str, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -61,26 +61,12 @@ METRICS: tuple[MetricSpec, ...] = (
 
 def _llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     """Pooled LLM activations, raw activations and LLM probe results for one dataset."""
-    hook = ctx.loaded.hook
-    key = (f"sparse_probing/{id(ctx.model)}/{hook.name}/{name}/{cfg.probe_train_set_size}/"
-           f"{cfg.probe_test_set_size}/{cfg.context_length}/{cfg.k_values}/{ctx.seed}")
+    key = probing.memo_key(ctx, "sparse_probing", cfg, name)
     if key in ctx.memo:
         return ctx.memo[key]
-    classes = CLASSES[name]
-    train, test = probing.split_classes(probing.load_set(name), classes,
-                                        cfg.probe_train_set_size // 2,
-                                        cfg.probe_test_set_size // 2, ctx.seed, name)
-    side: dict = {"classes": classes}
-    for split, rows in (("train", train), ("test", test)):
-        texts = [r["text"] for c in classes for r in rows[c]]
-        side[f"{split}_labels"] = [c for c in classes for _ in rows[c]]
-        tokens = probing.tokenize(ctx.model.tokenizer, texts, cfg.context_length)
-        acts = probing.activations(ctx.model, tokens, hook, ctx.special_ids, cfg.llm_batch_size)
-        side[f"{split}_acts"] = acts
-        side[f"{split}_pooled"] = probing.pool(acts)
-    side["tasks"] = {c: {s: probing.one_vs_rest(side[f"{s}_labels"], c,
-                                                 probing.derive_seed(ctx.seed, name, c, s))
-                         for s in ("train", "test")} for c in classes}
+    side = probing.labeled_activations(ctx, name, CLASSES[name], cfg.probe_train_set_size // 2,
+                                       cfg.probe_test_set_size // 2, cfg.context_length,
+                                       cfg.llm_batch_size)
     side["llm"] = _probe_all(side, "train_pooled", "test_pooled", cfg, ctx.seed, name)
     ctx.memo[key] = side
     return side

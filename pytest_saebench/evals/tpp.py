@@ -62,31 +62,14 @@ METRICS: tuple[MetricSpec, ...] = tuple(
 
 def _llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     """Pooled activations and one probe per class, shared by every checkpoint."""
-    key = (f"tpp/{id(ctx.model)}/{ctx.loaded.hook.name}/{name}/{cfg.train_set_size}/"
-           f"{cfg.test_set_size}/{cfg.context_length}/{ctx.seed}/{cfg.probe_lr}/"
-           f"{cfg.probe_batch_size}/{cfg.probe_epochs}/{cfg.probe_l1_penalty}")
+    key = probing.memo_key(ctx, "tpp", cfg, name)
     if key in ctx.memo:
         return ctx.memo[key]
-    classes = CLASSES[name]
-    train, test = probing.split_classes(probing.load_set(name), classes,
-                                        cfg.train_set_size // 2, cfg.test_set_size // 2,
-                                        ctx.seed, name)
-    side: dict = {"classes": classes}
-    for split, rows in (("train", train), ("test", test)):
-        texts = [r["text"] for c in classes for r in rows[c]]
-        side[f"{split}_labels"] = [c for c in classes for _ in rows[c]]
-        tokens = probing.tokenize(ctx.model.tokenizer, texts, cfg.context_length)
-        acts = probing.activations(ctx.model, tokens, ctx.loaded.hook, ctx.special_ids,
-                                   cfg.llm_batch_size)
-        side[f"{split}_acts"] = acts
-        side[f"{split}_pooled"] = probing.pool(acts)
-        valid = probing.valid_positions(acts).sum(1).clamp_min(1).float()
-        side[f"{split}_invalid_ratio"] = (acts.shape[1] - valid) / valid
-    side["tasks"], side["probes"] = {}, {}
-    for c in classes:
-        side["tasks"][c] = {s: probing.one_vs_rest(side[f"{s}_labels"], c,
-                                                   probing.derive_seed(ctx.seed, name, c, s))
-                            for s in ("train", "test")}
+    side = probing.labeled_activations(ctx, name, CLASSES[name], cfg.train_set_size // 2,
+                                       cfg.test_set_size // 2, cfg.context_length,
+                                       cfg.llm_batch_size)
+    side["probes"] = {}
+    for c in side["classes"]:
         (i_tr, y_tr), (i_te, y_te) = side["tasks"][c]["train"], side["tasks"][c]["test"]
         side["probes"][c] = probing.train_probe(
             side["train_pooled"][i_tr], y_tr, side["test_pooled"][i_te], y_te,
