@@ -10,8 +10,8 @@ from pytest_saebench.evals import EVAL_MODULES, get_eval
 
 SUITES: dict[str, tuple[str, ...]] = {
     "fast": ("core", "sparse_probing"),
-    "standard": ("core", "sparse_probing", "tpp"),
-    "full": ("core", "sparse_probing", "tpp"),
+    "standard": ("core", "sparse_probing", "scr", "tpp"),
+    "full": ("core", "sparse_probing", "scr", "tpp"),
 }
 
 

@@ -33,7 +33,7 @@ def test_pooled_ablation_equals_explicit_per_position_ablation(remask):
         x_abl = x_abl * valid[..., None]
     expected = x_abl.sum(1) / valid.sum(1, keepdim=True)
     n_valid = valid.sum(1).float()
-    got = tpp.ablated(probing.pool(acts), probing.sae_pool(sae, acts, 2),
+    got = probing.ablated(probing.pool(acts), probing.sae_pool(sae, acts, 2),
                       (acts.shape[1] - n_valid) / n_valid, probing.sae_codes_at_zero(sae),
                       sae.W_dec.detach(), chosen, remask)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

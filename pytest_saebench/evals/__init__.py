@@ -11,10 +11,11 @@ EVAL_MODULES: dict[str, str] = {
     "core": "pytest_saebench.evals.core",
     "sparse_probing": "pytest_saebench.evals.sparse_probing",
     "tpp": "pytest_saebench.evals.tpp",
+    "scr": "pytest_saebench.evals.scr",
 }
 
 # Short names users may write instead of the SAEBench eval type id.
-EVAL_ALIASES: dict[str, str] = {"core": "core", "sparse_probing": "sparse_probing", "tpp": "tpp"}
+EVAL_ALIASES: dict[str, str] = {name: name for name in EVAL_MODULES}
 
 
 def get_eval(name: str) -> ModuleType:

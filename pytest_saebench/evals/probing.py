@@ -203,6 +203,26 @@ def sae_codes_at_zero(sae) -> torch.Tensor:
     return sae.encode(zero)[0].float().cpu()
 
 
+def ablated(pooled: torch.Tensor, codes: torch.Tensor, invalid_ratio: torch.Tensor,
+            enc0: torch.Tensor, w_dec: torch.Tensor, latents: torch.Tensor,
+            remask: bool) -> torch.Tensor:
+    """Mean-pooled activations after zeroing ``latents`` with the error term kept.
+
+    Without ``remask`` (SAEBench), zeroed positions also contribute ``-encode(0)`` terms.
+    """
+    removed = codes[:, latents]
+    if not remask:
+        removed = removed + invalid_ratio[:, None] * enc0[latents][None, :]
+    return pooled - removed @ w_dec[latents]
+
+
+def top_latents(effect: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``n`` latents with the largest non-zero effect, largest first (fewer if fewer
+    are non-zero)."""
+    order = torch.argsort(effect, descending=True, stable=True)
+    return order[: min(n, int((effect != 0).sum()))]
+
+
 def top_k_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                    y_test: np.ndarray, k: int) -> float:
     """Logistic regression (L2, C=1) on the k dimensions with the largest train mean

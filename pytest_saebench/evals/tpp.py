@@ -13,7 +13,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from pytest_saebench.evals import probing
 from pytest_saebench.evals.base import EvalContext, EvalResult, mean_stderr
@@ -80,19 +79,6 @@ def _llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     return side
 
 
-def ablated(pooled: torch.Tensor, codes: torch.Tensor, invalid_ratio: torch.Tensor,
-            enc0: torch.Tensor, w_dec: torch.Tensor, latents: torch.Tensor,
-            remask: bool) -> torch.Tensor:
-    """Mean-pooled activations after zeroing ``latents`` with the error term kept.
-
-    Without ``remask`` (SAEBench), zeroed positions also contribute ``-encode(0)`` terms.
-    """
-    removed = codes[:, latents]
-    if not remask:
-        removed = removed + invalid_ratio[:, None] * enc0[latents][None, :]
-    return pooled - removed @ w_dec[latents]
-
-
 def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     """Run TPP on every configured dataset."""
     res = EvalResult(EVAL_TYPE_ID, {**dataclasses.asdict(cfg), "random_seed": ctx.seed,
@@ -118,10 +104,10 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
                 idx, y = side["tasks"][i]["train"]
                 delta = codes["train"][idx[y == 1]].mean(0) - codes["train"][idx[y == 0]].mean(0)
                 effect = delta.clamp_min(0) * (w_dec @ side["probes"][i][1])
-                order = torch.argsort(effect, descending=True, stable=True)
-                chosen = order[: min(n, int((effect != 0).sum()))]
-                x_abl = ablated(side["test_pooled"], codes["test"], side["test_invalid_ratio"],
-                                enc0, w_dec, chosen, cfg.remask_after_ablation)
+                chosen = probing.top_latents(effect, n)
+                x_abl = probing.ablated(side["test_pooled"], codes["test"],
+                                        side["test_invalid_ratio"], enc0, w_dec, chosen,
+                                        cfg.remask_after_ablation)
                 acc = {j: probing.accuracy(x_abl[side["tasks"][j]["test"][0]],
                                            side["tasks"][j]["test"][1], *side["probes"][j][1:])
                        for j in classes}

