@@ -143,7 +143,8 @@ def sae_paths(cli_paths: list[str] | None, enabled: bool, fc: FileConfig,
     return paths
 
 
-def _thresholds(fc: FileConfig, cli_rules: list[str], resolve) -> tuple[Threshold, ...]:
+def _thresholds(fc: FileConfig, cli_rules: list[str], resolve,
+                default_severity=lambda metric: "error") -> tuple[Threshold, ...]:
     table = fc.table.get("thresholds", {})
     if not isinstance(table, dict):
         raise SaebenchError(f"{fc.label}: 'thresholds' must be a table")
@@ -167,13 +168,14 @@ def _thresholds(fc: FileConfig, cli_rules: list[str], resolve) -> tuple[Threshol
         line = fc.line_of(name)
         source = f"{fc.path}:{line}" if fc.path and line else str(fc.path or "")
         found[metric] = make_threshold(metric, spec.get("min"), spec.get("max"),
-                                       spec.get("severity", "error"), where)
+                                       spec.get("severity", default_severity(metric)), where)
         found[metric] = Threshold(metric, found[metric].min, found[metric].max,
                                   found[metric].severity, source)
     for rule in cli_rules:
         name, op, number = parse_cli_rule(rule)
         metric = _resolve(resolve, name, f"--saebench-threshold '{rule}'")
-        old = found.get(metric, Threshold(metric, severity="error", source="command line"))
+        old = found.get(metric, Threshold(metric, severity=default_severity(metric),
+                                          source="command line"))
         lo, hi = (number, old.max) if op == ">=" else (old.min, number)
         found[metric] = make_threshold(metric, lo, hi, old.severity,
                                        f"--saebench-threshold '{rule}'")
@@ -192,6 +194,7 @@ def build_settings(
     fc: FileConfig,
     env: Mapping[str, str],
     resolve_metric=None,
+    default_severity=None,
 ) -> Settings:
     """Merge CLI ``options`` (argparse dests), ``env`` and the file into :class:`Settings`.
 
@@ -220,7 +223,8 @@ def build_settings(
         raise SaebenchError(f"{fc.label}: 'evals' must hold one table per eval, e.g. "
                             "[tool.pytest-saebench.evals.core]")
     thresholds = _thresholds(fc, list(options.get("saebench_threshold") or []),
-                             resolve_metric or (lambda name: name))
+                             resolve_metric or (lambda name: name),
+                             default_severity or (lambda metric: "error"))
     results_json = values["results-json"]
     return Settings(
         select_evals=_select_evals(options, fc, env),

@@ -20,6 +20,8 @@ class MetricSpec:
     direction: Direction
     title: str = ""
     unit: str = ""
+    # Gates on metrics known to be unreliable (SCR, TPP) warn unless the user says otherwise.
+    default_severity: str = "error"
 
     @property
     def eval_type_id(self) -> str:

@@ -81,7 +81,8 @@ def _build_runner(config: pytest.Config):
     from pytest_saebench.suites import check_suite, eval_configs
 
     registry = metric_registry()
-    settings = build_settings(options, fc, os.environ, resolve_metric=registry.resolve)
+    settings = build_settings(options, fc, os.environ, resolve_metric=registry.resolve,
+                              default_severity=lambda m: registry[m].default_severity)
     check_suite(settings.suite)
     configs = eval_configs(settings.suite, dict(settings.eval_overrides),
                            f"{fc.label.rsplit(']', 1)[0]}.evals]" if fc.label else "evals",

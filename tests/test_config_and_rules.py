@@ -171,3 +171,18 @@ def test_dataset_errors(tmp_path):
         load_text_dataset(str(tmp_path / "n.jsonl"))
     with pytest.raises(SaebenchError, match="could not be loaded"):
         load_text_dataset("no-such-org/no-such-dataset-xyz")
+
+
+def test_scr_and_tpp_gates_warn_by_default(tmp_path):
+    fc = _fc(tmp_path, '[tool.pytest-saebench.thresholds]\n'
+                       '"tpp.tpp_metrics.tpp_threshold_10_total_metric" = { min = 0.1 }\n'
+                       '"l0" = { max = 100 }\n'
+                       '"scr.scr_metrics.scr_metric_threshold_10" = '
+                       '{ min = 0, severity = "error" }\n')
+    reg = metric_registry()
+    s = build_settings({"sae_path": ["x"]}, fc, {}, reg.resolve,
+                       lambda m: reg[m].default_severity)
+    severity = {t.metric: t.severity for t in s.thresholds}
+    assert severity == {"tpp.tpp_metrics.tpp_threshold_10_total_metric": "warn",
+                        "core.sparsity.l0": "error",
+                        "scr.scr_metrics.scr_metric_threshold_10": "error"}

@@ -55,7 +55,8 @@ PRESETS = {
 }
 
 METRICS: tuple[MetricSpec, ...] = tuple(
-    MetricSpec(f"scr.scr_metrics.scr_{kind}_threshold_{n}", "up", f"SCR {kind}, N={n}")
+    MetricSpec(f"scr.scr_metrics.scr_{kind}_threshold_{n}", "up", f"SCR {kind}, N={n}",
+               default_severity="warn")
     for n in SCHEMA_N for kind in ("dir1", "dir2", "metric"))
 
 

@@ -51,11 +51,12 @@ PRESETS = {
 
 METRICS: tuple[MetricSpec, ...] = tuple(
     spec for n in SCHEMA_N for spec in (
-        MetricSpec(f"tpp.tpp_metrics.tpp_threshold_{n}_total_metric", "up", f"TPP total, N={n}"),
+        MetricSpec(f"tpp.tpp_metrics.tpp_threshold_{n}_total_metric", "up",
+                   f"TPP total, N={n}", default_severity="warn"),
         MetricSpec(f"tpp.tpp_metrics.tpp_threshold_{n}_intended_diff_only", "up",
-                   f"TPP intended drop, N={n}"),
+                   f"TPP intended drop, N={n}", default_severity="warn"),
         MetricSpec(f"tpp.tpp_metrics.tpp_threshold_{n}_unintended_diff_only", "down",
-                   f"TPP unintended drop, N={n}"),
+                   f"TPP unintended drop, N={n}", default_severity="warn"),
     ))
 
 
