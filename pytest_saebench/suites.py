@@ -9,9 +9,9 @@ from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.evals import EVAL_MODULES, get_eval
 
 SUITES: dict[str, tuple[str, ...]] = {
-    "fast": ("core", "sparse_probing"),
-    "standard": ("core", "sparse_probing", "scr", "tpp"),
-    "full": ("core", "sparse_probing", "scr", "tpp"),
+    "fast": ("core", "absorption", "sparse_probing"),
+    "standard": ("core", "absorption", "sparse_probing", "scr", "tpp"),
+    "full": ("core", "absorption", "sparse_probing", "scr", "tpp"),
 }
 
 

@@ -12,6 +12,7 @@ EVAL_MODULES: dict[str, str] = {
     "sparse_probing": "pytest_saebench.evals.sparse_probing",
     "tpp": "pytest_saebench.evals.tpp",
     "scr": "pytest_saebench.evals.scr",
+    "absorption": "pytest_saebench.evals.absorption",
 }
 
 # Short names users may write instead of the SAEBench eval type id.
