@@ -6,6 +6,7 @@ ids are validated against a registry passed in by the caller.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -167,10 +168,9 @@ def _thresholds(fc: FileConfig, cli_rules: list[str], resolve,
         metric = _resolve(resolve, name, where)
         line = fc.line_of(name)
         source = f"{fc.path}:{line}" if fc.path and line else str(fc.path or "")
-        found[metric] = make_threshold(metric, spec.get("min"), spec.get("max"),
-                                       spec.get("severity", default_severity(metric)), where)
-        found[metric] = Threshold(metric, found[metric].min, found[metric].max,
-                                  found[metric].severity, source)
+        threshold = make_threshold(metric, spec.get("min"), spec.get("max"),
+                                   spec.get("severity", default_severity(metric)), where)
+        found[metric] = dataclasses.replace(threshold, source=source)
     for rule in cli_rules:
         name, op, number = parse_cli_rule(rule)
         metric = _resolve(resolve, name, f"--saebench-threshold '{rule}'")

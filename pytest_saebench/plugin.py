@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from pathlib import Path
@@ -89,14 +90,8 @@ def _build_runner(config: pytest.Config):
                            settings.select_evals)
     if settings.results_json and not Path(settings.results_json).is_absolute():
         results = config.invocation_params.dir / settings.results_json
-        settings = _replace(settings, results_json=str(results))
+        settings = dataclasses.replace(settings, results_json=str(results))
     return Runner(settings, discover_all(list(settings.sae_paths)), configs, registry)
-
-
-def _replace(settings, **changes):
-    import dataclasses
-
-    return dataclasses.replace(settings, **changes)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
