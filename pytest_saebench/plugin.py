@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,12 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"pytest-saebench: {exc}") from None
     if runner is not None:
         config.stash[RUNNER_KEY] = runner
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput is not None and workerinput.get("saebench_shared_dir"):
+            runner.shared_dir = Path(workerinput["saebench_shared_dir"])
+            runner.worker_id = str(workerinput.get("workerid", "worker"))
+        elif workerinput is None and config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(XdistController(runner), "saebench-xdist")
         recorder = GateRecorder()
         config.stash[CHECKS_KEY] = recorder.checks
         config.pluginmanager.register(recorder, "saebench-recorder")
@@ -125,6 +133,21 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.extend(collector.collect())
 
 
+class XdistController:
+    """On the xdist controller: give every worker the directory where evaluations are shared,
+    so each checkpoint is evaluated by exactly one worker."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        """xdist hook: called once per worker before it starts."""
+        if self.runner.shared_dir is None:
+            self.runner.shared_dir = Path(tempfile.mkdtemp(prefix="saebench-shared-"))
+        node.workerinput["saebench_shared_dir"] = str(self.runner.shared_dir)
+
+
 class GateRecorder:
     """Collects each gate's outcome from its reports (so it also works on the xdist
     controller, which sees reports but never runs items)."""
@@ -166,6 +189,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from pytest_saebench.reporting import jsonreport, junit
 
     checks = config.stash[CHECKS_KEY]
+    if runner.shared_dir is not None:
+        runner.evaluation_counts = runner.load_shared()
     junit.add_suite_properties(config, runner)
     if runner.settings.results_json and (runner.evaluated() or runner.errors() or checks):
         try:
@@ -173,6 +198,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             config.stash[jsonreport.PATH_KEY] = path
         except Exception as exc:  # reports never fail the run
             config.stash[jsonreport.PATH_KEY] = f"not written: {exc}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the xdist sharing directory (controller only)."""
+    runner = config.stash.get(RUNNER_KEY, None)
+    if runner is not None and runner.shared_dir is not None and \
+            not hasattr(config, "workerinput"):
+        shutil.rmtree(runner.shared_dir, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ class SaeResults:
     sae_cfg: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    evaluated_by: str = "main"
 
     def value(self, metric_id: str) -> float | None:
         """Value of ``metric_id`` (None if undefined or not computed)."""
@@ -56,6 +58,19 @@ class SaeResults:
     def all_metrics(self) -> dict[str, float | None]:
         """Every computed metric id -> value."""
         return {k: v for res in self.evals.values() for k, v in res.metrics.items()}
+
+
+def to_dict(res: SaeResults) -> dict[str, Any]:
+    """Everything in ``res`` as JSON-ready data (details included)."""
+    return dataclasses.asdict(res)
+
+
+def from_dict(data: dict[str, Any]) -> SaeResults:
+    """Inverse of :func:`to_dict`."""
+    from pytest_saebench.evals.base import EvalResult
+
+    evals = {k: EvalResult(**v) for k, v in data.get("evals", {}).items()}
+    return SaeResults(**{**data, "evals": evals})
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -104,7 +119,7 @@ def envelope(results: list[SaeResults], suite: str, checks: list[dict[str, Any]]
     for res in results:
         saes[res.sae_id] = {
             "path": res.path, "sha256": res.sha256, "suite": res.suite, "env": res.env,
-            "seconds": round(res.seconds, 3),
+            "seconds": round(res.seconds, 3), "evaluated_by": res.evaluated_by,
             "eval_config_hash": {k: config_hash(v.config) for k, v in res.evals.items()},
             "evals": {k: saebench_output(res, v, eval_id, False) for k, v in res.evals.items()},
             "stderr": {m: s for v in res.evals.values() for m, s in v.stderr.items()},

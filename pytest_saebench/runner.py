@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from pytest_saebench.config import Settings
@@ -33,6 +34,10 @@ class Runner:
         self._loaded: dict[str, Any] = {}
         self._memo: dict[str, Any] = {}
         self._device: str | None = None
+        # Set under pytest-xdist: where workers share evaluations (see shared.py).
+        self.shared_dir: Path | None = None
+        self.worker_id = "main"
+        self.evaluation_counts: dict[str, int] = {}
 
     # -- environment -------------------------------------------------------------------
     @property
@@ -128,6 +133,9 @@ class Runner:
         Raises :class:`EvaluationFailed` if a requested eval failed, now or earlier.
         """
         suite = suite or self.settings.suite
+        if (self.shared_dir is not None and evals is None and suite == self.settings.suite
+                and (sae_id, suite) not in self._results):
+            return self._shared_results(sae_id, suite)
         configs = self.configs_for(suite)
         names = list(configs) if evals is None else list(evals)
         for name in names:
@@ -146,6 +154,41 @@ class Runner:
                     self._failures[(sae_id, suite, name)] = exc
                     raise
         return self._results[(sae_id, suite)]
+
+    def _shared_results(self, sae_id: str, suite: str) -> SaeResults:
+        """Evaluate under the checkpoint's lock unless another worker already did."""
+        from pytest_saebench import shared
+
+        sha = self.checkpoints[sae_id].sha256()
+        with shared.lock(self.shared_dir, sha, suite):
+            stored = shared.read(self.shared_dir, sha, suite)
+            if stored is None:
+                try:
+                    stored = self.results(sae_id, list(self.configs_for(suite)), suite)
+                    stored.evaluated_by = self.worker_id
+                except (SaebenchError, EvaluationFailed) as exc:
+                    stored = str(exc)
+                shared.write(self.shared_dir, sha, suite, stored, sae_id, self.worker_id)
+        if isinstance(stored, str):
+            message = stored.removeprefix(f"evaluation of '{sae_id}' failed: ")
+            self._failures[(sae_id, suite, "*")] = SaebenchError(message)
+            raise EvaluationFailed(f"evaluation of '{sae_id}' failed: {message}")
+        self._results[(sae_id, suite)] = stored
+        return stored
+
+    def load_shared(self) -> dict[str, int]:
+        """Controller side: read every checkpoint's shared results; returns how many times
+        each was evaluated."""
+        from pytest_saebench import shared
+
+        suite = self.settings.suite
+        for sae_id, ref in self.checkpoints.items():
+            stored = shared.read(self.shared_dir, ref.sha256(), suite)
+            if isinstance(stored, SaeResults):
+                self._results[(sae_id, suite)] = stored
+            elif isinstance(stored, str):
+                self._failures[(sae_id, suite, "*")] = SaebenchError(stored)
+        return shared.evaluation_counts(self.shared_dir)
 
     def _eval_type(self, name: str) -> str:
         from pytest_saebench.evals import get_eval

@@ -220,3 +220,27 @@ def test_unknown_selected_eval_is_a_usage_error(pytester, tiny_world):
     result = pytester.runpytest(f"--sae-path={tiny_world.trained}", "--saebench-evals=cor")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "unknown eval 'cor'; did you mean 'core'?" in result.stderr.str()
+
+
+@pytest.mark.slow
+def test_xdist_evaluates_each_checkpoint_once(pytester, tiny_world, tmp_path):
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_world.trained, sweep / "a")
+    shutil.copytree(tiny_world.topk, sweep / "b")
+    _project(pytester, f'"{EV}" = {{ min = 0.5 }}\n"l0" = {{ min = 1 }}\n'
+                       '"core.sparsity.l1" = { min = 0 }\n"cossim" = { min = 0.5 }')
+    result = pytester.runpytest_subprocess(f"--sae-path={sweep}", "-n", "2",
+                                           "--junitxml=junit.xml")
+    result.assert_outcomes(passed=10)
+    data = json.loads((pytester.path / "saebench-results.json").read_text())
+    assert data["evaluation_counts"] == {"sweep/a": 1, "sweep/b": 1}
+    assert {s["evaluated_by"] for s in data["saes"].values()} <= {"gw0", "gw1"}
+    for entry in data["saes"].values():
+        assert entry["evals"]["core"]["eval_result_metrics"]["sparsity"]["l0"] > 0
+    assert len(data["checks"]) == 8
+    root = ET.parse(pytester.path / "junit.xml").getroot()
+    props = {p.get("name") for p in root.find("testsuite").find("properties")}
+    assert {"saebench.suite", "saebench.sae.sweep/a.sha256"} <= props
+    result.stdout.fnmatch_lines(["*sweep/a*explained_variance*PASS*"])

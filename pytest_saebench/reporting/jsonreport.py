@@ -25,6 +25,8 @@ def write(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> str:
     path = Path(runner.settings.results_json)
     results = runner.evaluated()
     data = envelope(results, runner.settings.suite, checks, runner.errors(), eval_id)
+    if runner.evaluation_counts:
+        data["evaluation_counts"] = runner.evaluation_counts
     per_eval_dir = path.with_suffix("")
     for res in results:
         for eval_type_id, eval_result in res.evals.items():
