@@ -1,4 +1,4 @@
-"""Command line: ``python -m pytest_saebench demo [DIR]``."""
+"""Command line: ``python -m pytest_saebench demo [DIR]`` and ``show RESULTS.json``."""
 
 from __future__ import annotations
 
@@ -38,13 +38,36 @@ def build_demo(root: Path) -> dict[str, Path]:
     return paths
 
 
+def _show(path: str, verbose: bool) -> int:
+    from pytest_saebench.errors import SaebenchError
+    from pytest_saebench.evals import metric_registry
+    from pytest_saebench.reporting.terminal import render, rows
+    from pytest_saebench.results import load_envelope
+
+    try:
+        results, checks, suite = load_envelope(path)
+    except SaebenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{path}: suite {suite}, {len(results)} checkpoint(s)")
+    for line in render(rows(results, checks, metric_registry(), verbose)):
+        print(line)
+    failed = [c for c in checks if c["status"] in ("fail", "error")]
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m pytest_saebench")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="build a tiny model and two SAEs, then gate them")
     demo.add_argument("directory", nargs="?", help="where to build (default: a temp dir)")
+    show = sub.add_parser("show", help="print the metric table of a results JSON")
+    show.add_argument("results", help="a saebench-results.json written by the plugin")
+    show.add_argument("-v", "--verbose", action="store_true", help="every metric")
     args = parser.parse_args(argv)
+    if args.command == "show":
+        return _show(args.results, args.verbose)
     if args.command == "demo":
         import pytest
 

@@ -155,3 +155,42 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 def per_eval_filename(sae_id: str) -> str:
     """SAEBench's file name for a custom SAE: ``{name}_custom_sae_eval_results.json``."""
     return f"{sae_id.replace('/', '_')}_custom_sae_eval_results.json"
+
+
+def load_envelope(path: str | Path) -> tuple[list[SaeResults], list[dict[str, Any]], str]:
+    """Read a results JSON written by the plugin: ``(results, checks, suite)``.
+
+    Raises :class:`SaebenchError` naming the file for anything that is not such a file.
+    """
+    from pytest_saebench.errors import SaebenchError
+    from pytest_saebench.evals.base import EvalResult
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SaebenchError(f"{path}: cannot read results JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("tool") != "pytest-saebench":
+        raise SaebenchError(f"{path}: not a pytest-saebench results file (no tool key)")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise SaebenchError(f"{path}: schema_version {data.get('schema_version')} is not "
+                            f"{SCHEMA_VERSION}; re-create it with this plugin version")
+    results = []
+    for sae_id, entry in data["saes"].items():
+        evals = {}
+        for eval_type_id, out in entry.get("evals", {}).items():
+            metrics = {f"{eval_type_id}.{cat}.{key}": value
+                       for cat, values in out["eval_result_metrics"].items()
+                       for key, value in values.items()}
+            prefix = f"{eval_type_id}."
+            evals[eval_type_id] = EvalResult(
+                eval_type_id, out.get("eval_config", {}), metrics,
+                {k: v for k, v in entry.get("stderr", {}).items() if k.startswith(prefix)},
+                {k: v for k, v in entry.get("reasons", {}).items() if k.startswith(prefix)},
+                {k: v for k, v in entry.get("not_computed", {}).items() if k.startswith(prefix)},
+                [], out.get("eval_result_unstructured") or {})
+        results.append(SaeResults(sae_id, entry.get("path", ""), entry.get("sha256", ""),
+                                  entry.get("suite", data.get("suite", "")), evals,
+                                  env=entry.get("env", {}), seconds=entry.get("seconds", 0.0),
+                                  evaluated_by=entry.get("evaluated_by", "main")))
+    return results, data.get("checks", []), data.get("suite", "")

@@ -244,3 +244,17 @@ def test_xdist_evaluates_each_checkpoint_once(pytester, tiny_world, tmp_path):
     props = {p.get("name") for p in root.find("testsuite").find("properties")}
     assert {"saebench.suite", "saebench.sae.sweep/a.sha256"} <= props
     result.stdout.fnmatch_lines(["*sweep/a*explained_variance*PASS*"])
+
+
+def test_show_cli_prints_the_table_of_a_results_file(pytester, tiny_world, capsys):
+    from pytest_saebench.cli import main
+
+    _project(pytester, f'"{EV}" = {{ min = 0.999 }}')
+    pytester.runpytest(f"--sae-path={tiny_world.trained}")
+    path = pytester.path / "saebench-results.json"
+    assert main(["show", str(path)]) == 1  # the gate in the file failed
+    out = capsys.readouterr().out
+    assert f"trained  {EV}" in out and "FAIL" in out and "core.sparsity.l0" in out
+    (pytester.path / "bad.json").write_text("{}")
+    assert main(["show", str(pytester.path / "bad.json")]) == 2
+    assert "not a pytest-saebench results file" in capsys.readouterr().err
