@@ -24,7 +24,6 @@ class Runner:
         self.settings = settings
         self.registry = registry
         self.checkpoints = {ref.id: ref for ref in checkpoints}
-        self.eval_configs = eval_configs
         self._suite_configs: dict[str, dict[str, Any]] = {settings.suite: eval_configs}
         self._results: dict[tuple[str, str], SaeResults] = {}
         self._failures: dict[tuple[str, str, str], BaseException] = {}

@@ -15,11 +15,13 @@ SMALL = Config(batch_size_prompts=4, n_eval_reconstruction_batches=2,
 
 
 def make_runner(sae_dir: Path | str, model: str = "auto", dataset: str = "auto",
-                cfg: Config = SMALL, seed: int = 42) -> Runner:
-    """A Runner over one checkpoint with a core-only suite ``cfg``."""
+                cfg: Config = SMALL, seed: int = 42, **others) -> Runner:
+    """A Runner over the checkpoint(s) in ``sae_dir`` whose suite is core with ``cfg`` plus
+    any ``eval_name=Config`` given in ``others``."""
     settings = Settings(sae_paths=(str(sae_dir),), model=model, dataset=dataset, device="cpu",
                         seed=seed, results_json=None)
-    return Runner(settings, discover_all([str(sae_dir)]), {"core": cfg}, metric_registry())
+    return Runner(settings, discover_all([str(sae_dir)]), {"core": cfg, **others},
+                  metric_registry())
 
 
 def run_core(sae_dir: Path | str, cfg: Config = SMALL, seed: int = 42, **kwargs):

@@ -65,8 +65,7 @@ def test_vocabulary_and_prompt():
 def test_unscorable_letters_are_reported_not_fatal(tiny_world):
     cfg = dataclasses.replace(ab.PRESETS["fast"], max_vocab_words=300, gt_probe_epochs=5,
                               k_sparse_probe_epochs=5)
-    runner = make_runner(tiny_world.trained)
-    runner._suite_configs[runner.settings.suite]["absorption"] = cfg
+    runner = make_runner(tiny_world.trained, absorption=cfg)
     res = runner.results("trained", ["absorption"]).evals["absorption_first_letter"]
     scored = res.unstructured["letters_scored"]
     not_scored = res.unstructured["letters_not_scored"]

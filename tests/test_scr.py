@@ -30,8 +30,7 @@ def test_task_layout_matches_saebench_sets():
 
 
 def _run(sae_dir):
-    runner = make_runner(sae_dir)
-    runner._suite_configs[runner.settings.suite]["scr"] = TINY
+    runner = make_runner(sae_dir, scr=TINY)
     return runner.results(next(iter(runner.checkpoints)), ["scr"]).evals["scr"]
 
 

@@ -20,8 +20,7 @@ TINY = dataclasses.replace(sp.PRESETS["fast"], dataset_names=("testament_kjv",),
 
 
 def _run(sae_dir, cfg=TINY):
-    runner = make_runner(sae_dir)
-    runner._suite_configs[runner.settings.suite]["sparse_probing"] = cfg
+    runner = make_runner(sae_dir, sparse_probing=cfg)
     sae_id = next(iter(runner.checkpoints))
     return runner.results(sae_id, ["sparse_probing"]).evals["sparse_probing"]
 
