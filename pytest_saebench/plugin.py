@@ -42,6 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "bound in pyproject; repeatable")
     group.addoption("--saebench-evals", metavar="NAMES",
                     help="comma-separated evals of the suite to run (default: all)")
+    group.addoption("--saebench-gh-summary", choices=("auto", "always", "never"),
+                    default="auto",
+                    help="GitHub step summary and ::error annotations (auto: in GitHub Actions)")
     group.addoption("--saebench-json", metavar="PATH",
                     help="results JSON path (default: saebench-results.json; 'none' disables)")
 
@@ -227,3 +230,20 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     path = config.stash.get(jsonreport.PATH_KEY, None)
     if path:
         terminalreporter.write_line(f"results: {path}")
+    _github(terminalreporter, config, runner)
+
+
+def _github(terminalreporter, config: pytest.Config, runner) -> None:
+    from pytest_saebench.reporting import github
+
+    if not github.enabled(config.getoption("saebench_gh_summary")):
+        return
+    sources = {t.metric: t.source for t in runner.settings.thresholds}
+    try:
+        lines = github.write(config.stash[CHECKS_KEY], runner.evaluated(),
+                             runner.settings.suite, sources)
+    except OSError as exc:  # reports never fail the run
+        terminalreporter.write_line(f"GitHub step summary not written: {exc}")
+        return
+    for line in lines:
+        terminalreporter.write_line(line)

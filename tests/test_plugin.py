@@ -258,3 +258,33 @@ def test_show_cli_prints_the_table_of_a_results_file(pytester, tiny_world, capsy
     (pytester.path / "bad.json").write_text("{}")
     assert main(["show", str(pytester.path / "bad.json")]) == 2
     assert "not a pytest-saebench results file" in capsys.readouterr().err
+
+
+def test_github_step_summary_and_annotations(pytester, tiny_world, monkeypatch, tmp_path):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    _project(pytester, f'"{EV}" = {{ min = 0.999 }}\n"l0" = {{ max = 128 }}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
+    assert result.ret == 1
+    text = summary.read_text()
+    assert "| ❌ fail | trained | `core.reconstruction_quality.explained_variance` |" in text
+    assert "| ✅ pass | trained | `core.sparsity.l0` |" in text
+    pyproject = pytester.path / "pyproject.toml"
+    line = next(i for i, t in enumerate(pyproject.read_text().splitlines(), 1) if EV in t)
+    result.stdout.fnmatch_lines([
+        f"::error file={pyproject},line={line}::{EV} = * < min 0.999 (sae trained, suite fast)"])
+    pytester.runpytest(f"--sae-path={tiny_world.trained}", "--saebench-gh-summary=never")
+    assert summary.read_text() == text  # nothing appended
+
+
+def test_step_summary_is_size_bounded():
+    from pytest_saebench.reporting.github import MAX_BYTES, summary_markdown
+
+    checks = [{"status": "pass", "sae": f"sae{i}", "metric": "core.sparsity.l0", "value": 1.0,
+               "stderr": 0.1, "limit": ">= 0"} for i in range(40000)]
+    text = summary_markdown(checks, [], "fast")
+    assert len(text.encode()) <= MAX_BYTES
+    assert "more gate(s) not shown" in text
+    small = summary_markdown(checks[:3], [], "fast")
+    assert small.count("| ✅ pass |") == 3 and "not shown" not in small

@@ -1,0 +1,66 @@
+"""GitHub Actions: a markdown table of gates in ``$GITHUB_STEP_SUMMARY`` and ``::error``
+annotations that point at the pyproject line of each failed threshold."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pytest_saebench.thresholds import fmt
+
+MAX_BYTES = 1 << 20  # GitHub rejects step summaries over 1 MiB
+ICONS = {"pass": "✅", "fail": "❌", "error": "💥", "warn": "⚠️", "skip": "⏭️"}
+
+
+def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: str,
+                     limit: int = MAX_BYTES) -> str:
+    """The step summary: one row per gate; rows past ``limit`` bytes are replaced by a note."""
+    head = [f"### pytest-saebench ({suite} suite)", "",
+            "| status | sae | metric | value ± stderr | limit |", "|---|---|---|---|---|"]
+    tail_note = "\n\n_{n} more gate(s) not shown: the summary is limited to 1 MiB._\n"
+    text = "\n".join(head)
+    shown = 0
+    for check in checks:
+        row = (f"\n| {ICONS.get(check['status'], '')} {check['status']} | {check['sae']} | "
+               f"`{check['metric']}` | {fmt(check['value'], check['stderr'])} | "
+               f"{check['limit']} |")
+        budget = limit - len(tail_note.format(n=len(checks)).encode()) - 1
+        if len((text + row).encode()) > budget:
+            break
+        text += row
+        shown += 1
+    if shown < len(checks):
+        text += tail_note.format(n=len(checks) - shown)
+    evaluated = ", ".join(f"{r.sae_id} ({r.seconds:.1f} s)" for r in results)
+    return text + (f"\n\nEvaluated: {evaluated}\n" if evaluated else "\n")
+
+
+def annotations(checks: list[dict[str, Any]], sources: dict[str, str]) -> list[str]:
+    """``::error`` lines for failed gates (``::warning`` for warn), with file and line."""
+    lines = []
+    for check in checks:
+        if check["status"] not in ("fail", "error", "warn"):
+            continue
+        level = "warning" if check["status"] == "warn" else "error"
+        where = sources.get(check["metric"], "")
+        path, _, line = where.rpartition(":")
+        loc = f" file={path},line={line}" if path and line.isdigit() else ""
+        message = (check["message"] or f"{check['metric']} {check['status']}").replace("\n", " ")
+        lines.append(f"::{level}{loc}::{message}")
+    return lines
+
+
+def enabled(mode: str) -> bool:
+    """``auto``: only inside GitHub Actions; ``always`` / ``never``."""
+    if mode == "never":
+        return False
+    return bool(os.environ.get("GITHUB_STEP_SUMMARY")) and (
+        mode == "always" or os.environ.get("GITHUB_ACTIONS") == "true")
+
+
+def write(checks: list[dict[str, Any]], results: list[Any], suite: str,
+          sources: dict[str, str]) -> list[str]:
+    """Append the summary to ``$GITHUB_STEP_SUMMARY``; return the annotation lines."""
+    with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
+        fh.write(summary_markdown(checks, results, suite))
+    return annotations(checks, sources)
