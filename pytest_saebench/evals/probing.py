@@ -115,6 +115,17 @@ def memo_key(ctx, eval_name: str, cfg: object, dataset: str) -> str:
     return f"{eval_name}/{id(ctx.model)}/{ctx.loaded.hook.name}/{dataset}/{ctx.seed}/{digest}"
 
 
+def text_activations(ctx, texts: list[str], context_length: int, batch_size: int,
+                     split: str) -> dict[str, torch.Tensor]:
+    """``{split}_acts`` (masked ``[N, C, D]``), ``{split}_pooled`` and
+    ``{split}_invalid_ratio`` (zeroed / valid positions per text) for ``texts``."""
+    tokens = tokenize(ctx.model.tokenizer, texts, context_length)
+    acts = activations(ctx.model, tokens, ctx.loaded.hook, ctx.special_ids, batch_size)
+    n_valid = valid_positions(acts).sum(1).clamp_min(1).float()
+    return {f"{split}_acts": acts, f"{split}_pooled": pool(acts),
+            f"{split}_invalid_ratio": (acts.shape[1] - n_valid) / n_valid}
+
+
 def labeled_activations(ctx, name: str, classes: tuple[str, ...], n_train: int, n_test: int,
                         context_length: int, batch_size: int) -> dict:
     """For one shipped set: per split the labels, masked activations ``[N, C, D]``, pooled
@@ -122,14 +133,9 @@ def labeled_activations(ctx, name: str, classes: tuple[str, ...], n_train: int, 
     train, test = split_classes(load_set(name), classes, n_train, n_test, ctx.seed, name)
     side: dict = {"classes": classes}
     for split, rows in (("train", train), ("test", test)):
-        texts = [r["text"] for c in classes for r in rows[c]]
         side[f"{split}_labels"] = [c for c in classes for _ in rows[c]]
-        tokens = tokenize(ctx.model.tokenizer, texts, context_length)
-        acts = activations(ctx.model, tokens, ctx.loaded.hook, ctx.special_ids, batch_size)
-        side[f"{split}_acts"] = acts
-        side[f"{split}_pooled"] = pool(acts)
-        n_valid = valid_positions(acts).sum(1).clamp_min(1).float()
-        side[f"{split}_invalid_ratio"] = (acts.shape[1] - n_valid) / n_valid
+        side.update(text_activations(ctx, [r["text"] for c in classes for r in rows[c]],
+                                     context_length, batch_size, split))
     side["tasks"] = {c: {s: one_vs_rest(side[f"{s}_labels"], c,
                                         derive_seed(ctx.seed, name, c, s))
                          for s in ("train", "test")} for c in classes}

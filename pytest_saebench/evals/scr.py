@@ -104,12 +104,8 @@ def _llm_side(ctx: EvalContext, cfg: Config, pair: tuple[str, str]) -> dict:
     side: dict = {}
     for split in ("train", "test"):
         texts = [t for quad in ("Pm", "Qm", "Pf", "Qf") for t in quads[split][quad]]
-        tokens = probing.tokenize(ctx.model.tokenizer, texts, cfg.context_length)
-        acts = probing.activations(ctx.model, tokens, ctx.loaded.hook, ctx.special_ids,
-                                   cfg.llm_batch_size)
-        side[f"{split}_acts"], side[f"{split}_pooled"] = acts, probing.pool(acts)
-        n_valid = probing.valid_positions(acts).sum(1).clamp_min(1).float()
-        side[f"{split}_invalid_ratio"] = (acts.shape[1] - n_valid) / n_valid
+        side.update(probing.text_activations(ctx, texts, cfg.context_length,
+                                             cfg.llm_batch_size, split))
         side[f"{split}_tasks"] = _tasks(n[split])
     side["probes"] = {}
     for name in ("G", "R", "S"):
