@@ -158,7 +158,7 @@ class Runner:
         """Evaluate under the checkpoint's lock unless another worker already did."""
         from pytest_saebench import shared
 
-        sha = self.checkpoints[sae_id].sha256()
+        sha = self.checkpoints[sae_id].sha256
         with shared.lock(self.shared_dir, sha, suite):
             stored = shared.read(self.shared_dir, sha, suite)
             if stored is None:
@@ -182,7 +182,7 @@ class Runner:
 
         suite = self.settings.suite
         for sae_id, ref in self.checkpoints.items():
-            stored = shared.read(self.shared_dir, ref.sha256(), suite)
+            stored = shared.read(self.shared_dir, ref.sha256, suite)
             if isinstance(stored, SaeResults):
                 self._results[(sae_id, suite)] = stored
             elif isinstance(stored, str):
@@ -205,7 +205,7 @@ class Runner:
         ref = self.checkpoints[sae_id]
         res = self._results.get((sae_id, suite))
         if res is None:
-            res = SaeResults(sae_id, str(ref.path), ref.sha256(), suite,
+            res = SaeResults(sae_id, str(ref.path), ref.sha256, suite,
                              sae_cfg=ref.cfg,
                              env=environment(self.device, self.settings.dtype,
                                              self.settings.seed))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,10 @@ class CheckpointRef:
         value = self.meta.get("prepend_bos")
         return True if value is None else bool(value)
 
+    @cached_property
     def sha256(self) -> str:
-        """SHA-256 over cfg.json and the weights file, in that order."""
+        """SHA-256 over cfg.json and the weights file, in that order (read once per run:
+        evaluation, xdist sharing and JUnit all need it)."""
         digest = hashlib.sha256()
         for name in (CFG_FILE, WEIGHTS_FILE):
             with open(self.path / name, "rb") as fh:

@@ -21,6 +21,6 @@ def add_suite_properties(config: pytest.Config, runner: Any) -> None:
     for sae_id, ref in runner.checkpoints.items():
         xml.add_global_property(f"saebench.sae.{sae_id}.path", str(ref.path))
         try:
-            xml.add_global_property(f"saebench.sae.{sae_id}.sha256", ref.sha256())
+            xml.add_global_property(f"saebench.sae.{sae_id}.sha256", ref.sha256)
         except OSError as exc:
             xml.add_global_property(f"saebench.sae.{sae_id}.sha256", f"unreadable: {exc}")
