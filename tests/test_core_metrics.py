@@ -17,9 +17,10 @@ B, N_REC, N_VAR = SMALL.batch_size_prompts, SMALL.n_eval_reconstruction_batches,
 
 
 def _reference(world, sae_dir, seed=42):
-    """Every core number recomputed from scratch with the unfolded SAE."""
+    """Every core number recomputed from scratch; the SAE is folded by sae_lens itself, as
+    activation metrics are defined on the folded SAE (METRICS.md §0.4)."""
     model = load_local_model(world.model_dir, "cpu", "float32")
-    sae = SAE.load_from_disk(str(sae_dir))
+    sae = SAE.load_from_disk(str(sae_dir), fold_W_dec_norm=True)
     ds = load_text_dataset(str(world.corpus))
     tokens = token_windows(model.tokenizer, ds, B * (N_REC + N_VAR), CONTEXT, True, seed)
     special = torch.tensor([model.tokenizer.bos_token_id])
@@ -92,15 +93,14 @@ def _reference(world, sae_dir, seed=42):
     out["l2_in"], out["l2_out"] = nx.mean(), nxh.mean()
     out["l2_ratio"] = (nxh / nx).mean()
     out["l0"] = (f != 0).sum(1).mean()
-    # Folding scales each code by its decoder row norm (METRICS.md 0.4).
-    out["l1"] = (f * sae.W_dec.detach().double().norm(dim=-1).numpy()).sum(1).mean()
+    out["l1"] = f.sum(1).mean()
     density = (f != 0).mean(0)
     out["density"] = density
     prompts = np.array([len(set(window_of[f[:, j] != 0])) for j in range(f.shape[1])])
     out["cah"] = np.where(prompts > 0, (f != 0).sum(0) / np.maximum(prompts, 1), np.nan)
     w_dec = sae.W_dec.detach().double().numpy()
     w_dec = w_dec / np.linalg.norm(w_dec, axis=1, keepdims=True)
-    w_enc = (sae.W_enc.detach().double() * sae.W_dec.detach().double().norm(dim=-1)).numpy().T
+    w_enc = sae.W_enc.detach().double().numpy().T
     for name, rows in (("enc", w_enc), ("dec", w_dec)):
         unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
         gram = unit @ unit.T
