@@ -1,4 +1,5 @@
-"""Command line: ``python -m pytest_saebench demo [DIR]`` and ``show RESULTS.json``."""
+"""Command line: ``python -m pytest_saebench demo [DIR]``, ``show RESULTS.json`` and
+``compare NEW.json OLD.json [--fail]``."""
 
 from __future__ import annotations
 
@@ -56,6 +57,69 @@ def _show(path: str, verbose: bool) -> int:
     return 1 if failed else 0
 
 
+def _compare(new_path: str, old_path: str, fail: bool, config: str | None) -> int:
+    from pytest_saebench.baseline import RegressionRule, check_metric, env_differences, pick
+    from pytest_saebench.config import read_file_config
+    from pytest_saebench.errors import SaebenchError
+    from pytest_saebench.evals import metric_registry
+    from pytest_saebench.reporting.terminal import align
+    from pytest_saebench.results import load_envelope
+    from pytest_saebench.thresholds import fmt
+
+    registry = metric_registry()
+    try:
+        new_all, _, suite = load_envelope(new_path)
+        old_all = {r.sae_id: r for r in load_envelope(old_path)[0]}
+        rules = _rules(read_file_config(Path(config).parent if config else Path.cwd()),
+                       registry)
+    except SaebenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not rules:
+        print("no [tool.pytest-saebench.regression] rules found; comparing every metric with "
+              "a direction using max_drop = 0, z = 2 (moves beyond 2 standard errors)")
+    table, messages = [], []
+    for new in new_all:
+        old = pick(old_all, new.sae_id)
+        if old is None:
+            messages.append(f"{new.sae_id}: not in {old_path}; nothing to compare")
+            continue
+        messages += [f"{new.sae_id}: environment differs: {d}"
+                     for d in env_differences(new.env, old.env)]
+        for rule in rules or [RegressionRule(m, max_drop=0.0, z=2.0)
+                              for m in new.all_metrics()
+                              if m in registry and registry[m].direction in ("up", "down")]:
+            if not new.computed(rule.metric):
+                continue
+            spec = registry.get(rule.metric)
+            direction = spec.direction if spec else "info"
+            out = check_metric(rule, direction, new, old, old_path,
+                               f"(sae {new.sae_id}, suite {suite})")
+            a, b = old.value(rule.metric), new.value(rule.metric)
+            delta = f"{b - a:+.4g}" if a is not None and b is not None else ""
+            table.append([new.sae_id, rule.metric, fmt(a), fmt(b), delta, rule.limit_text(),
+                          out.status.upper()])
+            if out.status in ("fail", "warn", "skip"):
+                messages.append(out.message)
+    print(f"{new_path} vs {old_path}")
+    for line in align(["sae", "metric", "old", "new", "Δ", "rule", "status"], table):
+        print(line)
+    for message in messages:
+        print(message)
+    failed = sum(row[-1] == "FAIL" for row in table)
+    print(f"{failed} regression(s) in {len(table)} comparison(s)")
+    return 1 if fail and failed else 0
+
+
+def _rules(fc, registry) -> list:
+    from pytest_saebench.baseline import parse_rules
+
+    gated = [registry.resolve(name) for name in fc.table.get("thresholds", {})]
+    label = f"{fc.label.rsplit(']', 1)[0]}.regression]" if fc.label else "regression"
+    return list(parse_rules(fc.table.get("regression", {}), label, registry.resolve, gated,
+                            lambda key: fc.line_of(key, "regression"), str(fc.path or "")))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m pytest_saebench")
@@ -65,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("show", help="print the metric table of a results JSON")
     show.add_argument("results", help="a saebench-results.json written by the plugin")
     show.add_argument("-v", "--verbose", action="store_true", help="every metric")
+    comp = sub.add_parser("compare", help="compare two results JSONs with the regression rules")
+    comp.add_argument("new", help="results JSON of the candidate")
+    comp.add_argument("old", help="results JSON of the baseline")
+    comp.add_argument("--fail", action="store_true", help="exit 1 when a rule is broken")
+    comp.add_argument("--config", metavar="PYPROJECT",
+                      help="pyproject.toml with the rules (default: nearest from here)")
     args = parser.parse_args(argv)
+    if args.command == "compare":
+        return _compare(args.new, args.old, args.fail, args.config)
     if args.command == "show":
         return _show(args.results, args.verbose)
     if args.command == "demo":

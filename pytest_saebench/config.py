@@ -14,18 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_saebench.baseline import CKPT_PREFIX, RegressionRule, parse_rules
 from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.thresholds import Threshold, make_threshold, parse_cli_rule
 
 TABLES = ("pytest-saebench", "saebench")
 SCALAR_KEYS: dict[str, type] = {
     "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
-    "results-json": str,
+    "results-json": str, "baseline": str, "on-missing-baseline": str,
 }
-TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals")
+TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression")
 DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
-    "seed": 42, "results-json": "saebench-results.json",
+    "seed": 42, "results-json": "saebench-results.json", "baseline": None,
+    "on-missing-baseline": "skip",
 }
 # CLI dest / env variable for each scalar key.
 CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
@@ -50,6 +52,10 @@ class Settings:
     eval_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     select_evals: tuple[str, ...] = ()
     config_file: Path | None = None
+    baseline: str | None = None  # results JSON path or ckpt:PATH
+    on_missing_baseline: str = "skip"
+    update_baseline: str | None = None  # where --saebench-update-baseline writes
+    regressions: tuple[RegressionRule, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -66,10 +72,17 @@ class FileConfig:
     label: str
     text: str = ""
 
-    def line_of(self, key: str) -> int | None:
-        """1-based line where ``key`` first appears quoted in the file, if found."""
+    def line_of(self, key: str, section: str = "") -> int | None:
+        """1-based line where ``key`` first appears (quoted or bare) in the file, inside
+        ``[tool.<table>.<section>]`` when ``section`` is given."""
+        inside = not section
         for number, line in enumerate(self.text.splitlines(), 1):
-            if f'"{key}"' in line or f"'{key}'" in line:
+            head = line.strip()
+            if section and head.startswith("["):
+                inside = head.rstrip("]").endswith(f".{section}")
+                continue
+            if inside and (f'"{key}"' in head or f"'{key}'" in head
+                           or head.split("=", 1)[0].strip() == key):
                 return number
         return None
 
@@ -166,7 +179,7 @@ def _thresholds(fc: FileConfig, cli_rules: list[str], resolve,
                                   or not isinstance(spec[bound], int | float)):
                 raise SaebenchError(f"{where}: {bound} must be a number, got {spec[bound]!r}")
         metric = _resolve(resolve, name, where)
-        line = fc.line_of(name)
+        line = fc.line_of(name, "thresholds")
         source = f"{fc.path}:{line}" if fc.path and line else str(fc.path or "")
         threshold = make_threshold(metric, spec.get("min"), spec.get("max"),
                                    spec.get("severity", default_severity(metric)), where)
@@ -226,7 +239,19 @@ def build_settings(
                              resolve_metric or (lambda name: name),
                              default_severity or (lambda metric: "error"))
     results_json = values["results-json"]
+    label = f"{fc.label.rsplit(']', 1)[0]}.regression]" if fc.label else "regression"
+    regressions = parse_rules(fc.table.get("regression", {}), label,
+                              resolve_metric or (lambda name: name),
+                              [t.metric for t in thresholds],
+                              lambda key: fc.line_of(key, "regression"), str(fc.path or ""),
+                              default_severity or (lambda metric: "error"))
+    baseline, update = _baseline_paths(options, fc, env, values)
+    if values["on-missing-baseline"] not in ("skip", "fail"):
+        raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
+                            f"got {values['on-missing-baseline']!r}")
     return Settings(
+        baseline=baseline, update_baseline=update, regressions=regressions,
+        on_missing_baseline=values["on-missing-baseline"],
         select_evals=_select_evals(options, fc, env),
         sae_paths=tuple(paths), suite=values["suite"], model=values["model"],
         dataset=values["dataset"], device=values["device"], dtype=values["dtype"],
@@ -234,6 +259,31 @@ def build_settings(
         results_json=None if results_json in ("", "none") else results_json,
         thresholds=thresholds, eval_overrides=evals, config_file=fc.path,
     )
+
+
+def _baseline_paths(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str],
+                    values: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The baseline (a path, made absolute against the file that names it) and the path
+    ``--saebench-update-baseline`` writes to (None when not updating)."""
+    baseline = values["baseline"]
+    from_file = (options.get("saebench_baseline") is None and "SAEBENCH_BASELINE" not in env
+                 and baseline is not None)
+    if baseline is not None:
+        kind, raw = ((CKPT_PREFIX, baseline[len(CKPT_PREFIX):])
+                     if baseline.startswith(CKPT_PREFIX) else ("", baseline))
+        base = fc.path.parent if from_file and fc.path else Path.cwd()
+        baseline = kind + str(base / raw) if not Path(raw).is_absolute() else baseline
+    update = options.get("saebench_update_baseline")
+    if update is None:
+        return baseline, None
+    if update:
+        return baseline, str(Path.cwd() / update)
+    if baseline is None or baseline.startswith(CKPT_PREFIX):
+        raise SaebenchError(
+            "--saebench-update-baseline needs a results JSON path: give "
+            "--saebench-update-baseline=PATH or set baseline = \"baselines/saebench.json\" in "
+            "[tool.pytest-saebench]")
+    return baseline, baseline
 
 
 def _select_evals(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str]

@@ -1,4 +1,5 @@
-"""Generated test items: ``saebench::evaluate[<sae>]`` and ``saebench::threshold[<sae>::<id>]``.
+"""Generated test items: ``saebench::evaluate[<sae>]``, ``saebench::threshold[<sae>::<id>]``
+and ``saebench::regression[<sae>::<id>]``.
 
 The parameter part stays last in the node id, as pytest's reporters expect."""
 
@@ -10,12 +11,17 @@ from typing import Any
 
 import pytest
 
+from pytest_saebench.baseline import RegressionRule, check_metric, env_differences
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.thresholds import Threshold, check
 
 
 class SaebenchGateWarning(UserWarning):
     """A gate with ``severity = "warn"`` was outside its bounds."""
+
+
+class SaebenchBaselineWarning(UserWarning):
+    """The baseline was computed in a different environment (library versions, device)."""
 
 
 def _runner(config: pytest.Config):
@@ -50,6 +56,10 @@ class SaebenchCollector(pytest.Collector):
                     self, name=f"threshold[{sae_id}::{threshold.metric}]", sae_id=sae_id,
                     threshold=threshold,
                     nodeid=f"saebench::threshold[{sae_id}::{threshold.metric}]"))
+            for rule in runner.settings.regressions:
+                items.append(RegressionItem.from_parent(
+                    self, name=f"regression[{sae_id}::{rule.metric}]", sae_id=sae_id,
+                    rule=rule, nodeid=f"saebench::regression[{sae_id}::{rule.metric}]"))
         for item in items:
             item.add_marker("saebench")
             item.add_marker(pytest.mark.xdist_group(item.sae_id))  # type: ignore[attr-defined]
@@ -124,11 +134,92 @@ class ThresholdItem(_GateItem):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Location: the pyproject line of the threshold when known."""
-        source = self.threshold.source
-        path, _, line = source.rpartition(":")
-        if path and line.isdigit():
-            return Path(path), int(line) - 1, self.name
-        return self.path, None, self.name
+        return _location(self, self.threshold.source)
+
+
+class RegressionItem(_GateItem):
+    """Checks one metric of one checkpoint against its value in the baseline."""
+
+    def __init__(self, *, rule: RegressionRule, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.rule = rule
+        self.results = None
+
+    def setup(self) -> None:
+        """Obtain the evaluation; a failed one makes this gate an error, not a failure."""
+        self.results = _evaluate(self, self.sae_id)
+
+    def runtest(self) -> None:
+        """Skip when there is nothing comparable, else apply the rule."""
+        runner, rule, res = _runner(self.config), self.rule, self.results
+        settings = runner.settings
+        context = f"(sae {self.sae_id}, suite {settings.suite})"
+        self.user_properties.extend([("saebench_sae", self.sae_id),
+                                     ("saebench_metric", rule.metric),
+                                     ("saebench_suite", settings.suite),
+                                     ("limit", rule.limit_text())])
+        if settings.update_baseline:
+            self._finish("pass")
+            return
+        if not res.computed(rule.metric):
+            reason = res.reason(rule.metric) or _not_in_suite(rule.metric, settings.suite,
+                                                              settings)
+            self._skip(f"{rule.metric} not computed {context}: {reason}")
+        value, stderr = res.value(rule.metric), res.stderr(rule.metric)
+        self.user_properties.append(("value", "null" if value is None else repr(value)))
+        from pytest_saebench.runner import EvaluationFailed
+
+        try:
+            base, label = runner.baseline_for(self.sae_id)
+        except (SaebenchError, EvaluationFailed) as exc:
+            self._finish("error")
+            pytest.fail(f"baseline: {exc}", pytrace=False)
+        if isinstance(base, str):
+            if settings.on_missing_baseline == "fail":
+                self._finish("fail")
+                pytest.fail(base, pytrace=False)
+            self._skip(base)
+        env = env_differences(res.env, base.env)
+        if env:
+            warnings.warn(SaebenchBaselineWarning(
+                f"baseline {label} was computed in another environment ({'; '.join(env)}); "
+                "differences may not come from the checkpoint"), stacklevel=1)
+        spec = runner.registry.get(rule.metric)
+        outcome = check_metric(rule, spec.direction if spec else "info", res, base, label,
+                               context)
+        if outcome.status == "skip":
+            self._skip(outcome.message)
+        old = base.value(rule.metric)
+        self.user_properties.append(("baseline", repr(old)))
+        self.user_properties.append(("delta", repr(value - old) if value is not None
+                                     else "null"))
+        if stderr is not None:
+            self.user_properties.append(("stderr", repr(stderr)))
+        self._finish(outcome.status)
+        if outcome.status == "fail":
+            pytest.fail(outcome.message, pytrace=False)
+        if outcome.status == "warn":
+            warnings.warn(SaebenchGateWarning(outcome.message), stacklevel=1)
+        self.user_properties.append(("message", outcome.message))
+
+    def _finish(self, status: str) -> None:
+        self.user_properties.append(("status", status))
+
+    def _skip(self, message: str) -> None:
+        self._finish("skip")
+        pytest.skip(message)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        """Location: the pyproject line of the rule when known."""
+        return _location(self, self.rule.source)
+
+
+def _location(item: pytest.Item, source: str) -> tuple[Path, int | None, str]:
+    """``source`` (``path:line``) as a report location, else the item's own path."""
+    path, _, line = source.rpartition(":")
+    if path and line.isdigit():
+        return Path(path), int(line) - 1, item.name
+    return item.path, None, item.name
 
 
 def _not_in_suite(metric: str, suite: str, settings) -> str:

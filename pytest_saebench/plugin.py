@@ -17,6 +17,7 @@ from pytest_saebench.errors import SaebenchError
 
 RUNNER_KEY = pytest.StashKey[Any]()
 CHECKS_KEY = pytest.StashKey[list]()
+BASELINE_NOTE_KEY = pytest.StashKey[str]()
 GATE_PREFIX = "saebench::"
 
 
@@ -45,6 +46,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--saebench-gh-summary", choices=("auto", "always", "never"),
                     default="auto",
                     help="GitHub step summary and ::error annotations (auto: in GitHub Actions)")
+    group.addoption("--saebench-baseline", metavar="PATH|ckpt:PATH",
+                    help="compare with this results JSON, or evaluate the checkpoint at "
+                         "ckpt:PATH as the baseline; rules in [tool.pytest-saebench.regression]")
+    group.addoption("--saebench-update-baseline", nargs="?", const="", metavar="PATH",
+                    help="write this run's results as the baseline (default: the configured "
+                         "baseline path); regression gates pass")
     group.addoption("--saebench-json", metavar="PATH",
                     help="results JSON path (default: saebench-results.json; 'none' disables)")
 
@@ -111,8 +118,16 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if runner is None:
         return None
     s = runner.settings
-    return (f"saebench: suite {s.suite}, {len(runner.checkpoints)} checkpoint(s), "
+    line = (f"saebench: suite {s.suite}, {len(runner.checkpoints)} checkpoint(s), "
             f"{len(s.thresholds)} threshold(s), device {s.device}, seed {s.seed}")
+    if s.update_baseline:
+        return line + f"\nsaebench: writing the baseline {s.update_baseline}"
+    if s.baseline:
+        line += f"\nsaebench: baseline {s.baseline}, {len(s.regressions)} regression rule(s)"
+        if not s.regressions:
+            line += (" (add [tool.pytest-saebench.regression], e.g. "
+                     "default = { max_drop = 0.01 }, to compare)")
+    return line
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -160,18 +175,22 @@ class GateRecorder:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Turn a threshold item's call (or failed setup) report into a check record."""
-        if not report.nodeid.startswith(GATE_PREFIX + "threshold["):
+        kind = report.nodeid[len(GATE_PREFIX):].split("[", 1)[0]
+        if not report.nodeid.startswith(GATE_PREFIX) or kind not in ("threshold", "regression"):
             return
         if report.when != "call" and (report.when != "setup" or report.passed):
             return
         props = dict(report.user_properties)
-        sae, _, metric = report.nodeid[len(GATE_PREFIX + "threshold["):-1].rpartition("::")
+        sae, _, metric = report.nodeid[len(f"{GATE_PREFIX}{kind}["):-1].rpartition("::")
         status = props.get("status") or ("error" if report.failed else report.outcome)
         message = report.longreprtext.strip().splitlines()[-1] if report.longrepr else ""
         if report.skipped and isinstance(report.longrepr, tuple):
             message = str(report.longrepr[2]).removeprefix("Skipped: ")
+        message = props.get("message", message)
         self.checks.append({
-            "nodeid": report.nodeid, "sae": sae, "metric": metric, "status": status,
+            "nodeid": report.nodeid, "kind": kind, "sae": sae, "metric": metric,
+            "status": status, "baseline": _num(props.get("baseline")),
+            "delta": _num(props.get("delta")),
             "value": _num(props.get("value")), "stderr": _num(props.get("stderr")),
             "min": _num(props.get("min")), "max": _num(props.get("max")),
             "limit": props.get("limit", ""), "message": message,
@@ -201,6 +220,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             config.stash[jsonreport.PATH_KEY] = path
         except Exception as exc:  # reports never fail the run
             config.stash[jsonreport.PATH_KEY] = f"not written: {exc}"
+    if runner.settings.update_baseline:
+        config.stash[BASELINE_NOTE_KEY] = jsonreport.write_baseline(runner, str(uuid.uuid4()))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -230,6 +251,9 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     path = config.stash.get(jsonreport.PATH_KEY, None)
     if path:
         terminalreporter.write_line(f"results: {path}")
+    note = config.stash.get(BASELINE_NOTE_KEY, None)
+    if note:
+        terminalreporter.write_line(note)
     _github(terminalreporter, config, runner)
 
 
@@ -238,7 +262,8 @@ def _github(terminalreporter, config: pytest.Config, runner) -> None:
 
     if not github.enabled(config.getoption("saebench_gh_summary")):
         return
-    sources = {t.metric: t.source for t in runner.settings.thresholds}
+    sources = {("threshold", t.metric): t.source for t in runner.settings.thresholds}
+    sources.update({("regression", r.metric): r.source for r in runner.settings.regressions})
     try:
         lines = github.write(config.stash[CHECKS_KEY], runner.evaluated(),
                              runner.settings.suite, sources)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ class Runner:
         self.settings = settings
         self.registry = registry
         self.checkpoints = {ref.id: ref for ref in checkpoints}
+        # ckpt:PATH baselines: evaluated like checkpoints but given no gate items.
+        self.baseline_checkpoints: dict[str, CheckpointRef] | None = None
+        self._baseline_file: dict[str, SaeResults] | None = None
         self._suite_configs: dict[str, dict[str, Any]] = {settings.suite: eval_configs}
         self._results: dict[tuple[str, str], SaeResults] = {}
         self._failures: dict[tuple[str, str, str], BaseException] = {}
@@ -74,13 +78,64 @@ class Runner:
                                                       select=self.settings.select_evals)
         return self._suite_configs[suite]
 
+    def ref(self, sae_id: str) -> CheckpointRef:
+        """The checkpoint (or ``ckpt:`` baseline checkpoint) with id ``sae_id``."""
+        if sae_id in self.checkpoints:
+            return self.checkpoints[sae_id]
+        return (self.baseline_checkpoints or {})[sae_id]
+
+    # -- baselines ---------------------------------------------------------------------
+    def baseline_for(self, sae_id: str) -> tuple[SaeResults | str, str]:
+        """``(results, label)`` of the baseline for ``sae_id``, or ``(why not, label)``.
+
+        Raises :class:`SaebenchError` for a baseline file that is not a results JSON, and
+        :class:`EvaluationFailed` when a ``ckpt:`` baseline cannot be evaluated.
+        """
+        from pytest_saebench.baseline import CKPT_PREFIX, create_command, pick
+
+        spec = self.settings.baseline
+        if spec is None:
+            return ("no baseline configured: set baseline = \"baselines/saebench.json\" in "
+                    "[tool.pytest-saebench] or pass --saebench-baseline PATH"), "-"
+        if spec.startswith(CKPT_PREFIX):
+            return self._checkpoint_baseline(sae_id, spec[len(CKPT_PREFIX):]), spec
+        label = _short(spec)
+        if self._baseline_file is None:
+            from pytest_saebench.results import load_envelope
+
+            if not Path(spec).exists():
+                return (f"no baseline at {label}; create it with: "
+                        f"{create_command(self.settings.sae_paths, label)}"), label
+            self._baseline_file = {r.sae_id: r for r in load_envelope(spec)[0]}
+        found = pick(self._baseline_file, sae_id)
+        if found is None:
+            return (f"baseline {label} has no checkpoint '{sae_id}' (it has "
+                    f"{', '.join(self._baseline_file) or 'none'}); update it with: "
+                    f"{create_command(self.settings.sae_paths, label)}"), label
+        return found, label
+
+    def _checkpoint_baseline(self, sae_id: str, path: str) -> SaeResults | str:
+        from pytest_saebench.baseline import pick
+        from pytest_saebench.loading.checkpoints import discover_all
+
+        if self.baseline_checkpoints is None:
+            refs = discover_all([path])
+            self.baseline_checkpoints = {f"baseline:{r.id}": dataclasses.replace(
+                r, id=f"baseline:{r.id}") for r in refs}
+        found = pick({k.removeprefix("baseline:"): k for k in self.baseline_checkpoints},
+                     sae_id)
+        if found is None:
+            return (f"baseline checkpoints at {path} hold no '{sae_id}' (they are "
+                    f"{', '.join(k.removeprefix('baseline:') for k in self.baseline_checkpoints)})")
+        return self.results(found)
+
     # -- loading -----------------------------------------------------------------------
     def loaded_sae(self, sae_id: str):
         """The validated, folded SAE of ``sae_id`` (loaded once)."""
         if sae_id not in self._loaded:
             from pytest_saebench.loading.sae import load_sae
 
-            ref = self.checkpoints[sae_id]
+            ref = self.ref(sae_id)
             if ref.meta.get("hook_head_index") is not None:
                 raise SaebenchError(f"{ref.path}/cfg.json: hook_head_index SAEs are not "
                                     "supported yet; evaluate a full-width hook")
@@ -91,7 +146,7 @@ class Runner:
         """The HookedTransformer for ``sae_id``, shared between checkpoints of one model."""
         from pytest_saebench.loading.model import load_model, resolve_model_name
 
-        ref = self.checkpoints[sae_id]
+        ref = self.ref(sae_id)
         name = resolve_model_name(self.settings.model, ref.model_name, str(ref.path))
         kwargs = ref.meta.get("model_from_pretrained_kwargs") or {}
         key = (name, repr(sorted(kwargs.items())))
@@ -106,7 +161,7 @@ class Runner:
 
         if self.settings.dataset != "auto":
             return self.settings.dataset
-        spec = self.checkpoints[sae_id].meta.get("dataset_path")
+        spec = self.ref(sae_id).meta.get("dataset_path")
         return str(spec) if spec else f"{DATASET_PREFIX}train"
 
     def _token_source(self, model, spec: str):
@@ -158,7 +213,7 @@ class Runner:
         """Evaluate under the checkpoint's lock unless another worker already did."""
         from pytest_saebench import shared
 
-        sha = self.checkpoints[sae_id].sha256
+        sha = self.ref(sae_id).sha256
         with shared.lock(self.shared_dir, sha, suite):
             stored = shared.read(self.shared_dir, sha, suite)
             if stored is None:
@@ -202,7 +257,7 @@ class Runner:
         from pytest_saebench.loading.model import check_hook
         from pytest_saebench.results import environment
 
-        ref = self.checkpoints[sae_id]
+        ref = self.ref(sae_id)
         res = self._results.get((sae_id, suite))
         if res is None:
             res = SaeResults(sae_id, str(ref.path), ref.sha256, suite,
@@ -226,3 +281,11 @@ class Runner:
         res.evals[module.EVAL_TYPE_ID] = out
         res.seconds += time.perf_counter() - started
         self._results[(sae_id, suite)] = res
+
+
+def _short(path: str) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path

@@ -230,16 +230,20 @@ def test_xdist_evaluates_each_checkpoint_once(pytester, tiny_world, tmp_path):
     shutil.copytree(tiny_world.trained, sweep / "a")
     shutil.copytree(tiny_world.topk, sweep / "b")
     _project(pytester, f'"{EV}" = {{ min = 0.5 }}\n"l0" = {{ min = 1 }}\n'
-                       '"core.sparsity.l1" = { min = 0 }\n"cossim" = { min = 0.5 }')
+                       '"core.sparsity.l1" = { min = 0 }\n"cossim" = { min = 0.5 }',
+             f'[tool.pytest-saebench.regression]\n"{EV}" = {{ max_drop = 0.01 }}')
     result = pytester.runpytest_subprocess(f"--sae-path={sweep}", "-n", "2",
-                                           "--junitxml=junit.xml")
-    result.assert_outcomes(passed=10)
+                                           "--junitxml=junit.xml",
+                                           f"--saebench-baseline=ckpt:{tiny_world.random}")
+    result.assert_outcomes(passed=12)
     data = json.loads((pytester.path / "saebench-results.json").read_text())
-    assert data["evaluation_counts"] == {"sweep/a": 1, "sweep/b": 1}
+    # the ckpt: baseline is shared by both checkpoints and also evaluated once
+    assert data["evaluation_counts"] == {"sweep/a": 1, "sweep/b": 1, "baseline:random": 1}
     assert {s["evaluated_by"] for s in data["saes"].values()} <= {"gw0", "gw1"}
     for entry in data["saes"].values():
         assert entry["evals"]["core"]["eval_result_metrics"]["sparsity"]["l0"] > 0
-    assert len(data["checks"]) == 8
+    assert len(data["checks"]) == 10
+    assert {c["status"] for c in data["checks"] if c["kind"] == "regression"} == {"improved"}
     root = ET.parse(pytester.path / "junit.xml").getroot()
     props = {p.get("name") for p in root.find("testsuite").find("properties")}
     assert {"saebench.suite", "saebench.sae.sweep/a.sha256"} <= props
@@ -268,8 +272,8 @@ def test_github_step_summary_and_annotations(pytester, tiny_world, monkeypatch, 
     result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
     assert result.ret == 1
     text = summary.read_text()
-    assert "| ❌ fail | trained | `core.reconstruction_quality.explained_variance` |" in text
-    assert "| ✅ pass | trained | `core.sparsity.l0` |" in text
+    assert "| ❌ fail | threshold | trained | `core.reconstruction_quality.explained_varia" in text
+    assert "| ✅ pass | threshold | trained | `core.sparsity.l0` |" in text
     pyproject = pytester.path / "pyproject.toml"
     line = next(i for i, t in enumerate(pyproject.read_text().splitlines(), 1) if EV in t)
     result.stdout.fnmatch_lines([

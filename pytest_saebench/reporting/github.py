@@ -9,21 +9,26 @@ from typing import Any
 from pytest_saebench.thresholds import fmt
 
 MAX_BYTES = 1 << 20  # GitHub rejects step summaries over 1 MiB
-ICONS = {"pass": "✅", "fail": "❌", "error": "💥", "warn": "⚠️", "skip": "⏭️"}
+ICONS = {"pass": "✅", "fail": "❌", "error": "💥", "warn": "⚠️", "skip": "⏭️",
+         "improved": "⬆️"}
 
 
 def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: str,
                      limit: int = MAX_BYTES) -> str:
     """The step summary: one row per gate; rows past ``limit`` bytes are replaced by a note."""
     head = [f"### pytest-saebench ({suite} suite)", "",
-            "| status | sae | metric | value ± stderr | limit |", "|---|---|---|---|---|"]
+            "| status | gate | sae | metric | value ± stderr | limit | baseline | Δ |",
+            "|---|---|---|---|---|---|---|---|"]
     tail_note = "\n\n_{n} more gate(s) not shown: the summary is limited to 1 MiB._\n"
     text = "\n".join(head)
     shown = 0
     for check in checks:
-        row = (f"\n| {ICONS.get(check['status'], '')} {check['status']} | {check['sae']} | "
+        base, delta = check.get("baseline"), check.get("delta")
+        row = (f"\n| {ICONS.get(check['status'], '')} {check['status']} | "
+               f"{check.get('kind', 'threshold')} | {check['sae']} | "
                f"`{check['metric']}` | {fmt(check['value'], check['stderr'])} | "
-               f"{check['limit']} |")
+               f"{check['limit']} | {'' if base is None else fmt(base)} | "
+               f"{'' if delta is None else f'{delta:+.4g}'} |")
         budget = limit - len(tail_note.format(n=len(checks)).encode()) - 1
         if len((text + row).encode()) > budget:
             break
@@ -36,13 +41,15 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
 
 
 def annotations(checks: list[dict[str, Any]], sources: dict[str, str]) -> list[str]:
-    """``::error`` lines for failed gates (``::warning`` for warn), with file and line."""
+    """``::error`` lines for failed gates (``::warning`` for warn, ``::notice`` for an
+    improvement over the baseline), with the file and line of the rule."""
     lines = []
+    levels = {"fail": "error", "error": "error", "warn": "warning", "improved": "notice"}
     for check in checks:
-        if check["status"] not in ("fail", "error", "warn"):
+        if check["status"] not in levels:
             continue
-        level = "warning" if check["status"] == "warn" else "error"
-        where = sources.get(check["metric"], "")
+        level = levels[check["status"]]
+        where = sources.get((check.get("kind", "threshold"), check["metric"]), "")
         path, _, line = where.rpartition(":")
         loc = f" file={path},line={line}" if path and line.isdigit() else ""
         message = (check["message"] or f"{check['metric']} {check['status']}").replace("\n", " ")

@@ -34,3 +34,21 @@ def write(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> str:
             write_json_atomic(out, saebench_output(res, eval_result, eval_id, True))
     write_json_atomic(path, data)
     return str(path)
+
+
+def write_baseline(runner: Any, eval_id: str) -> str:
+    """Write the results of this run as the baseline; returns a line for the terminal.
+
+    Refuses (and says so) when an evaluation failed, so a baseline is never partial."""
+    target = runner.settings.update_baseline
+    if runner.errors():
+        return (f"baseline not written: evaluation failed for "
+                f"{', '.join(runner.errors())}")
+    results = runner.evaluated()
+    if not results:
+        return "baseline not written: no checkpoint was evaluated (deselected?)"
+    try:
+        write_json_atomic(target, envelope(results, runner.settings.suite, [], {}, eval_id))
+    except OSError as exc:
+        return f"baseline not written: {exc}"
+    return f"baseline: wrote {target} ({len(results)} checkpoint(s))"

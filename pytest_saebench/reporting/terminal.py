@@ -17,28 +17,48 @@ HEADLINE = (
 )
 
 
+HEADER = ["sae", "metric", "dir", "value ± stderr", "limit", "status"]
+BASELINE_HEADER = ["baseline", "Δ", "vs baseline"]
+
+
 def rows(results: list[Any], checks: list[dict[str, Any]], registry: Any, verbose: bool
          ) -> list[list[str]]:
-    """Table rows: SAE, metric, direction, value ± stderr, limit, status."""
-    by_key = {(c["sae"], c["metric"]): c for c in checks}
+    """Table rows: SAE, metric, direction, value ± stderr, limit, status; plus baseline, Δ
+    and the regression status when the run compared against a baseline."""
+    limits = {(c["sae"], c["metric"]): c for c in checks
+              if c.get("kind", "threshold") == "threshold"}
+    regressions = {(c["sae"], c["metric"]): c for c in checks if c.get("kind") == "regression"}
     out: list[list[str]] = []
     for res in results:
-        gated = [m for (sae, m) in by_key if sae == res.sae_id]
+        gated = list(dict.fromkeys(m for (sae, m) in [*limits, *regressions]
+                                   if sae == res.sae_id))
         metrics = list(res.all_metrics()) if verbose else [
             *gated, *(m for m in HEADLINE if m not in gated and res.computed(m))]
         for metric in metrics:
-            c = by_key.get((res.sae_id, metric), {})
+            c = limits.get((res.sae_id, metric), {})
             spec = registry.get(metric) if registry is not None else None
             value = res.value(metric) if res.computed(metric) else None
             shown = fmt(value, res.stderr(metric)) if res.computed(metric) else "-"
-            out.append([res.sae_id, metric, ARROWS.get(spec.direction, "") if spec else "",
-                        shown, c.get("limit", ""), c.get("status", "").upper()])
+            row = [res.sae_id, metric, ARROWS.get(spec.direction, "") if spec else "",
+                   shown, c.get("limit", ""), c.get("status", "").upper()]
+            if regressions:
+                r = regressions.get((res.sae_id, metric), {})
+                delta = r.get("delta")
+                row += [fmt(r["baseline"]) if r.get("baseline") is not None else "",
+                        f"{delta:+.4g}" if delta is not None else "",
+                        r.get("status", "").upper()]
+            out.append(row)
     return out
 
 
 def render(table: list[list[str]]) -> list[str]:
-    """Align ``table`` under a header into text lines."""
-    header = ["sae", "metric", "dir", "value ± stderr", "limit", "status"]
+    """Align ``table`` under the metric table's header into text lines."""
+    header = HEADER + BASELINE_HEADER if table and len(table[0]) > len(HEADER) else HEADER
+    return align(header, table)
+
+
+def align(header: list[str], table: list[list[str]]) -> list[str]:
+    """Left-aligned columns under ``header`` and a rule line."""
     widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))

@@ -1,0 +1,207 @@
+"""Regression rules against a baseline: one engine for the gate items and the compare CLI.
+
+A baseline is a results JSON written by this plugin (``--saebench-json`` or
+``--saebench-update-baseline``), or ``ckpt:PATH``: an older checkpoint evaluated in the same run.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_saebench.errors import SaebenchError, did_you_mean
+from pytest_saebench.thresholds import Outcome, fmt
+
+RULE_KEYS = ("max_drop", "max_drop_pct", "max_change_pct", "z", "severity")
+CKPT_PREFIX = "ckpt:"
+# Environment keys that change numbers; a difference warns but does not block the comparison.
+# Config entries that describe the checkpoint rather than how it was evaluated.
+CHECKPOINT_KEYS = frozenset({"decoder_norm_folded"})
+ENV_KEYS = ("python", "torch", "transformer_lens", "sae_lens", "device", "dtype", "platform")
+
+
+@dataclass(frozen=True)
+class RegressionRule:
+    """How far one metric may move from its baseline value.
+
+    ``max_drop`` (absolute) and ``max_drop_pct`` (percent of the baseline) limit a move in the
+    bad direction of the metric; ``max_change_pct`` limits a move either way (band metrics such
+    as L0). ``z`` widens every allowance by ``z`` combined standard errors.
+    """
+
+    metric: str
+    max_drop: float | None = None
+    max_drop_pct: float | None = None
+    max_change_pct: float | None = None
+    z: float = 0.0
+    severity: str = "error"
+    source: str = ""
+
+    def limit_text(self) -> str:
+        """E.g. ``drop <= 0.01`` or ``change <= 15%``, plus the noise margin if any."""
+        parts = []
+        if self.max_drop is not None:
+            parts.append(f"drop <= {self.max_drop:g}")
+        if self.max_drop_pct is not None:
+            parts.append(f"drop <= {self.max_drop_pct:g}%")
+        if self.max_change_pct is not None:
+            parts.append(f"change <= {self.max_change_pct:g}%")
+        text = ", ".join(parts)
+        return text + (f" + {self.z:g}σ" if self.z else "")
+
+
+def parse_rules(table: Any, label: str, resolve, gated: list[str], line_of=None,
+                path: str = "", default_severity=lambda metric: "error"
+                ) -> tuple[RegressionRule, ...]:
+    """Rules from ``[tool.pytest-saebench.regression]``.
+
+    ``default = {...}`` applies to every metric that has a threshold (``gated``) and no rule of
+    its own; other keys are metric ids or aliases.
+    """
+    if not isinstance(table, dict):
+        raise SaebenchError(f"{label}: 'regression' must be a table, e.g. "
+                            "default = {{ max_drop = 0.01 }}")
+    rules: dict[str, RegressionRule] = {}
+    default = None
+    for name, spec in table.items():
+        where = f"{label} '{name}'"
+        if not isinstance(spec, dict):
+            raise SaebenchError(f"{where}: expected a table like {{ max_drop = 0.01 }}, "
+                                f"got {spec!r}")
+        metric = "default" if name == "default" else _resolve(resolve, name, where)
+        line = line_of(name) if line_of else None
+        rule = make_rule(metric, spec, where, f"{path}:{line}" if path and line else path,
+                         default_severity(metric) if metric != "default" else "error")
+        if name == "default":
+            default = rule
+        else:
+            rules[metric] = rule
+    if default is not None:
+        for metric in gated:
+            if metric not in rules:
+                rules[metric] = RegressionRule(metric, default.max_drop, default.max_drop_pct,
+                                               default.max_change_pct, default.z,
+                                               default.severity, default.source)
+    return tuple(rules.values())
+
+
+def make_rule(metric: str, spec: dict[str, Any], where: str, source: str = "",
+              severity: str = "error") -> RegressionRule:
+    """Validated :class:`RegressionRule` from a TOML table."""
+    unknown = sorted(set(spec) - set(RULE_KEYS))
+    if unknown:
+        raise SaebenchError(f"{where}: unknown key '{unknown[0]}'"
+                            f"{did_you_mean(unknown[0], list(RULE_KEYS))}")
+    for key in RULE_KEYS[:4]:
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or value < 0 or not math.isfinite(value)):
+            raise SaebenchError(f"{where}: {key} must be a non-negative number, got {value!r}")
+    if not any(k in spec for k in RULE_KEYS[:3]):
+        raise SaebenchError(f"{where}: give max_drop, max_drop_pct or max_change_pct "
+                            "(e.g. {{ max_drop = 0.01 }})")
+    sev = spec.get("severity", severity)
+    if sev not in ("error", "warn"):
+        raise SaebenchError(f"{where}: severity must be 'error' or 'warn', got {sev!r}")
+    return RegressionRule(metric, spec.get("max_drop"), spec.get("max_drop_pct"),
+                          spec.get("max_change_pct"), float(spec.get("z", 0.0)), sev, source)
+
+
+def _resolve(resolve, name: str, where: str) -> str:
+    try:
+        return resolve(name)
+    except SaebenchError as exc:
+        raise SaebenchError(f"{where}: {exc}") from None
+
+
+def compare(rule: RegressionRule, direction: str, new: float | None, old: float | None,
+            new_se: float | None = None, old_se: float | None = None, context: str = ""
+            ) -> Outcome:
+    """Check ``new`` against the baseline value ``old``.
+
+    Status ``fail`` (``warn`` for warn rules) past an allowance, ``improved`` when the metric
+    moved the good way by more than the noise margin, else ``pass``.
+    """
+    mid = rule.metric
+    if old is None or not math.isfinite(old):
+        return Outcome("skip", f"{mid}: the baseline has no value {context}")
+    if new is None or not math.isfinite(new):
+        return Outcome("fail", f"{mid} is undefined now but was {fmt(old)} in the baseline "
+                               f"{context}")
+    margin = rule.z * math.hypot(new_se or 0.0, old_se or 0.0)
+    delta = new - old
+    sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
+    moved = f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g})"
+    bad = -sign * delta if sign else abs(delta)  # how far it moved the wrong way
+    broken = []
+    if rule.max_drop is not None and bad > rule.max_drop + margin:
+        broken.append(f"max_drop {rule.max_drop:g}")
+    if rule.max_drop_pct is not None and bad > abs(old) * rule.max_drop_pct / 100 + margin:
+        broken.append(f"max_drop_pct {rule.max_drop_pct:g}%")
+    if rule.max_change_pct is not None and \
+            abs(delta) > abs(old) * rule.max_change_pct / 100 + margin:
+        broken.append(f"max_change_pct {rule.max_change_pct:g}%")
+    if broken:
+        verb = "regressed" if sign and -sign * delta > 0 else "changed"
+        margin_text = f" + {rule.z:g}σ = {margin:.3g}" if margin else ""
+        return Outcome("warn" if rule.severity == "warn" else "fail",
+                       f"{mid} {verb} {moved}, beyond {', '.join(broken)}{margin_text} "
+                       f"{context}".rstrip())
+    if sign and sign * delta > margin and delta != 0:
+        return Outcome("improved", f"{mid} improved {moved} {context}".rstrip())
+    return Outcome("pass", f"{mid} {moved} within {rule.limit_text()} {context}".rstrip())
+
+
+def check_metric(rule: RegressionRule, direction: str, new: Any, old: Any, label: str,
+                 context: str) -> Outcome:
+    """Compare one metric of two :class:`~pytest_saebench.results.SaeResults`; ``skip`` when
+    the baseline lacks it or its eval ran with a different config."""
+    metric, eval_type = rule.metric, rule.metric.split(".", 1)[0]
+    if not old.computed(metric) or old.value(metric) is None:
+        return Outcome("skip", f"{metric}: baseline {label} has no value for it "
+                               f"(its suite is '{old.suite}')")
+    diffs = config_differences(new.evals[eval_type].config, old.evals[eval_type].config)
+    if diffs:
+        return Outcome("skip", f"{metric} not compared: the {eval_type} eval config differs "
+                               f"from baseline {label} in {', '.join(diffs)}")
+    return compare(rule, direction, new.value(metric), old.value(metric), new.stderr(metric),
+                   old.stderr(metric), f"vs baseline {label} {context}")
+
+
+def config_differences(new_config: dict[str, Any], old_config: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two eval configs (sorted), ignoring entries that
+    describe the checkpoint itself."""
+    keys = (set(new_config) | set(old_config)) - CHECKPOINT_KEYS
+    return sorted(k for k in keys if _norm(new_config.get(k)) != _norm(old_config.get(k)))
+
+
+def _norm(value: Any) -> Any:
+    # JSON turns tuples into lists; compare them as equal.
+    if isinstance(value, tuple | list):
+        return [_norm(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _norm(v) for k, v in value.items()}
+    return value
+
+
+def env_differences(new_env: dict[str, Any], old_env: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for environment entries that differ."""
+    return [f"{k}: {old_env.get(k)} -> {new_env.get(k)}" for k in ENV_KEYS
+            if k in new_env and k in old_env and new_env[k] != old_env[k]]
+
+
+def pick(baseline: dict[str, Any], sae_id: str) -> Any | None:
+    """The baseline entry for ``sae_id``: same id, else the only checkpoint it holds."""
+    if sae_id in baseline:
+        return baseline[sae_id]
+    if len(baseline) == 1:
+        return next(iter(baseline.values()))
+    return None
+
+
+def create_command(sae_paths: tuple[str, ...], target: str) -> str:
+    """The command that writes a missing baseline."""
+    paths = " ".join(f"--sae-path {p}" for p in sae_paths)
+    return f"pytest {paths} --saebench-update-baseline={target}"
