@@ -21,13 +21,13 @@ from pytest_saebench.thresholds import Threshold, make_threshold, parse_cli_rule
 TABLES = ("pytest-saebench", "saebench")
 SCALAR_KEYS: dict[str, type] = {
     "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
-    "results-json": str, "baseline": str, "on-missing-baseline": str,
+    "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
 }
 TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression")
 DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
-    "on-missing-baseline": "skip",
+    "on-missing-baseline": "skip", "html": None,
 }
 # CLI dest / env variable for each scalar key.
 CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
@@ -56,6 +56,7 @@ class Settings:
     on_missing_baseline: str = "skip"
     update_baseline: str | None = None  # where --saebench-update-baseline writes
     regressions: tuple[RegressionRule, ...] = ()
+    html: str | None = None  # --saebench-html report path
 
     @property
     def active(self) -> bool:
@@ -251,6 +252,7 @@ def build_settings(
                             f"got {values['on-missing-baseline']!r}")
     return Settings(
         baseline=baseline, update_baseline=update, regressions=regressions,
+        html=values["html"],
         on_missing_baseline=values["on-missing-baseline"],
         select_evals=_select_evals(options, fc, env),
         sae_paths=tuple(paths), suite=values["suite"], model=values["model"],

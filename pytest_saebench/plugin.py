@@ -18,6 +18,7 @@ from pytest_saebench.errors import SaebenchError
 RUNNER_KEY = pytest.StashKey[Any]()
 CHECKS_KEY = pytest.StashKey[list]()
 BASELINE_NOTE_KEY = pytest.StashKey[str]()
+HTML_KEY = pytest.StashKey[str]()
 GATE_PREFIX = "saebench::"
 
 
@@ -52,6 +53,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--saebench-update-baseline", nargs="?", const="", metavar="PATH",
                     help="write this run's results as the baseline (default: the configured "
                          "baseline path); regression gates pass")
+    group.addoption("--saebench-html", metavar="PATH",
+                    help="also write a self-contained HTML report with plots to PATH")
     group.addoption("--saebench-json", metavar="PATH",
                     help="results JSON path (default: saebench-results.json; 'none' disables)")
 
@@ -106,9 +109,11 @@ def _build_runner(config: pytest.Config):
     configs = eval_configs(settings.suite, dict(settings.eval_overrides),
                            f"{fc.label.rsplit(']', 1)[0]}.evals]" if fc.label else "evals",
                            settings.select_evals)
-    if settings.results_json and not Path(settings.results_json).is_absolute():
-        results = config.invocation_params.dir / settings.results_json
-        settings = dataclasses.replace(settings, results_json=str(results))
+    for key in ("results_json", "html"):
+        value = getattr(settings, key)
+        if value and not Path(value).is_absolute():
+            settings = dataclasses.replace(
+                settings, **{key: str(config.invocation_params.dir / value)})
     return Runner(settings, discover_all(list(settings.sae_paths)), configs, registry)
 
 
@@ -220,8 +225,21 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             config.stash[jsonreport.PATH_KEY] = path
         except Exception as exc:  # reports never fail the run
             config.stash[jsonreport.PATH_KEY] = f"not written: {exc}"
+    if runner.settings.html:
+        config.stash[HTML_KEY] = _html(runner, checks)
     if runner.settings.update_baseline:
         config.stash[BASELINE_NOTE_KEY] = jsonreport.write_baseline(runner, str(uuid.uuid4()))
+
+
+def _html(runner, checks: list[dict[str, Any]]) -> str:
+    from pytest_saebench.reporting import html
+
+    try:
+        path = html.write(runner.settings.html, runner.evaluated(), checks,
+                          runner.settings.suite, runner.errors(), runner.registry)
+    except Exception as exc:  # reports never fail the run
+        return f"HTML report not written: {exc}"
+    return f"html report: {path}"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -251,9 +269,10 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     path = config.stash.get(jsonreport.PATH_KEY, None)
     if path:
         terminalreporter.write_line(f"results: {path}")
-    note = config.stash.get(BASELINE_NOTE_KEY, None)
-    if note:
-        terminalreporter.write_line(note)
+    for key in (HTML_KEY, BASELINE_NOTE_KEY):
+        note = config.stash.get(key, None)
+        if note:
+            terminalreporter.write_line(note)
     _github(terminalreporter, config, runner)
 
 

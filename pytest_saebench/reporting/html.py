@@ -1,0 +1,179 @@
+"""``--saebench-html``: one self-contained HTML file with the gates, the metrics and plots.
+
+Plots: latent density histogram (core), probing accuracy against k (sparse probing), absorption
+by first letter, and across a sweep of checkpoints explained variance and CE-loss score
+against L0. Inline SVG and CSS only: the file opens offline and attaches to a CI run as is.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from html import escape
+from typing import Any
+
+from pytest_saebench import __version__
+from pytest_saebench.reporting import svg
+from pytest_saebench.thresholds import fmt
+
+L0 = "core.sparsity.l0"
+SWEEP_Y = (("core.reconstruction_quality.explained_variance", "explained variance"),
+           ("core.model_performance_preservation.ce_loss_score", "CE-loss score"))
+DENSITY_EDGES = [10.0 ** e for e in range(-6, 1)]  # 1e-6 .. 1
+CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:8px 0 20px}
+td:not(.note){white-space:nowrap}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th{background:#f2f2f2}
+.pass,.improved{color:#17692a}
+.fail,.error{color:#b00020;font-weight:600}
+.warn{color:#9a6200}
+.skip,.note{color:#666}
+svg{border:1px solid #eee;margin:4px}
+svg text{font-size:11px;fill:#333}
+svg .title{font-size:13px;font-weight:600}
+code{font-size:12px}
+"""
+
+
+def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
+           errors: dict[str, str], registry: Any = None) -> str:
+    """The whole report as an HTML document."""
+    counts: dict[str, int] = {}
+    for c in checks:
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no gates"
+    body = [f"<h1>pytest-saebench report</h1><p>suite <b>{escape(suite)}</b> · "
+            f"{len(results)} checkpoint(s) · {escape(status)} · "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} · "
+            f"pytest-saebench {escape(__version__)}</p>"]
+    for sae_id, message in errors.items():
+        body.append(f'<p class="error">{escape(sae_id)}: evaluation failed: '
+                    f"{escape(message)}</p>")
+    if checks:
+        body.append("<h2>Gates</h2>" + _gates(checks))
+    sweep = _sweep(results)
+    if sweep:
+        body.append("<h2>Sweep</h2>" + sweep)
+    for res in results:
+        body.append(_checkpoint(res, registry))
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>pytest-saebench: {escape(suite)} suite</title><style>{CSS}</style>"
+            "</head><body>" + "\n".join(body) + "</body></html>\n")
+
+
+def _gates(checks: list[dict[str, Any]]) -> str:
+    rows = []
+    for c in checks:
+        base, delta = c.get("baseline"), c.get("delta")
+        cells = [c["status"], c.get("kind", "threshold"), c["sae"], f"<code>{c['metric']}</code>",
+                 fmt(c["value"], c["stderr"]), c["limit"],
+                 "" if base is None else fmt(base), "" if delta is None else f"{delta:+.4g}"]
+        rows.append(f'<tr class="{escape(c["status"])}">'
+                    + "".join(f"<td>{x if i == 3 else escape(str(x))}</td>"
+                              for i, x in enumerate(cells))
+                    + f'<td class="note">{escape(c.get("message") or "")}</td></tr>')
+    head = "".join(f"<th>{h}</th>" for h in ("status", "gate", "sae", "metric", "value ± stderr",
+                                            "limit", "baseline", "Δ", "message"))
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _sweep(results: list[Any]) -> str:
+    points = [r for r in results if r.value(L0) is not None]
+    if len(points) < 2:
+        return ""
+    charts = []
+    for metric, label in SWEEP_Y:
+        series = {label: [(r.value(L0), r.value(metric), r.sae_id) for r in points
+                          if r.value(metric) is not None]}
+        if len(series[label]) >= 2:
+            charts.append(svg.lines(f"{label} against L0", series, "L0 (log scale)", label,
+                                    log_x=True, label_points=True))
+    return "".join(charts)
+
+
+def _checkpoint(res: Any, registry: Any) -> str:
+    parts = [f'<h2 id="{escape(res.sae_id)}">{escape(res.sae_id)}</h2>',
+             f'<p class="note">{escape(res.path)} · sha256 {escape(res.sha256[:16])}… · '
+             f"evaluated in {res.seconds:.1f} s</p>"]
+    charts = [c for c in (_density(res), _probing(res), _absorption(res)) if c]
+    parts += charts
+    rows = []
+    for metric, value in res.all_metrics().items():
+        spec = registry.get(metric) if registry is not None else None
+        shown = fmt(value, res.stderr(metric)) if res.computed(metric) else "not computed"
+        why = res.reason(metric) if value is None else ""
+        rows.append(f"<tr><td><code>{escape(metric)}</code></td>"
+                    f"<td>{escape(spec.direction if spec else '')}</td>"
+                    f"<td>{escape(shown)}</td><td class=\"note\">{escape(why or '')}</td></tr>")
+    parts.append("<details><summary>all metrics</summary><table><tr><th>metric</th>"
+                 "<th>direction</th><th>value ± stderr</th><th>note</th></tr>"
+                 + "".join(rows) + "</table></details>")
+    return "\n".join(parts)
+
+
+def _density(res: Any) -> str:
+    core = res.evals.get("core")
+    if core is None or not core.details:
+        return ""
+    density = [d.get("feature_density") for d in core.details]
+    alive = [x for x in density if x is not None and x > 0]
+    dead = sum(1 for x in density if x is not None and x == 0)
+    edges = list(DENSITY_EDGES)
+    low = min(alive, default=1.0)
+    while edges[0] > low:
+        edges.insert(0, edges[0] / 10)
+    return svg.histogram("latent density (fraction of tokens a latent fires on)", alive, edges,
+                         "density bin (lower edge, log scale)", ("dead", dead))
+
+
+def _probing(res: Any) -> str:
+    sp = res.evals.get("sparse_probing")
+    if sp is None:
+        return ""
+    series: dict[str, list[tuple[float, float, str]]] = {"SAE": [], "LLM": []}
+    for metric, value in sp.metrics.items():
+        for name, prefix in (("SAE", "sparse_probing.sae.sae_top_"),
+                             ("LLM", "sparse_probing.llm.llm_top_")):
+            if metric.startswith(prefix) and value is not None:
+                k = int(metric[len(prefix):].split("_", 1)[0])
+                series[name].append((float(k), value, f"top-{k}"))
+    if not series["SAE"]:
+        return ""
+    return svg.lines("probing accuracy against k", series, "k latents / dimensions (log)",
+                     "test accuracy", log_x=True)
+
+
+def _absorption(res: Any) -> str:
+    ab = res.evals.get("absorption")
+    if ab is None:
+        return ""
+    f1 = ab.unstructured.get("ground_truth_f1") or {}
+    scored = {d["first_letter"]: d for d in ab.details}
+    letters = sorted(set(f1) | set(scored))
+    if not letters:
+        return ""
+    series = {
+        "absorption fraction": [scored[x]["mean_absorption_fraction"] if x in scored else None
+                                for x in letters],
+        "full absorption rate": [scored[x]["full_absorption_rate"] if x in scored else None
+                                 for x in letters],
+        "ground-truth probe F1": [_finite(f1.get(x)) for x in letters],
+    }
+    note = "" if scored else ('<p class="note">No letter was scored: the model\'s '
+                              "ground-truth spelling probe is too weak (bars show its F1).</p>")
+    return note + svg.bars("absorption by first letter", letters, series, "fraction",
+                           ylim=(0.0, 1.0))
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
+
+
+def write(path: str, results: list[Any], checks: list[dict[str, Any]], suite: str,
+          errors: dict[str, str], registry: Any = None) -> str:
+    """Write the report atomically; returns its path."""
+    from pytest_saebench.results import write_text_atomic
+
+    return str(write_text_atomic(path, render(results, checks, suite, errors, registry)))

@@ -1,0 +1,148 @@
+"""The HTML report: structure by parsing, and pixels by rendering in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from pytest_saebench.evals.base import EvalResult
+from pytest_saebench.reporting import html
+from pytest_saebench.results import SaeResults
+from tests.conftest import SMALL_PYPROJECT
+
+EV = "core.reconstruction_quality.explained_variance"
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def count(self, tag: str, cls: str | None = None) -> int:
+        return sum(1 for t, a in self.tags if t == tag and (cls is None or a.get("class") == cls))
+
+
+def _results(sae_id: str, l0: float, ev: float) -> SaeResults:
+    core = EvalResult("core", {}, {"core.sparsity.l0": l0, EV: ev,
+                                   "core.model_performance_preservation.ce_loss_score": ev})
+    core.details = [{"index": i, "feature_density": d}
+                    for i, d in enumerate([0.0, 0.0, 1e-4, 2e-3, 0.01, 0.02, 0.3])]
+    sp = EvalResult("sparse_probing", {}, {
+        **{f"sparse_probing.sae.sae_top_{k}_test_accuracy": 0.6 + 0.05 * i
+           for i, k in enumerate((1, 2, 5))},
+        **{f"sparse_probing.llm.llm_top_{k}_test_accuracy": 0.65 + 0.05 * i
+           for i, k in enumerate((1, 2, 5))},
+        "sparse_probing.sae.sae_top_10_test_accuracy": None})
+    ab = EvalResult("absorption", {}, {}, unstructured={"ground_truth_f1": {"a": 0.9, "b": 0.2}})
+    ab.details = [{"first_letter": "a", "mean_absorption_fraction": 0.25,
+                   "full_absorption_rate": 0.1}]
+    return SaeResults(sae_id, f"/ckpt/{sae_id}", "ab" * 32, "fast",
+                      {"core": core, "sparse_probing": sp, "absorption": ab})
+
+
+def _report() -> str:
+    checks = [{"status": "fail", "kind": "threshold", "sae": "k8", "metric": EV, "value": 0.7,
+               "stderr": 0.01, "limit": ">= 0.8", "message": f"{EV} = 0.7 < min 0.8 <sae>"}]
+    return html.render([_results("k8", 8, 0.7), _results("k16", 16, 0.8),
+                        _results("k64", 64, 0.9)], checks, "fast", {"bad": "boom"})
+
+
+def test_report_holds_every_plot_and_escapes_text():
+    parsed = _Collect()
+    parsed.feed(_report())
+    text = "".join(parsed.text)
+    # per checkpoint: density, probing, absorption; plus two sweep charts
+    assert parsed.count("svg") == 3 * 3 + 2
+    assert parsed.count("circle", "pt") == 3 * 6 + 2 * 3  # probing (2 series x 3 k), sweep
+    assert "latent density" in text and "absorption by first letter" in text
+    assert "explained variance against L0" in text and "bad: evaluation failed: boom" in text
+    assert "1 fail" in text and "<sae>" in text  # the message is escaped, not markup
+    # dead latents get their own bar; bars carry their values in tooltips
+    assert "latents dead: 2" in text
+
+
+def test_histogram_counts_every_value():
+    from pytest_saebench.reporting.svg import histogram
+
+    parsed = _Collect()
+    parsed.feed(histogram("h", [0.5, 1.5, 1.7, 2.0], [0, 1, 2], "x"))
+    titles = [t for t in parsed.text if t.startswith("latents ")]
+    assert titles == ["latents 0: 1", "latents 1: 3"]
+
+
+def test_plugin_writes_the_report(pytester, tiny_world):
+    pytester.makefile(".toml", pyproject=f'[tool.pytest-saebench.thresholds]\n"{EV}" = '
+                                         f'{{ min = 0.5 }}\n{SMALL_PYPROJECT}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}",
+                                f"--sae-path={tiny_world.random}", "--saebench-html=out/r.html")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["html report: *out/r.html"])
+    parsed = _Collect()
+    parsed.feed((pytester.path / "out" / "r.html").read_text())
+    assert parsed.count("svg") == 2 + 2  # density per checkpoint, EV and CE score against L0
+    assert parsed.count("tr", "fail") == 1
+
+
+def _png_pixels(path: Path) -> tuple[int, int, bytes]:
+    """Decode an 8-bit RGB(A) PNG with the standard library (enough for a screenshot)."""
+    data = path.read_bytes()
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", chunk[:10])
+            assert depth == 8 and color in (2, 6)
+            bpp = 3 if color == 2 else 4
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw, stride, out, prev = zlib.decompress(idat), width * bpp, bytearray(), bytearray(width * bpp)
+    for y in range(height):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 255
+            elif f == 2:
+                line[i] = (line[i] + b) & 255
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        out += bytes(line[j] for i in range(0, stride, bpp) for j in range(i, i + 3))
+        prev = line
+    return width, height, bytes(out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium package")
+def test_report_renders_in_headless_chromium(tmp_path):
+    page = tmp_path / "report.html"
+    page.write_text(_report())
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                    "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1200,1600",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    width, height, rgb = _png_pixels(shot)
+    assert (width, height) == (1200, 1600)
+    pixels = [rgb[i:i + 3] for i in range(0, len(rgb), 3)]
+    blue = sum(1 for p in pixels if p == bytes.fromhex("1f77b4"))  # first series colour
+    red = sum(1 for p in pixels if p == bytes.fromhex("d62728"))  # second series colour
+    assert blue > 2000 and red > 200, (blue, red)
