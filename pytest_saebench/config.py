@@ -22,12 +22,13 @@ TABLES = ("pytest-saebench", "saebench")
 SCALAR_KEYS: dict[str, type] = {
     "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
     "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
+    "cache-dir": str, "cache-size-mb": int,
 }
 TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression")
 DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
-    "on-missing-baseline": "skip", "html": None,
+    "on-missing-baseline": "skip", "html": None, "cache-dir": None, "cache-size-mb": 4096,
 }
 # CLI dest / env variable for each scalar key.
 CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
@@ -57,6 +58,9 @@ class Settings:
     update_baseline: str | None = None  # where --saebench-update-baseline writes
     regressions: tuple[RegressionRule, ...] = ()
     html: str | None = None  # --saebench-html report path
+    cache_dir: str | None = None  # tensor cache; None: in memory only
+    cache: bool = True  # False: --saebench-no-cache
+    cache_size_mb: int = 4096
 
     @property
     def active(self) -> bool:
@@ -252,7 +256,8 @@ def build_settings(
                             f"got {values['on-missing-baseline']!r}")
     return Settings(
         baseline=baseline, update_baseline=update, regressions=regressions,
-        html=values["html"],
+        html=values["html"], cache_dir=values["cache-dir"],
+        cache=not options.get("saebench_no_cache"), cache_size_mb=int(values["cache-size-mb"]),
         on_missing_baseline=values["on-missing-baseline"],
         select_evals=_select_evals(options, fc, env),
         sae_paths=tuple(paths), suite=values["suite"], model=values["model"],

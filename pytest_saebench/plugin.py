@@ -55,6 +55,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "baseline path); regression gates pass")
     group.addoption("--saebench-html", metavar="PATH",
                     help="also write a self-contained HTML report with plots to PATH")
+    group.addoption("--saebench-cache-dir", metavar="PATH",
+                    help="cache of SAE-independent work (activations, clean losses, probing "
+                         "sets); default: .pytest_cache/d/saebench")
+    group.addoption("--saebench-no-cache", action="store_true",
+                    help="neither read nor write the on-disk cache")
     group.addoption("--saebench-json", metavar="PATH",
                     help="results JSON path (default: saebench-results.json; 'none' disables)")
 
@@ -109,7 +114,9 @@ def _build_runner(config: pytest.Config):
     configs = eval_configs(settings.suite, dict(settings.eval_overrides),
                            f"{fc.label.rsplit(']', 1)[0]}.evals]" if fc.label else "evals",
                            settings.select_evals)
-    for key in ("results_json", "html"):
+    if settings.cache and settings.cache_dir is None and getattr(config, "cache", None):
+        settings = dataclasses.replace(settings, cache_dir=str(config.cache.mkdir("saebench")))
+    for key in ("results_json", "html", "cache_dir"):
         value = getattr(settings, key)
         if value and not Path(value).is_absolute():
             settings = dataclasses.replace(

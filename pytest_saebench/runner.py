@@ -36,6 +36,8 @@ class Runner:
         self._tokens: dict[tuple, Any] = {}
         self._loaded: dict[str, Any] = {}
         self._memo: dict[str, Any] = {}
+        self._model_keys: dict[int, str] = {}
+        self.cache = None  # TensorCache, made on first use (it imports torch)
         self._device: str | None = None
         # Set under pytest-xdist: where workers share evaluations (see shared.py).
         self.shared_dir: Path | None = None
@@ -179,6 +181,29 @@ class Runner:
 
         return tokens
 
+    def tensor_cache(self):
+        """The cache of SAE-independent tensors (on disk unless disabled)."""
+        if self.cache is None:
+            from pytest_saebench.cache import TensorCache
+
+            s = self.settings
+            root = Path(s.cache_dir) if s.cache_dir and s.cache else None
+            self.cache = TensorCache(root, s.cache_size_mb << 20)
+        return self.cache
+
+    def discard_results(self) -> None:
+        """Forget computed results but keep models and cached tensors (for benchmarks)."""
+        self._results.clear()
+        self._failures.clear()
+
+    def _model_key(self, model) -> str:
+        if id(model) not in self._model_keys:
+            from pytest_saebench.cache import model_fingerprint
+
+            self._model_keys[id(model)] = (f"{model.cfg.model_name}:"
+                                           f"{model_fingerprint(model)}")
+        return self._model_keys[id(model)]
+
     # -- evaluation --------------------------------------------------------------------
     def results(self, sae_id: str, evals: list[str] | None = None,
                 suite: str | None = None) -> SaeResults:
@@ -274,7 +299,8 @@ class Runner:
                             if i is not None)
         ctx = EvalContext(loaded=loaded, model=model, tokens=self._token_source(model, spec),
                           device=self.device, seed=self.settings.seed, special_ids=special,
-                          dataset=spec, memo=self._memo)
+                          dataset=spec, memo=self._memo, cache=self.tensor_cache(),
+                          model_key=self._model_key(model), dataset_key=_dataset_key(spec))
         torch.manual_seed(self.settings.seed)
         module = get_eval(name)
         out = module.run(ctx, config)
@@ -289,3 +315,19 @@ def _short(path: str) -> str:
         return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return path
+
+
+def _dataset_key(spec: str) -> str:
+    """``spec`` plus the size and modification time of its files when it is a local path, so
+    an edited dataset never hits an old cache entry."""
+    path = Path(spec.split(":", 1)[0] if ":" in spec and not Path(spec).exists() else spec)
+    if spec.startswith("saebench-reference:"):
+        from pytest_saebench import __version__
+
+        return f"{spec}@{__version__}"
+    if not path.exists():
+        return spec
+    files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    stamp = [(str(p.relative_to(path) if p != path else p.name), p.stat().st_size,
+              p.stat().st_mtime_ns) for p in files]
+    return f"{spec}@{stamp}"

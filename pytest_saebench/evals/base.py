@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from transformer_lens import HookedTransformer
 
+from pytest_saebench.cache import TensorCache
 from pytest_saebench.loading.sae import LoadedSAE
 
 TokenSource = Callable[[int, int, bool], torch.Tensor]
@@ -30,6 +31,17 @@ class EvalContext:
     # SAE-independent results shared by all checkpoints of a run (probe activations,
     # LLM-side probes); keys must name the model, hook and config they depend on.
     memo: dict[str, Any] = field(default_factory=dict)
+    # Disk (or in-memory) cache of SAE-independent tensors, and the model's identity in keys.
+    cache: TensorCache = field(default_factory=lambda: TensorCache(None))
+    model_key: str = ""
+    dataset_key: str = ""  # the dataset plus what identifies its content (size, mtime)
+
+    def cache_parts(self, **extra: Any) -> dict[str, Any]:
+        """What SAE-independent work depends on, plus ``extra``; never the checkpoint."""
+        return {"model": self.model_key or f"unhashed:{id(self.model)}",
+                "hook": self.loaded.hook.name, "dtype": str(self.model.cfg.dtype),
+                "device": str(self.device), "seed": self.seed,
+                "special_ids": sorted(self.special_ids), **extra}
 
 
 @dataclass

@@ -7,11 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pytest_saebench.activations import (
-    clean_logits_and_activations,
-    hook_activations,
-    logits_with_replacement,
-)
+from pytest_saebench.activations import logits_with_replacement
+from pytest_saebench.evals import core_side
 from pytest_saebench.evals.base import EvalContext, EvalResult, grouped_jackknife, mean_stderr
 from pytest_saebench.metrics import MetricSpec
 
@@ -93,50 +90,45 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def _loss_phase(ctx: EvalContext, tokens: torch.Tensor, valid: torch.Tensor, cfg: Config
+def _loss_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config
                 ) -> dict[str, torch.Tensor]:
-    """Per-context sums of CE (clean / SAE / ablated) and KL (SAE / ablated)."""
+    """Per-context sums of CE (clean / SAE / ablated) and KL (SAE / ablated); only the
+    SAE's own forward from the hook layer on is computed here."""
     sae, hook = ctx.loaded.sae, ctx.loaded.hook
     rows: dict[str, list[torch.Tensor]] = {}
     bsz = cfg.batch_size_prompts
-    for start in range(0, tokens.shape[0], bsz):
-        t = tokens[start:start + bsz]
-        v = valid[start:start + bsz]
-        logits, act = clean_logits_and_activations(ctx.model, t, hook)
+    for start in range(0, side["tokens"].shape[0], bsz):
+        t = side["tokens"][start:start + bsz].to(ctx.device)
+        v = side["valid"][start:start + bsz].to(ctx.device)
+        act = side["act"][start:start + bsz].to(ctx.device)
         x_hat = sae.decode(sae.encode(act.to(sae.dtype))).float()
         if cfg.exclude_special_tokens_from_reconstruction:
             x_hat = torch.where(v[..., None], x_hat, act)
-        lp_clean = logits.float().log_softmax(-1)
-        p_clean = lp_clean.exp()
-        target = t[:, 1:, None]
-        ce_mask = v[:, :-1].double()
-        kl_mask = v.double()
-        batch = {"ce_clean": -lp_clean[:, :-1].gather(-1, target)[..., 0]}
-        for name, repl in (("sae", x_hat), ("abl", torch.zeros_like(act))):
-            lp = logits_with_replacement(ctx.model, t, hook, repl).float().log_softmax(-1)
-            batch[f"ce_{name}"] = -lp[:, :-1].gather(-1, target)[..., 0]
-            batch[f"kl_{name}"] = (p_clean * (lp_clean - lp)).sum(-1)
-        for key, val in batch.items():
-            mask = ce_mask if key.startswith("ce") else kl_mask
-            rows.setdefault(key, []).append((val.double() * mask).sum(1))
-        rows.setdefault("n_ce", []).append(ce_mask.sum(1))
-        rows.setdefault("n_kl", []).append(kl_mask.sum(1))
-    return {k: torch.cat(v).cpu() for k, v in rows.items()}
+        lp_clean = core_side.clean_logprobs(ctx, side, start, bsz)
+        lp = logits_with_replacement(ctx.model, t, hook, x_hat).float().log_softmax(-1)
+        ce = -lp[:, :-1].gather(-1, t[:, 1:, None])[..., 0]
+        kl = (lp_clean.exp() * (lp_clean - lp)).sum(-1)
+        rows.setdefault("ce_sae", []).append((ce.double() * v[:, :-1].double()).sum(1).cpu())
+        rows.setdefault("kl_sae", []).append((kl.double() * v.double()).sum(1).cpu())
+    out = {k: torch.cat(v) for k, v in rows.items()}
+    for key in ("ce_clean", "ce_abl", "kl_abl", "n_ce", "n_kl"):
+        out[key] = side[key]
+    return out
 
 
 @torch.inference_mode()
-def _variance_phase(ctx: EvalContext, tokens: torch.Tensor, valid: torch.Tensor, cfg: Config):
+def _variance_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config):
     """Per-context sums for reconstruction/sparsity metrics, per-batch values, densities."""
-    sae, hook = ctx.loaded.sae, ctx.loaded.hook
+    sae = ctx.loaded.sae
     rows: dict[str, list[torch.Tensor]] = {}
     rrb, ev_v06 = [], {"S": [], "m": [], "R": []}
     d_sae = ctx.loaded.d_sae
     active = torch.zeros(d_sae, dtype=torch.float64)
     prompts = torch.zeros(d_sae, dtype=torch.float64)
     bsz = cfg.batch_size_prompts
-    for start in range(0, tokens.shape[0], bsz):
-        t, v = tokens[start:start + bsz], valid[start:start + bsz]
-        act = hook_activations(ctx.model, t, hook)
+    for start in range(0, side["tokens"].shape[0], bsz):
+        v = side["valid"][start:start + bsz].to(ctx.device)
+        act = core_side.variance_activations(ctx, side, start, bsz)
         feats = sae.encode(act.to(sae.dtype))
         x_hat = sae.decode(feats).float()
         feats = feats.float()
@@ -155,14 +147,15 @@ def _variance_phase(ctx: EvalContext, tokens: torch.Tensor, valid: torch.Tensor,
         nz = feats != 0
         per_token = {
             "n": w, "x2": x2, "err": err, "cos": cos, "norm_in": n_in, "norm_out": n_out,
-            "ratio": ratio, "l0": nz.double().sum(-1), "l1": feats.double().sum(-1),
+            "ratio": ratio, "l0": nz.sum(-1, dtype=torch.float64),
+            "l1": feats.sum(-1, dtype=torch.float64),
             "legacy": legacy, "err_nb": err / n_b.clamp_min(1),
         }
         for key, val in per_token.items():
             rows.setdefault(key, []).append(torch.where(w > 0, val * w, 0).sum(1))
         rows.setdefault("sum_x", []).append((x * w[..., None]).sum(1))
         nz_valid = nz & v[..., None]
-        active += nz_valid.double().sum((0, 1)).cpu()
+        active += nz_valid.sum((0, 1), dtype=torch.float64).cpu()
         prompts += nz_valid.any(1).double().sum(0).cpu()
         if n_b > 0:
             rrb.append(_safe_div((xh2 * w).sum() / n_b, (dot * w).sum() / n_b))
@@ -287,9 +280,6 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     context = min(cfg.context_size or ref.context_size, ctx.model.cfg.n_ctx)
     n_rec = cfg.batch_size_prompts * cfg.n_eval_reconstruction_batches
     n_var = cfg.batch_size_prompts * cfg.n_eval_sparsity_variance_batches
-    tokens = ctx.tokens(n_rec + n_var, context, ref.prepend_bos).to(ctx.device)
-    special = torch.tensor(sorted(ctx.special_ids), dtype=torch.long, device=ctx.device)
-    valid = ~torch.isin(tokens, special)
     res = EvalResult(EVAL_TYPE_ID, {
         **dataclasses.asdict(cfg), "context_size": context, "dataset": ctx.dataset,
         "model_name": ctx.model.cfg.model_name,
@@ -298,10 +288,11 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
         "stderr_method": "grouped jackknife over contexts"})
     groups = cfg.stderr_groups
     if n_rec:
-        _record_loss(res, _loss_phase(ctx, tokens[:n_rec], valid[:n_rec], cfg), groups)
+        side = core_side.loss_side(ctx, n_rec, n_rec + n_var, context, cfg.batch_size_prompts)
+        _record_loss(res, _loss_phase(ctx, side, cfg), groups)
     if n_var:
-        stats, rrb, ev_v06, active, prompts = _variance_phase(
-            ctx, tokens[n_rec:], valid[n_rec:], cfg)
+        side = core_side.variance_side(ctx, n_rec, n_var, context, cfg.batch_size_prompts)
+        stats, rrb, ev_v06, active, prompts = _variance_phase(ctx, side, cfg)
         _record_variance(res, stats, rrb, ev_v06, groups)
         density, cah = _record_density(res, active, prompts, float(stats["n"].sum()))
     else:

@@ -119,11 +119,18 @@ def text_activations(ctx, texts: list[str], context_length: int, batch_size: int
                      split: str) -> dict[str, torch.Tensor]:
     """``{split}_acts`` (masked ``[N, C, D]``), ``{split}_pooled`` and
     ``{split}_invalid_ratio`` (zeroed / valid positions per text) for ``texts``."""
-    tokens = tokenize(ctx.model.tokenizer, texts, context_length)
-    acts = activations(ctx.model, tokens, ctx.loaded.hook, ctx.special_ids, batch_size)
-    n_valid = valid_positions(acts).sum(1).clamp_min(1).float()
-    return {f"{split}_acts": acts, f"{split}_pooled": pool(acts),
-            f"{split}_invalid_ratio": (acts.shape[1] - n_valid) / n_valid}
+    def compute() -> dict[str, torch.Tensor]:
+        tokens = tokenize(ctx.model.tokenizer, texts, context_length)
+        acts = activations(ctx.model, tokens, ctx.loaded.hook, ctx.special_ids, batch_size)
+        n_valid = valid_positions(acts).sum(1).clamp_min(1).float()
+        return {"acts": acts, "pooled": pool(acts),
+                "invalid_ratio": (acts.shape[1] - n_valid) / n_valid}
+
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    parts = ctx.cache_parts(texts=digest, n_texts=len(texts), context_length=context_length,
+                            batch_size=batch_size)
+    out = ctx.cache.get("probing-acts", parts, compute)
+    return {f"{split}_{key}": value for key, value in out.items()}
 
 
 def labeled_activations(ctx, name: str, classes: tuple[str, ...], n_train: int, n_test: int,

@@ -1,0 +1,145 @@
+"""Content-addressed cache of SAE-independent tensors (activations, clean losses, probing sets).
+
+An entry is named by the SHA-256 of what produced it: model weights fingerprint, hook, data,
+token budget, context size, dtype, seed, eval settings, and the library versions. Never by a
+checkpoint. Each entry is ``<key>.safetensors`` (no pickle) plus ``<key>.json`` holding the
+parts and the SHA-256 of the tensor file; a missing or mismatching sidecar means the entry is
+recomputed. Writers hold a file lock per key and publish with ``os.replace``, so concurrent
+pytest processes (or xdist workers) compute an entry once and never read half a file.
+Without a directory the cache lives in memory for the run only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from pytest_saebench import __version__
+from pytest_saebench.results import write_bytes_atomic
+
+Tensors = dict[str, torch.Tensor]
+DEFAULT_MAX_BYTES = 4 << 30
+
+
+def library_versions() -> dict[str, str]:
+    """Versions whose change may change cached numbers."""
+    import sae_lens
+    import transformer_lens
+
+    return {"torch": torch.__version__, "sae_lens": sae_lens.__version__,
+            "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+            "pytest_saebench": __version__}
+
+
+@torch.inference_mode()
+def model_fingerprint(model: torch.nn.Module, full_below: int = 200_000_000) -> str:
+    """SHA-256 over every parameter's name, shape, dtype and bytes (models up to
+    ``full_below`` elements); larger models hash a strided sample of each tensor."""
+    h = hashlib.sha256()
+    state = model.state_dict()
+    total = sum(t.numel() for t in state.values())
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        flat = t.reshape(-1)
+        if total > full_below and flat.numel() > 65536:
+            flat = flat[:: max(1, flat.numel() // 65536)]
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return h.hexdigest()
+
+
+class TensorCache:
+    """``get(kind, parts, compute)``: the cached tensors for ``parts``, computing them once."""
+
+    def __init__(self, root: Path | None, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.root = Path(root) if root is not None else None
+        self.max_bytes = max_bytes
+        self._memory: dict[str, Tensors] = {}
+        self.stats = {"hit": 0, "miss": 0, "corrupt": 0, "memory": 0}
+
+    @staticmethod
+    def key(kind: str, parts: dict[str, Any]) -> str:
+        """Entry name: ``<kind>-<sha256 of the sorted JSON of parts + library versions>``."""
+        blob = json.dumps({"kind": kind, **parts, "versions": library_versions()},
+                          sort_keys=True, default=str)
+        return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:32]}"
+
+    def get(self, kind: str, parts: dict[str, Any], compute: Callable[[], Tensors]) -> Tensors:
+        """Tensors for ``parts``: from memory, else from disk, else ``compute()`` (stored)."""
+        key = self.key(kind, parts)
+        if key in self._memory:
+            self.stats["memory"] += 1
+            return self._memory[key]
+        if self.root is None:
+            self.stats["miss"] += 1
+            out = self._memory[key] = compute()
+            return out
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / f"{key}.lock")):
+            out = self._read(key)
+            if out is None:
+                self.stats["miss"] += 1
+                out = compute()
+                self._write(key, kind, parts, out)
+            else:
+                self.stats["hit"] += 1
+        self._memory[key] = out
+        return out
+
+    def entries(self, kind: str) -> list[Tensors]:
+        """The entries of ``kind`` held in memory by this run."""
+        return [v for k, v in self._memory.items() if k.startswith(f"{kind}-")]
+
+    def _read(self, key: str) -> Tensors | None:
+        data_path, meta_path = self.root / f"{key}.safetensors", self.root / f"{key}.json"
+        if not data_path.exists() and not meta_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            blob = data_path.read_bytes()
+            if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+                raise ValueError("checksum mismatch")
+            out = load_bytes(blob)
+        except (OSError, ValueError, KeyError, TypeError):
+            # A torn or edited entry is recomputed, never trusted.
+            self.stats["corrupt"] += 1
+            for p in (data_path, meta_path):
+                p.unlink(missing_ok=True)
+            return None
+        os.utime(meta_path)  # mark as recently used for the size cap
+        return out
+
+    def _write(self, key: str, kind: str, parts: dict[str, Any], tensors: Tensors) -> None:
+        blob = save_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        meta = {"kind": kind, "parts": parts, "versions": library_versions(),
+                "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+        write_bytes_atomic(self.root / f"{key}.safetensors", blob)
+        text = json.dumps(meta, default=str, indent=1)
+        write_bytes_atomic(self.root / f"{key}.json", text.encode())
+        self._trim(keep=key)
+
+    def _trim(self, keep: str) -> None:
+        """Delete least recently used entries until the cache is under ``max_bytes``."""
+        entries = []
+        for meta in self.root.glob("*.json"):
+            data = meta.with_suffix(".safetensors")
+            size = (data.stat().st_size if data.exists() else 0) + meta.stat().st_size
+            entries.append((meta.stat().st_mtime, meta.stem, size))
+        total = sum(e[2] for e in entries)
+        for _, stem, size in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if stem == keep:
+                continue
+            for suffix in (".json", ".safetensors"):
+                (self.root / f"{stem}{suffix}").unlink(missing_ok=True)
+            total -= size

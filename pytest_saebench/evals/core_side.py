@@ -1,0 +1,121 @@
+"""The SAE-independent half of the core eval, computed once per model, data and budget and
+kept in the tensor cache: token windows, hook activations, clean log-probabilities, and the
+per-context CE / KL sums of the clean and zero-ablated runs (METRICS.md §2).
+
+Per checkpoint, core then only encodes and decodes the cached activations and runs the model
+from the hook layer on with the reconstruction spliced in.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pytest_saebench.activations import (
+    clean_logits_and_activations,
+    hook_activations,
+    logits_with_replacement,
+)
+from pytest_saebench.evals.base import EvalContext
+
+# Clean log-probabilities are kept when they fit in this many bytes; beyond it (large vocab or
+# budget) the clean logits are recomputed per checkpoint from the cached activations.
+MAX_LOGPROB_BYTES = 512 << 20
+# Variance-phase activations are cached up to this size, else recomputed per batch.
+MAX_ACTIVATION_BYTES = 1 << 30
+
+
+def _tokens(ctx: EvalContext, n_total: int, context: int, lo: int, hi: int) -> torch.Tensor:
+    """Windows ``lo .. hi`` of the run's sample of ``n_total`` (one draw for both phases)."""
+    return ctx.tokens(n_total, context, ctx.loaded.ref.prepend_bos)[lo:hi]
+
+
+def _valid(ctx: EvalContext, tokens: torch.Tensor) -> torch.Tensor:
+    special = torch.tensor(sorted(ctx.special_ids), dtype=torch.long)
+    return ~torch.isin(tokens, special)
+
+
+def loss_side(ctx: EvalContext, n_rec: int, n_total: int, context: int, batch: int
+              ) -> dict[str, torch.Tensor]:
+    """Tokens, validity, activations, (clean log-probs) and clean/ablated CE-KL sums."""
+    keep_lp = n_rec * context * ctx.model.cfg.d_vocab * 4 <= MAX_LOGPROB_BYTES
+    parts = ctx.cache_parts(dataset=ctx.dataset_key or ctx.dataset, windows=n_total,
+                            rows=[0, n_rec],
+                            context=context, prepend_bos=ctx.loaded.ref.prepend_bos,
+                            batch=batch, keep_logprobs=keep_lp)
+    return ctx.cache.get("core-loss", parts, lambda: _compute_loss_side(
+        ctx, _tokens(ctx, n_total, context, 0, n_rec), batch, keep_lp))
+
+
+@torch.inference_mode()
+def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_lp: bool
+                       ) -> dict[str, torch.Tensor]:
+    hook, model = ctx.loaded.hook, ctx.model
+    valid = _valid(ctx, tokens)
+    rows: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, tokens.shape[0], batch):
+        t = tokens[start:start + batch].to(ctx.device)
+        v = valid[start:start + batch].to(ctx.device)
+        logits, act = clean_logits_and_activations(model, t, hook)
+        lp_clean = logits.float().log_softmax(-1)
+        target = t[:, 1:, None]
+        ce_mask, kl_mask = v[:, :-1].double(), v.double()
+        lp_abl = logits_with_replacement(model, t, hook, torch.zeros_like(act)).float()
+        lp_abl = lp_abl.log_softmax(-1)
+        out = {"ce_clean": -lp_clean[:, :-1].gather(-1, target)[..., 0],
+               "ce_abl": -lp_abl[:, :-1].gather(-1, target)[..., 0],
+               "kl_abl": (lp_clean.exp() * (lp_clean - lp_abl)).sum(-1)}
+        for key, val in out.items():
+            mask = ce_mask if key.startswith("ce") else kl_mask
+            rows.setdefault(key, []).append((val.double() * mask).sum(1).cpu())
+        rows.setdefault("n_ce", []).append(ce_mask.sum(1).cpu())
+        rows.setdefault("n_kl", []).append(kl_mask.sum(1).cpu())
+        rows.setdefault("act", []).append(act.cpu())
+        if keep_lp:
+            rows.setdefault("lp_clean", []).append(lp_clean.cpu())
+    side = {k: torch.cat(v) for k, v in rows.items()}
+    return {**side, "tokens": tokens.cpu(), "valid": valid.cpu()}
+
+
+def variance_side(ctx: EvalContext, n_rec: int, n_var: int, context: int, batch: int
+                  ) -> dict[str, torch.Tensor]:
+    """Tokens, validity and (when they fit) activations of the variance phase."""
+    width = ctx.loaded.d_in
+    keep_act = n_var * context * width * 4 <= MAX_ACTIVATION_BYTES
+    parts = ctx.cache_parts(dataset=ctx.dataset_key or ctx.dataset, windows=n_rec + n_var,
+                            rows=[n_rec, n_rec + n_var], context=context,
+                            prepend_bos=ctx.loaded.ref.prepend_bos, batch=batch,
+                            keep_activations=keep_act)
+    return ctx.cache.get("core-var", parts, lambda: _compute_variance_side(
+        ctx, _tokens(ctx, n_rec + n_var, context, n_rec, n_rec + n_var), batch, keep_act))
+
+
+@torch.inference_mode()
+def _compute_variance_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_act: bool
+                           ) -> dict[str, torch.Tensor]:
+    side = {"tokens": tokens.cpu(), "valid": _valid(ctx, tokens)}
+    if keep_act:
+        side["act"] = torch.cat([
+            hook_activations(ctx.model, tokens[i:i + batch].to(ctx.device),
+                             ctx.loaded.hook).cpu()
+            for i in range(0, tokens.shape[0], batch)])
+    return side
+
+
+def variance_activations(ctx: EvalContext, side: dict[str, torch.Tensor], start: int,
+                         batch: int) -> torch.Tensor:
+    """Activations of rows ``start .. start + batch``: cached, or recomputed."""
+    if "act" in side:
+        return side["act"][start:start + batch].to(ctx.device)
+    return hook_activations(ctx.model, side["tokens"][start:start + batch].to(ctx.device),
+                            ctx.loaded.hook)
+
+
+def clean_logprobs(ctx: EvalContext, side: dict[str, torch.Tensor], start: int, batch: int
+                   ) -> torch.Tensor:
+    """Clean log-probabilities of rows ``start .. start + batch``: cached, or recomputed from
+    the cached activations from the hook layer on."""
+    if "lp_clean" in side:
+        return side["lp_clean"][start:start + batch].to(ctx.device)
+    t = side["tokens"][start:start + batch].to(ctx.device)
+    act = side["act"][start:start + batch].to(ctx.device)
+    return logits_with_replacement(ctx.model, t, ctx.loaded.hook, act).float().log_softmax(-1)

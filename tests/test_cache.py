@@ -1,0 +1,155 @@
+"""The tensor cache: hits, misses on any key change, corruption, concurrent writers, and
+bit-identical results with and without it."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from pytest_saebench.cache import TensorCache, model_fingerprint
+from pytest_saebench.evals import core_side
+from tests.helpers import make_runner
+
+PARTS = {"model": "m:abc", "hook": "blocks.0.hook_resid_post", "context": 32, "seed": 1}
+
+
+def _compute(calls: list[int]):
+    def compute() -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return {"x": torch.arange(6, dtype=torch.float32).reshape(2, 3), "n": torch.tensor([7])}
+    return compute
+
+
+def test_hit_after_miss_and_miss_on_any_key_change(tmp_path):
+    calls: list[int] = []
+    first = TensorCache(tmp_path).get("act", PARTS, _compute(calls))
+    again = TensorCache(tmp_path)  # a new process: nothing in memory
+    second = again.get("act", PARTS, _compute(calls))
+    assert len(calls) == 1 and again.stats["hit"] == 1
+    assert torch.equal(first["x"], second["x"]) and torch.equal(first["n"], second["n"])
+    for key, value in [("model", "m:abd"), ("hook", "blocks.1.hook_resid_post"),
+                       ("context", 64), ("seed", 2), ("extra", True)]:
+        TensorCache(tmp_path).get("act", {**PARTS, key: value}, _compute(calls))
+    TensorCache(tmp_path).get("other-kind", PARTS, _compute(calls))
+    assert len(calls) == 7
+
+
+def test_library_version_is_part_of_the_key(tmp_path, monkeypatch):
+    key = TensorCache.key("act", PARTS)
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    assert TensorCache.key("act", PARTS) != key
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no-sidecar", "bad-sidecar"])
+def test_corrupt_entry_is_recomputed(tmp_path, damage):
+    calls: list[int] = []
+    TensorCache(tmp_path).get("act", PARTS, _compute(calls))
+    data = next(tmp_path.glob("*.safetensors"))
+    meta = data.with_suffix(".json")
+    blob = bytearray(data.read_bytes())
+    if damage == "flip":
+        blob[-1] ^= 0xFF
+        data.write_bytes(bytes(blob))
+    elif damage == "truncate":
+        data.write_bytes(bytes(blob[: len(blob) // 2]))
+    elif damage == "no-sidecar":
+        meta.unlink()
+    else:
+        meta.write_text("{")
+    cache = TensorCache(tmp_path)
+    out = cache.get("act", PARTS, _compute(calls))
+    assert len(calls) == 2 and cache.stats["corrupt"] == 1
+    assert torch.equal(out["x"], torch.arange(6, dtype=torch.float32).reshape(2, 3))
+    assert TensorCache(tmp_path).get("act", PARTS, _compute(calls)) is not None
+    assert len(calls) == 2  # the recomputed entry is good again
+
+
+def test_size_cap_drops_least_recently_used(tmp_path):
+    calls: list[int] = []
+    cache = TensorCache(tmp_path, max_bytes=1500)
+    for i in range(4):
+        cache.get("act", {**PARTS, "i": i}, _compute(calls))
+    total = sum(p.stat().st_size for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+    assert total <= 1500
+    assert len(list(tmp_path.glob("*.safetensors"))) < 4
+    assert (tmp_path / f"{TensorCache.key('act', {**PARTS, 'i': 3})}.json").exists()
+
+
+def test_two_processes_compute_an_entry_once(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys, time, torch
+        from pytest_saebench.cache import TensorCache
+        def compute():
+            with open({str(tmp_path / "computed")!r}, "a") as fh:
+                fh.write("x")
+            time.sleep(1.0)
+            return {{"x": torch.ones(1000)}}
+        out = TensorCache({str(tmp_path / "cache")!r}).get("act", {{"k": 1}}, compute)
+        assert float(out["x"].sum()) == 1000.0
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert (tmp_path / "computed").read_text() == "x"
+
+
+def test_model_fingerprint_changes_with_any_weight(tiny_world):
+    from pytest_saebench.loading.model import load_local_model
+
+    model = load_local_model(tiny_world.model_dir, "cpu", "float32")
+    before = model_fingerprint(model)
+    assert model_fingerprint(model) == before
+    with torch.no_grad():
+        model.blocks[0].mlp.W_in[0, 0] += 1e-6
+    assert model_fingerprint(model) != before
+
+
+def _core(sae_dir, tmp_path=None, no_cache=False):
+    runner = make_runner(sae_dir)
+    if tmp_path is not None:
+        runner.settings = dataclasses.replace(runner.settings, cache_dir=str(tmp_path),
+                                              cache=not no_cache)
+    sae_id = next(iter(runner.checkpoints))
+    res = runner.results(sae_id).evals["core"]
+    return res.metrics, res.stderr, runner.tensor_cache().stats
+
+
+def test_results_bit_identical_with_and_without_cache(tiny_world, tmp_path):
+    plain, plain_se, _ = _core(tiny_world.trained)
+    cold, cold_se, cold_stats = _core(tiny_world.trained, tmp_path)
+    warm, warm_se, warm_stats = _core(tiny_world.trained, tmp_path)
+    off, off_se, off_stats = _core(tiny_world.trained, tmp_path, no_cache=True)
+    assert cold_stats["miss"] == 2 and warm_stats["hit"] == 2 and warm_stats["miss"] == 0
+    assert off_stats["hit"] == 0
+    assert plain == cold == warm == off  # exact float equality, not approx
+    assert plain_se == cold_se == warm_se == off_se
+    # another checkpoint reuses the entries: the key never names the SAE
+    _, _, other = _core(tiny_world.random, tmp_path)
+    assert other["hit"] == 2 and other["miss"] == 0
+
+
+def test_recomputing_clean_logits_from_cached_activations_matches(tiny_world, monkeypatch):
+    kept, _, _ = _core(tiny_world.trained)
+    monkeypatch.setattr(core_side, "MAX_LOGPROB_BYTES", 0)
+    monkeypatch.setattr(core_side, "MAX_ACTIVATION_BYTES", 0)
+    spliced, _, _ = _core(tiny_world.trained)
+    assert spliced.keys() == kept.keys()
+    for key, value in kept.items():
+        assert spliced[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_no_cache_option_and_default_location(pytester, tiny_world):
+    from tests.conftest import SMALL_PYPROJECT
+
+    pytester.makefile(".toml", pyproject=SMALL_PYPROJECT)
+    pytester.runpytest(f"--sae-path={tiny_world.trained}").assert_outcomes(passed=1)
+    cache = pytester.path / ".pytest_cache" / "d" / "saebench"
+    assert len(list(cache.glob("core-*.safetensors"))) == 2
+    pytester.runpytest(f"--sae-path={tiny_world.trained}", "--saebench-no-cache",
+                       "--saebench-cache-dir=elsewhere").assert_outcomes(passed=1)
+    assert not (pytester.path / "elsewhere").exists()
+
