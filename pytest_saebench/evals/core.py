@@ -116,22 +116,47 @@ def _loss_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config
     return out
 
 
+# Latent tensors are processed in chunks of at most this many elements: beyond ~32 MB every
+# temporary is a fresh mmap whose page faults cost more than the arithmetic (d_sae 16k).
+LATENT_CHUNK_ELEMENTS = 1 << 22
+
+
+def _encode_chunked(ctx: EvalContext, act: torch.Tensor, v: torch.Tensor,
+                    totals: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor,
+                                                              torch.Tensor]:
+    """``x_hat``, per-token L0 and L1 of ``act`` ``[B, C, D]``, a few contexts at a time;
+    adds each latent's valid firing count and firing-context count to ``totals``."""
+    sae = ctx.loaded.sae
+    step = max(1, LATENT_CHUNK_ELEMENTS // (act.shape[1] * ctx.loaded.d_sae))
+    x_hat, l0, l1 = [], [], []
+    for i in range(0, act.shape[0], step):
+        feats = sae.encode(act[i:i + step].to(sae.dtype))
+        x_hat.append(sae.decode(feats).float())
+        feats = feats.float()
+        nz = feats != 0
+        # Casting reductions over the latent axis take a slow kernel path (50x); counts are
+        # exact in float32/int32, and L1 is summed in float32 before widening.
+        l0.append(nz.float().sum(-1).double())
+        l1.append(feats.sum(-1).double())
+        nz_valid = nz & v[i:i + step, :, None]
+        totals["active"] += nz_valid.reshape(-1, nz.shape[-1]).sum(0, dtype=torch.int32).cpu()
+        totals["prompts"] += nz_valid.any(1).sum(0, dtype=torch.float64).cpu()
+    return torch.cat(x_hat), torch.cat(l0), torch.cat(l1)
+
+
 @torch.inference_mode()
 def _variance_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config):
     """Per-context sums for reconstruction/sparsity metrics, per-batch values, densities."""
-    sae = ctx.loaded.sae
     rows: dict[str, list[torch.Tensor]] = {}
     rrb, ev_v06 = [], {"S": [], "m": [], "R": []}
     d_sae = ctx.loaded.d_sae
-    active = torch.zeros(d_sae, dtype=torch.float64)
-    prompts = torch.zeros(d_sae, dtype=torch.float64)
+    totals = {"active": torch.zeros(d_sae, dtype=torch.float64),
+              "prompts": torch.zeros(d_sae, dtype=torch.float64)}
     bsz = cfg.batch_size_prompts
     for start in range(0, side["tokens"].shape[0], bsz):
         v = side["valid"][start:start + bsz].to(ctx.device)
         act = core_side.variance_activations(ctx, side, start, bsz)
-        feats = sae.encode(act.to(sae.dtype))
-        x_hat = sae.decode(feats).float()
-        feats = feats.float()
+        x_hat, l0, l1 = _encode_chunked(ctx, act, v, totals)
         w = v.double()  # [B, C]
         n_b = w.sum()
         x, xh = act.double(), x_hat.double()
@@ -144,26 +169,21 @@ def _variance_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config
         ratio = n_out / torch.where(n_in < 1e-4, torch.ones_like(n_in), n_in)
         mu_b = (x * w[..., None]).sum((0, 1)) / n_b.clamp_min(1)
         legacy = 1 - err / (x - mu_b).pow(2).sum(-1)
-        nz = feats != 0
         per_token = {
             "n": w, "x2": x2, "err": err, "cos": cos, "norm_in": n_in, "norm_out": n_out,
-            "ratio": ratio, "l0": nz.sum(-1, dtype=torch.float64),
-            "l1": feats.sum(-1, dtype=torch.float64),
-            "legacy": legacy, "err_nb": err / n_b.clamp_min(1),
+            "ratio": ratio, "l0": l0, "l1": l1, "legacy": legacy,
+            "err_nb": err / n_b.clamp_min(1),
         }
         for key, val in per_token.items():
             rows.setdefault(key, []).append(torch.where(w > 0, val * w, 0).sum(1))
         rows.setdefault("sum_x", []).append((x * w[..., None]).sum(1))
-        nz_valid = nz & v[..., None]
-        active += nz_valid.sum((0, 1), dtype=torch.float64).cpu()
-        prompts += nz_valid.any(1).double().sum(0).cpu()
         if n_b > 0:
             rrb.append(_safe_div((xh2 * w).sum() / n_b, (dot * w).sum() / n_b))
             ev_v06["S"].append(float((x2 * w).sum() / n_b))
             ev_v06["m"].append(float(((x.pow(2) * w[..., None]).sum((0, 1)) / n_b).mean()))
             ev_v06["R"].append(float((err * w).sum() / n_b))
     stats = {k: torch.cat(v).cpu() for k, v in rows.items()}
-    return stats, rrb, ev_v06, active, prompts
+    return stats, rrb, ev_v06, totals["active"], totals["prompts"]
 
 
 def _record_loss(res: EvalResult, stats: dict[str, torch.Tensor], groups: int) -> None:

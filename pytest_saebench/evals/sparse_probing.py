@@ -67,7 +67,17 @@ def _llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     side = probing.labeled_activations(ctx, name, CLASSES[name], cfg.probe_train_set_size // 2,
                                        cfg.probe_test_set_size // 2, cfg.context_length,
                                        cfg.llm_batch_size)
-    side["llm"] = _probe_all(side, "train_pooled", "test_pooled", cfg, ctx.seed, name)
+    keys = ["test_accuracy", *(f"top_{k}_test_accuracy" for k in cfg.k_values)]
+
+    def probe_llm() -> dict[str, torch.Tensor]:
+        rows = _probe_all(side, "train_pooled", "test_pooled", cfg, ctx.seed, name)
+        return {"llm": torch.tensor([[rows[c][k] for k in keys] for c in side["classes"]],
+                                    dtype=torch.float64)}
+
+    parts = ctx.cache_parts(probing_set=name, config=dataclasses.asdict(cfg))
+    table = ctx.cache.get("sparse-probing-llm", parts, probe_llm)["llm"].tolist()
+    side["llm"] = {c: dict(zip(keys, table[i], strict=True))
+                   for i, c in enumerate(side["classes"])}
     ctx.memo[key] = side
     return side
 
