@@ -132,6 +132,30 @@ def test_results_bit_identical_with_and_without_cache(tiny_world, tmp_path):
     assert other["hit"] == 2 and other["miss"] == 0
 
 
+def test_probing_and_absorption_identical_cold_and_warm(tiny_world, tmp_path):
+    from pytest_saebench.evals import absorption
+    from tests.test_sparse_probing import TINY
+
+    small = dataclasses.replace(absorption.PRESETS["fast"], max_vocab_words=300,
+                                gt_probe_epochs=5, k_sparse_probe_epochs=5)
+
+    def run() -> tuple[dict, dict]:
+        runner = make_runner(tiny_world.trained, sparse_probing=TINY, absorption=small)
+        runner.settings = dataclasses.replace(runner.settings, cache_dir=str(tmp_path))
+        sae_id = next(iter(runner.checkpoints))
+        res = runner.results(sae_id, ["sparse_probing", "absorption"])
+        return ({**res.evals["sparse_probing"].metrics,
+                 **res.evals["absorption_first_letter"].metrics,
+                 "unstructured": res.evals["absorption_first_letter"].unstructured},
+                runner.tensor_cache().stats)
+
+    cold, cold_stats = run()
+    warm, warm_stats = run()
+    assert cold_stats["miss"] >= 3 and warm_stats["miss"] == 0
+    assert warm_stats["hit"] == cold_stats["miss"]
+    assert cold == warm
+
+
 def test_recomputing_clean_logits_from_cached_activations_matches(tiny_world, monkeypatch):
     kept, _, _ = _core(tiny_world.trained)
     monkeypatch.setattr(core_side, "MAX_LOGPROB_BYTES", 0)

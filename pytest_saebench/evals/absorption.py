@@ -155,12 +155,15 @@ def f1_per_letter(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
 
 
-def _llm_side(ctx: EvalContext, cfg: Config) -> dict:
-    """Vocabulary split, activations and the ground-truth probe, shared by all SAEs."""
-    key = (f"absorption/{id(ctx.model)}/{ctx.loaded.hook.name}/{ctx.seed}/"
-           f"{sorted(dataclasses.asdict(cfg).items())}")
-    if key in ctx.memo:
-        return ctx.memo[key]
+def _llm_side(ctx: EvalContext, cfg: Config) -> dict[str, torch.Tensor]:
+    """Word activations, letters and the ground-truth probe, shared by all SAEs (and kept in
+    the tensor cache): ``x_*`` / ``y_*`` for train, test and the probe's true positives."""
+    parts = ctx.cache_parts(config=dataclasses.asdict(cfg), tokenizer_size=len(
+        ctx.model.tokenizer))
+    return ctx.cache.get("absorption-llm", parts, lambda: _compute_llm_side(ctx, cfg))
+
+
+def _compute_llm_side(ctx: EvalContext, cfg: Config) -> dict[str, torch.Tensor]:
     words = vocabulary(ctx.model.tokenizer, cfg.max_vocab_words, ctx.seed)
     order = np.random.default_rng(derive_seed(ctx.seed, "absorption", "split")).permutation(
         len(words))
@@ -179,15 +182,14 @@ def _llm_side(ctx: EvalContext, cfg: Config) -> dict:
                              derive_seed(ctx.seed, "absorption", "gt-probe"))
     with torch.no_grad():
         test_logits = probe(x_test)
-    side = {"words": words, "train_words": train_words, "test_words": test_words,
-            "x_train": x_train, "x_test": x_test, "y_train": y_train, "y_test": y_test,
-            "probe": probe, "gt_f1": f1_per_letter(test_logits, y_test),
-            "test_logits": test_logits}
     # Probe true positives get a fresh prompt with examples from the whole vocabulary.
     tp = [w for i, w in enumerate(test_words) if test_logits[i, y_test[i]] > 0]
-    side["tp_words"], side["x_tp"] = word_activations(ctx, tp, words, cfg, "absorption")
-    ctx.memo[key] = side
-    return side
+    tp_words, x_tp = word_activations(ctx, tp, words, cfg, "absorption")
+    return {"x_train": x_train, "x_test": x_test, "x_tp": x_tp, "y_train": y_train,
+            "y_test": y_test, "y_tp": labels_of(tp_words) if tp_words else
+            torch.zeros(0, dtype=torch.long), "gt_w": probe.weight.detach().clone(),
+            "gt_f1": torch.from_numpy(f1_per_letter(test_logits, y_test)),
+            "n_words": torch.tensor(len(words))}
 
 
 def split_features(codes_train, y_train, codes_test, y_test, weights: torch.Tensor,
@@ -249,7 +251,7 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
                                     "model_name": ctx.model.cfg.model_name,
                                     "hook_name": ctx.loaded.hook.name,
                                     "prompt_token_pos": "computed per prompt",
-                                    "n_vocab_words": len(side["words"])})
+                                    "n_vocab_words": int(side["n_words"])})
     c_train, c_test, c_tp = (_encode(sae, side[k]) for k in ("x_train", "x_test", "x_tp"))
     with torch.enable_grad():
         l1_probe = train_multiprobe(c_train, side["y_train"], cfg.k_sparse_probe_epochs, 4096,
@@ -257,11 +259,10 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
                                     derive_seed(ctx.seed, "absorption", "l1-probe"))
     weights = l1_probe.weight.detach()
     w_dec = sae.W_dec.detach().float().cpu()
-    gt_w = side["probe"].weight.detach()
-    y_tp = labels_of(side["tp_words"])
+    gt_w, y_tp, gt_f1 = side["gt_w"], side["y_tp"], side["gt_f1"].numpy()
     rows, skipped = [], {}
     for letter, name in enumerate(LETTERS):
-        f1 = float(side["gt_f1"][letter])
+        f1 = float(gt_f1[letter])
         if not f1 > cfg.min_gt_probe_f1:
             skipped[name] = f"ground-truth probe F1 {f1:.2f} <= {cfg.min_gt_probe_f1}"
             continue
@@ -282,7 +283,7 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     res.details = rows
     res.unstructured = {"letters_scored": [r["first_letter"] for r in rows],
                         "letters_not_scored": skipped,
-                        "ground_truth_f1": dict(zip(LETTERS, side["gt_f1"].round(4).tolist(),
+                        "ground_truth_f1": dict(zip(LETTERS, gt_f1.round(4).tolist(),
                                                     strict=True))}
     keys = (("absorption_fraction_score", "mean_absorption_fraction"),
             ("full_absorption_score", "full_absorption_rate"),
