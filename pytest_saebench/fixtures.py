@@ -153,3 +153,16 @@ def saebench_check(request: pytest.FixtureRequest, sae_metrics: SaeMetrics):
     return _check
 
 
+
+
+@pytest.fixture
+def synthetic_activations(request: pytest.FixtureRequest):
+    """Activations from a planted sparse dictionary (:mod:`pytest_saebench.synthetic`), for
+    testing an SAE trainer without a language model. Needs no ``--sae-path``. Parametrize it
+    indirectly with a dict of :class:`~pytest_saebench.synthetic.SyntheticConfig` fields plus
+    ``n`` (samples, default 20,000)."""
+    from pytest_saebench.synthetic import SyntheticConfig, generate
+
+    params = dict(getattr(request, "param", None) or {})
+    n = int(params.pop("n", 20_000))
+    return generate(SyntheticConfig(**params), n)

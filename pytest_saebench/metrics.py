@@ -22,6 +22,8 @@ class MetricSpec:
     unit: str = ""
     # Gates on metrics known to be unreliable (SCR, TPP) warn unless the user says otherwise.
     default_severity: str = "error"
+    # A gate every run gets unless configured otherwise (e.g. properties must hold: min 1).
+    default_min: float | None = None
 
     @property
     def eval_type_id(self) -> str:

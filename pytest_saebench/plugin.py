@@ -105,7 +105,7 @@ def _build_runner(config: pytest.Config):
     from pytest_saebench.evals import metric_registry
     from pytest_saebench.loading.checkpoints import discover_all
     from pytest_saebench.runner import Runner
-    from pytest_saebench.suites import check_suite, eval_configs
+    from pytest_saebench.suites import check_suite, default_thresholds, eval_configs
 
     registry = metric_registry()
     settings = build_settings(options, fc, os.environ, resolve_metric=registry.resolve,
@@ -114,6 +114,8 @@ def _build_runner(config: pytest.Config):
     configs = eval_configs(settings.suite, dict(settings.eval_overrides),
                            f"{fc.label.rsplit(']', 1)[0]}.evals]" if fc.label else "evals",
                            settings.select_evals)
+    settings = dataclasses.replace(settings, thresholds=settings.thresholds + default_thresholds(
+        registry, configs, settings.thresholds))
     if settings.cache and settings.cache_dir is None and getattr(config, "cache", None):
         settings = dataclasses.replace(settings, cache_dir=str(config.cache.mkdir("saebench")))
     for key in ("results_json", "html", "cache_dir"):

@@ -9,9 +9,9 @@ from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.evals import EVAL_MODULES, get_eval
 
 SUITES: dict[str, tuple[str, ...]] = {
-    "fast": ("core", "absorption", "sparse_probing"),
-    "standard": ("core", "absorption", "sparse_probing", "scr", "tpp"),
-    "full": ("core", "absorption", "sparse_probing", "scr", "tpp"),
+    "fast": ("core", "properties", "absorption", "sparse_probing"),
+    "standard": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp"),
+    "full": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp"),
 }
 
 
@@ -68,3 +68,16 @@ def eval_configs(suite: str, overrides: dict[str, dict[str, Any]] | None = None,
                 )
         configs[name] = dataclasses.replace(cfg, **extra)
     return configs
+
+
+def default_thresholds(registry: Any, configs: dict[str, Any], configured: tuple) -> tuple:
+    """Gates the suite's evals ask for by default (``MetricSpec.default_min``), for every
+    metric the user did not gate; added after the configured ones."""
+    from pytest_saebench.thresholds import Threshold
+
+    types = {get_eval(name).EVAL_TYPE_ID for name in configs}
+    have = {t.metric for t in configured}
+    return tuple(Threshold(spec.id, min=spec.default_min, source="default gate")
+                 for spec in registry.values()
+                 if spec.default_min is not None and spec.eval_type_id in types
+                 and spec.id not in have)

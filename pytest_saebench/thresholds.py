@@ -63,6 +63,8 @@ def check(threshold: Threshold, value: float | None, reason: str | None, context
         msg = f"{mid} = {fmt(value)} > max {threshold.max:g} {context}"
     else:
         return Outcome("pass", f"{mid} = {fmt(value)} {threshold.limit_text()} {context}")
+    if reason:  # e.g. the counterexample of a violated property
+        msg += f": {reason}"
     return Outcome("warn" if threshold.severity == "warn" else "fail", msg)
 
 

@@ -13,6 +13,7 @@ EVAL_MODULES: dict[str, str] = {
     "tpp": "pytest_saebench.evals.tpp",
     "scr": "pytest_saebench.evals.scr",
     "absorption": "pytest_saebench.evals.absorption",
+    "properties": "pytest_saebench.evals.properties",
 }
 
 # Short names users may write instead of the SAEBench eval type id.

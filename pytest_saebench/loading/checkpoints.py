@@ -109,27 +109,43 @@ def discover(path_arg: str | Path) -> list[CheckpointRef]:
     path = Path(path_arg).expanduser()
     if not path.exists():
         raise SaebenchError(f"--sae-path {path_arg}: no such file or directory")
-    if path.is_file():
-        if path.name in (CFG_FILE, WEIGHTS_FILE):
-            path = path.parent
-        else:
-            raise SaebenchError(
-                f"--sae-path {path_arg}: expected a checkpoint directory holding {CFG_FILE} and "
-                f"{WEIGHTS_FILE}, got a file"
-            )
+    if path.is_file() and path.name in (CFG_FILE, WEIGHTS_FILE):
+        path = path.parent
     path = path.resolve()
     if _is_checkpoint(path):
         return [CheckpointRef(id=path.name, path=path, cfg=_read_cfg(path))]
-    found = sorted(p.parent for p in path.rglob(CFG_FILE))
+    converted = _convert_foreign(path)
+    if converted is not None:
+        name = path.stem if path.is_file() else path.name
+        return [CheckpointRef(id=name, path=converted, cfg=_read_cfg(converted))]
+    if path.is_file():
+        raise SaebenchError(
+            f"--sae-path {path_arg}: expected a checkpoint directory holding {CFG_FILE} and "
+            f"{WEIGHTS_FILE} (or ae.pt + config.json, or X.safetensors + X.json), got a file"
+        )
+    found = sorted({p.parent for p in path.rglob(CFG_FILE)}
+                   | {p.parent for p in path.rglob("ae.pt") if (p.parent / "config.json").exists()})
     if not found:
         raise SaebenchError(
             f"--sae-path {path_arg}: no SAE checkpoint found (no {CFG_FILE} in the directory "
             "or below it); point it at a SAELens checkpoint or a directory of them"
         )
-    return [
-        CheckpointRef(id=f"{path.name}/{p.relative_to(path).as_posix()}", path=p, cfg=_read_cfg(p))
-        for p in found
-    ]
+    refs = []
+    for p in found:
+        target = p if _is_checkpoint(p) else _convert_foreign(p)
+        refs.append(CheckpointRef(id=f"{path.name}/{p.relative_to(path).as_posix()}",
+                                  path=target, cfg=_read_cfg(target)))
+    return refs
+
+
+def _convert_foreign(path: Path) -> Path | None:
+    """A SAELens copy of a dictionary_learning or raw safetensors checkpoint, else None."""
+    from pytest_saebench.loading import formats
+
+    if path.is_dir() and formats.is_dictionary_learning(path):
+        return formats.convert_dictionary_learning(path)
+    raw = formats.raw_files(path)
+    return formats.convert_raw(*raw) if raw else None
 
 
 def discover_all(paths: list[str]) -> list[CheckpointRef]:

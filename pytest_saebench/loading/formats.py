@@ -1,0 +1,178 @@
+"""Checkpoint formats other than SAELens, converted to a SAELens directory on discovery.
+
+- dictionary_learning: ``ae.pt`` (a state dict, read with ``torch.load(weights_only=True)``,
+  so nothing but tensors is ever unpickled) plus ``config.json`` with a ``trainer`` table;
+  classes AutoEncoder, AutoEncoderTopK, BatchTopKSAE and JumpReluAutoEncoder.
+- raw: one ``.safetensors`` file holding ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec`` (and
+  ``threshold`` for JumpReLU) next to one JSON config with ``d_in``, ``d_sae``, ``hook_name``
+  and optionally ``model_name``, ``architecture`` and ``k``.
+
+The converted copy lives in a per-process temporary directory; the checkpoint keeps the id of
+its original directory, and errors name the original file.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import pickle
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pytest_saebench.errors import SaebenchError
+
+DL_WEIGHTS, DL_CONFIG = "ae.pt", "config.json"
+_ROOT: list[Path] = []
+# dictionary_learning class -> (sae_lens architecture, {sae_lens name: (key, transpose)},
+# subtracts b_dec before encoding)
+_LINEAR = {"W_enc": ("encoder.weight", True), "b_enc": ("encoder.bias", False),
+           "W_dec": ("decoder.weight", True), "b_dec": ("b_dec", False)}
+DL_CLASSES: dict[str, tuple[str, dict[str, tuple[str, bool]], bool]] = {
+    "AutoEncoder": ("standard", {**_LINEAR, "b_dec": ("bias", False)}, True),
+    "AutoEncoderTopK": ("topk", _LINEAR, True),
+    "BatchTopKSAE": ("jumprelu", {**_LINEAR, "threshold": ("threshold", False)}, True),
+    "JumpReluAutoEncoder": ("jumprelu", {"W_enc": ("W_enc", False), "b_enc": ("b_enc", False),
+                                         "W_dec": ("W_dec", False), "b_dec": ("b_dec", False),
+                                         "threshold": ("threshold", False)}, False),
+}
+_SUBMODULE = re.compile(r"^(resid_post|resid_pre|mlp_out|attn_out)_layer_(\d+)$")
+
+
+def is_dictionary_learning(path: Path) -> bool:
+    """A directory with ``ae.pt`` and ``config.json``."""
+    return (path / DL_WEIGHTS).is_file() and (path / DL_CONFIG).is_file()
+
+
+def raw_files(path: Path) -> tuple[Path, Path] | None:
+    """``(weights, config)`` if ``path`` is a raw safetensors checkpoint (a ``.safetensors``
+    file with a same-stem ``.json``, or a directory holding exactly one of each)."""
+    if path.is_file() and path.suffix == ".safetensors":
+        cfg = path.with_suffix(".json")
+        return (path, cfg) if cfg.is_file() else None
+    if path.is_dir():
+        weights, cfgs = list(path.glob("*.safetensors")), list(path.glob("*.json"))
+        if len(weights) == 1 and len(cfgs) == 1:
+            return weights[0], cfgs[0]
+    return None
+
+
+def _out_dir(*sources: Path) -> Path:
+    if not _ROOT:
+        _ROOT.append(Path(tempfile.mkdtemp(prefix="saebench-converted-")))
+        atexit.register(shutil.rmtree, _ROOT[0], True)
+    digest = hashlib.sha256()
+    for src in sources:
+        digest.update(str(src.resolve()).encode())
+        digest.update(src.read_bytes())
+    return _ROOT[0] / digest.hexdigest()[:20]
+
+
+def _hook_of(trainer: dict[str, Any], where: Path) -> str:
+    name = str(trainer.get("submodule_name") or "")
+    m = _SUBMODULE.match(name)
+    if m:
+        return f"blocks.{m.group(2)}.hook_{m.group(1)}"
+    if name.startswith("blocks."):
+        return name
+    if trainer.get("layer") is not None and not name:
+        return f"blocks.{int(trainer['layer'])}.hook_resid_post"
+    raise SaebenchError(f"{where}: cannot map submodule_name '{name}' to a TransformerLens hook; "
+                        "use e.g. 'resid_post_layer_3' or a hook name like "
+                        "'blocks.3.hook_resid_post'")
+
+
+def _write(out: Path, tensors: dict[str, Any], cfg: dict[str, Any]) -> Path:
+    from safetensors.torch import save_file
+
+    from pytest_saebench.results import write_bytes_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "sae_weights.safetensors"))
+    write_bytes_atomic(out / "cfg.json", json.dumps(cfg, indent=1).encode())
+    return out
+
+
+def convert_dictionary_learning(path: Path) -> Path:
+    """Convert ``path`` (ae.pt + config.json) into a SAELens directory; returns it."""
+    import torch
+
+    weights, cfg_path = path / DL_WEIGHTS, path / DL_CONFIG
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SaebenchError(f"{cfg_path}: not valid JSON ({exc})") from None
+    trainer = raw.get("trainer", raw)
+    cls = trainer.get("dict_class")
+    if cls not in DL_CLASSES:
+        raise SaebenchError(f"{cfg_path}: trainer.dict_class '{cls}' is not supported "
+                            f"(supported: {', '.join(DL_CLASSES)})")
+    for key in ("activation_dim", "dict_size"):
+        if key not in trainer:
+            raise SaebenchError(f"{cfg_path}: missing trainer.{key}")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise SaebenchError(f"{weights}: not a plain tensor state dict ({first}); it is loaded "
+                            "with weights_only=True and never unpickles objects") from None
+    arch, mapping, subtract = DL_CLASSES[cls]
+    tensors = {}
+    for ours, (theirs, transpose) in mapping.items():
+        if theirs not in state:
+            raise SaebenchError(f"{weights}: missing tensor '{theirs}' that {cls} needs "
+                                f"(found: {', '.join(sorted(state))})")
+        t = state[theirs].float()
+        tensors[ours] = t.T if transpose else t
+    d_in, d_sae = int(trainer["activation_dim"]), int(trainer["dict_size"])
+    if "threshold" in tensors and tensors["threshold"].numel() == 1:
+        tensors["threshold"] = tensors["threshold"].reshape(()).expand(d_sae).clone()
+    cfg = {"d_in": d_in, "d_sae": d_sae, "architecture": arch, "dtype": "float32",
+           "device": "cpu", "apply_b_dec_to_input": subtract, "normalize_activations": "none",
+           "metadata": {"model_name": trainer.get("lm_name"),
+                        "hook_name": _hook_of(trainer, cfg_path),
+                        "context_size": (raw.get("buffer") or {}).get("ctx_len", 128),
+                        "prepend_bos": True, "source_format": "dictionary_learning",
+                        "source_path": str(path)}}
+    if arch == "topk":
+        k = trainer.get("k", state.get("k"))
+        if k is None:
+            raise SaebenchError(f"{cfg_path}: missing trainer.k for {cls}")
+        cfg["k"] = int(k)
+    return _write(_out_dir(weights, cfg_path), tensors, cfg)
+
+
+def convert_raw(weights: Path, cfg_path: Path) -> Path:
+    """Convert a raw safetensors file plus JSON config into a SAELens directory."""
+    from safetensors.torch import load_file
+
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SaebenchError(f"{cfg_path}: not valid JSON ({exc})") from None
+    missing = [k for k in ("d_in", "d_sae", "hook_name") if k not in raw]
+    if missing:
+        raise SaebenchError(f"{cfg_path}: missing key(s) {', '.join(missing)} (a raw checkpoint "
+                            "config needs d_in, d_sae and hook_name)")
+    arch = raw.get("architecture", "standard")
+    tensors = load_file(str(weights))
+    need = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if arch == "jumprelu" else [])
+    for key in need:
+        if key not in tensors:
+            raise SaebenchError(f"{weights}: missing tensor '{key}' (found: "
+                                f"{', '.join(sorted(tensors))})")
+    cfg = {"d_in": int(raw["d_in"]), "d_sae": int(raw["d_sae"]), "architecture": arch,
+           "dtype": "float32", "device": "cpu",
+           "apply_b_dec_to_input": bool(raw.get("apply_b_dec_to_input", True)),
+           "normalize_activations": "none",
+           "metadata": {"model_name": raw.get("model_name"), "hook_name": raw["hook_name"],
+                        "context_size": raw.get("context_size", 128),
+                        "prepend_bos": raw.get("prepend_bos", True),
+                        "dataset_path": raw.get("dataset_path"), "source_format": "raw",
+                        "source_path": str(weights)}}
+    if arch == "topk":
+        cfg["k"] = int(raw["k"])
+    return _write(_out_dir(weights, cfg_path), {k: tensors[k].float() for k in need}, cfg)

@@ -1,0 +1,124 @@
+"""dictionary_learning and raw safetensors checkpoints convert to the same SAE: identical
+core metrics, clear errors for missing keys, and nothing but tensors is ever unpickled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pytest_saebench.errors import SaebenchError
+from pytest_saebench.loading.checkpoints import discover
+from tests.conftest import CONTEXT, HOOK
+from tests.helpers import make_runner
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "sae_weights.safetensors"))
+
+
+def _dictionary_learning(world, src: Path, out: Path, cls: str, k: int | None = None) -> Path:
+    w = _weights(src)
+    if cls == "AutoEncoder":
+        state = {"encoder.weight": w["W_enc"].T.clone(), "encoder.bias": w["b_enc"],
+                 "decoder.weight": w["W_dec"].T.clone(), "bias": w["b_dec"]}
+    else:
+        state = {"encoder.weight": w["W_enc"].T.clone(), "encoder.bias": w["b_enc"],
+                 "decoder.weight": w["W_dec"].T.clone(), "b_dec": w["b_dec"],
+                 "k": torch.tensor(k)}
+    out.mkdir(parents=True)
+    torch.save(state, out / "ae.pt")
+    trainer = {"dict_class": cls, "activation_dim": w["W_enc"].shape[0],
+               "dict_size": w["W_enc"].shape[1], "lm_name": str(world.model_dir),
+               "submodule_name": "resid_post_layer_0", "layer": 0}
+    if k is not None:
+        trainer["k"] = k
+    (out / "config.json").write_text(json.dumps({"trainer": trainer,
+                                                 "buffer": {"ctx_len": CONTEXT}}))
+    return out
+
+
+def _raw(world, src: Path, out: Path) -> Path:
+    out.mkdir(parents=True)
+    save_file(_weights(src), str(out / "my_sae.safetensors"))
+    (out / "my_sae.json").write_text(json.dumps({
+        "d_in": int(_weights(src)["W_enc"].shape[0]), "d_sae": int(_weights(src)["W_enc"].shape[1]),
+        "hook_name": HOOK, "model_name": str(world.model_dir), "context_size": CONTEXT}))
+    return out
+
+
+def _core(path: Path, world) -> dict:
+    runner = make_runner(path, dataset=str(world.corpus))
+    return runner.results(next(iter(runner.checkpoints))).evals["core"].metrics
+
+
+def test_dictionary_learning_and_raw_give_identical_metrics(tiny_world, tmp_path):
+    original = _core(tiny_world.trained, tiny_world)
+    dl = _dictionary_learning(tiny_world, tiny_world.trained, tmp_path / "dl", "AutoEncoder")
+    raw = _raw(tiny_world, tiny_world.trained, tmp_path / "raw")
+    assert _core(dl, tiny_world) == original
+    assert _core(raw, tiny_world) == original
+    # a raw checkpoint can also be named by its .safetensors file
+    assert _core(raw / "my_sae.safetensors", tiny_world) == original
+
+
+def test_dictionary_learning_topk_round_trips(tiny_world, tmp_path):
+    original = _core(tiny_world.topk, tiny_world)
+    dl = _dictionary_learning(tiny_world, tiny_world.topk, tmp_path / "dl", "AutoEncoderTopK",
+                              k=8)
+    assert _core(dl, tiny_world) == original
+
+
+def test_dictionary_learning_sweep_ids(tiny_world, tmp_path):
+    for i in range(2):
+        _dictionary_learning(tiny_world, tiny_world.trained, tmp_path / "sweep" / f"trainer_{i}",
+                             "AutoEncoder")
+    refs = discover(tmp_path / "sweep")
+    assert [r.id for r in refs] == ["sweep/trainer_0", "sweep/trainer_1"]
+    assert refs[0].hook_name == HOOK and refs[0].context_size == CONTEXT
+
+
+def test_missing_tensor_names_file_and_key(tiny_world, tmp_path):
+    dl = _dictionary_learning(tiny_world, tiny_world.trained, tmp_path / "dl", "AutoEncoder")
+    state = torch.load(dl / "ae.pt", weights_only=True)
+    del state["encoder.bias"]
+    torch.save(state, dl / "ae.pt")
+    with pytest.raises(SaebenchError, match=r"ae\.pt: missing tensor 'encoder\.bias' that "
+                                            "AutoEncoder needs"):
+        discover(dl)
+    raw = _raw(tiny_world, tiny_world.trained, tmp_path / "raw")
+    cfg = json.loads((raw / "my_sae.json").read_text())
+    del cfg["hook_name"]
+    (raw / "my_sae.json").write_text(json.dumps(cfg))
+    with pytest.raises(SaebenchError, match=r"my_sae\.json: missing key\(s\) hook_name"):
+        discover(raw)
+
+
+class Payload:
+    """Any object in a pickle: loading it must be refused, never executed."""
+
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_pickled_objects_are_refused(tiny_world, tmp_path, capsys):
+    dl = _dictionary_learning(tiny_world, tiny_world.trained, tmp_path / "dl", "AutoEncoder")
+    state = torch.load(dl / "ae.pt", weights_only=True)
+    torch.save({**state, "extra": Payload()}, dl / "ae.pt")
+    with pytest.raises(SaebenchError, match="weights_only=True and never unpickles objects"):
+        discover(dl)
+    assert "unpickled!" not in capsys.readouterr().out
+
+
+def test_unknown_dictionary_class(tiny_world, tmp_path):
+    dl = _dictionary_learning(tiny_world, tiny_world.trained, tmp_path / "dl", "AutoEncoder")
+    cfg = json.loads((dl / "config.json").read_text())
+    cfg["trainer"]["dict_class"] = "GatedAutoEncoderV9"
+    (dl / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SaebenchError, match="dict_class 'GatedAutoEncoderV9' is not supported"):
+        discover(dl)
