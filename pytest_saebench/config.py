@@ -22,13 +22,14 @@ TABLES = ("pytest-saebench", "saebench")
 SCALAR_KEYS: dict[str, type] = {
     "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
     "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
-    "cache-dir": str, "cache-size-mb": int,
+    "cache-dir": str, "cache-size-mb": int, "repeats": int,
 }
 TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression")
 DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
     "on-missing-baseline": "skip", "html": None, "cache-dir": None, "cache-size-mb": 4096,
+    "repeats": 1,
 }
 # CLI dest / env variable for each scalar key.
 CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
@@ -61,6 +62,7 @@ class Settings:
     cache_dir: str | None = None  # tensor cache; None: in memory only
     cache: bool = True  # False: --saebench-no-cache
     cache_size_mb: int = 4096
+    repeats: int = 1  # --saebench-repeats: run every eval with seeds seed .. seed + N - 1
 
     @property
     def active(self) -> bool:
@@ -258,6 +260,7 @@ def build_settings(
         baseline=baseline, update_baseline=update, regressions=regressions,
         html=values["html"], cache_dir=values["cache-dir"],
         cache=not options.get("saebench_no_cache"), cache_size_mb=int(values["cache-size-mb"]),
+        repeats=_positive(values["repeats"], "repeats"),
         on_missing_baseline=values["on-missing-baseline"],
         select_evals=_select_evals(options, fc, env),
         sae_paths=tuple(paths), suite=values["suite"], model=values["model"],
@@ -266,6 +269,12 @@ def build_settings(
         results_json=None if results_json in ("", "none") else results_json,
         thresholds=thresholds, eval_overrides=evals, config_file=fc.path,
     )
+
+
+def _positive(value: Any, key: str) -> int:
+    if int(value) < 1:
+        raise SaebenchError(f"{key} must be at least 1, got {value}")
+    return int(value)
 
 
 def _baseline_paths(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str],

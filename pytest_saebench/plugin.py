@@ -39,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--saebench-device", help="torch device (default: auto)")
     group.addoption("--saebench-dtype", help="model dtype (default: float32)")
     group.addoption("--saebench-seed", type=int, help="random seed (default: 42)")
+    group.addoption("--saebench-repeats", type=int, metavar="N",
+                    help="run every eval with N seeds (seed .. seed+N-1); report the mean, its "
+                         "standard error and the spread")
     group.addoption("--saebench-threshold", action="append", metavar="ID>=X",
                     help="gate a metric, e.g. 'core.sparsity.l0<=120'; overrides the same "
                          "bound in pyproject; repeatable")

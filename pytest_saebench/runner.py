@@ -166,17 +166,18 @@ class Runner:
         spec = self.ref(sae_id).meta.get("dataset_path")
         return str(spec) if spec else f"{DATASET_PREFIX}train"
 
-    def _token_source(self, model, spec: str):
+    def _token_source(self, model, spec: str, seed: int):
         from pytest_saebench.loading.data import load_text_dataset, token_windows
 
         def tokens(n_windows: int, context_size: int, prepend_bos: bool):
-            key = (model.cfg.model_name, id(model), spec, n_windows, context_size, prepend_bos)
+            key = (model.cfg.model_name, id(model), spec, n_windows, context_size, prepend_bos,
+                   seed)
             if key not in self._tokens:
                 if spec not in self._datasets:
                     self._datasets[spec] = load_text_dataset(spec)
                 self._tokens[key] = token_windows(model.tokenizer, self._datasets[spec],
                                                   n_windows, context_size, prepend_bos,
-                                                  self.settings.seed)
+                                                  seed)
             return self._tokens[key]
 
         return tokens
@@ -278,7 +279,7 @@ class Runner:
         import torch
 
         from pytest_saebench.evals import get_eval
-        from pytest_saebench.evals.base import EvalContext
+        from pytest_saebench.evals.base import EvalContext, combine_repeats
         from pytest_saebench.loading.model import check_hook
         from pytest_saebench.results import environment
 
@@ -297,14 +298,19 @@ class Runner:
         tok = model.tokenizer
         special = frozenset(i for i in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id)
                             if i is not None)
-        ctx = EvalContext(loaded=loaded, model=model, tokens=self._token_source(model, spec),
-                          device=self.device, seed=self.settings.seed, special_ids=special,
-                          dataset=spec, memo=self._memo, cache=self.tensor_cache(),
-                          model_key=self._model_key(model), dataset_key=_dataset_key(spec))
-        torch.manual_seed(self.settings.seed)
         module = get_eval(name)
-        out = module.run(ctx, config)
-        res.evals[module.EVAL_TYPE_ID] = out
+        seeds = [self.settings.seed + i for i in range(max(1, self.settings.repeats))]
+        outs = []
+        for seed in seeds:
+            ctx = EvalContext(loaded=loaded, model=model,
+                              tokens=self._token_source(model, spec, seed), device=self.device,
+                              seed=seed, special_ids=special, dataset=spec, memo=self._memo,
+                              cache=self.tensor_cache(), model_key=self._model_key(model),
+                              dataset_key=_dataset_key(spec))
+            torch.manual_seed(seed)
+            outs.append(module.run(ctx, config))
+        res.evals[module.EVAL_TYPE_ID] = outs[0] if len(outs) == 1 else combine_repeats(
+            outs, seeds)
         res.seconds += time.perf_counter() - started
         self._results[(sae_id, suite)] = res
 

@@ -154,3 +154,52 @@ def test_trained_topk_checkpoint(tiny_world):
     m = run_core(tiny_world.topk).metrics
     assert m["core.sparsity.l0"] == pytest.approx(8, abs=1e-6)
     assert m[EV] > 0.7
+
+
+def test_standard_errors_shrink_as_the_token_budget_grows(tiny_world):
+    from tests.helpers import SMALL, run_core
+
+    small = run_core(tiny_world.trained, SMALL).stderr
+    big_cfg = dataclasses.replace(SMALL, n_eval_reconstruction_batches=8,
+                                  n_eval_sparsity_variance_batches=16)  # 4x the contexts
+    big = run_core(tiny_world.trained, big_cfg).stderr
+    for metric in ("core.reconstruction_quality.explained_variance", "core.sparsity.l0",
+                   "core.model_performance_preservation.ce_loss_with_sae",
+                   "core.model_behavior_preservation.kl_div_with_sae"):
+        # 4x the data: about half the standard error (allow sampling slack)
+        assert big[metric] < 0.8 * small[metric], (metric, small[metric], big[metric])
+
+
+def test_repeats_report_mean_standard_error_and_spread(tiny_world):
+    import statistics
+
+    from tests.helpers import SMALL, make_runner, run_core
+
+    ev = "core.reconstruction_quality.explained_variance"
+    singles = [run_core(tiny_world.trained, SMALL, seed=s).metrics[ev] for s in (42, 43, 44)]
+    assert len(set(singles)) == 3  # other seeds, other tokens
+    runner = make_runner(tiny_world.trained)
+    runner.settings = dataclasses.replace(runner.settings, repeats=3)
+    res = runner.results("trained").evals["core"]
+    assert res.metrics[ev] == pytest.approx(statistics.mean(singles), rel=1e-12)
+    assert res.stderr[ev] == pytest.approx(statistics.stdev(singles) / 3 ** 0.5, rel=1e-9)
+    repeats = res.unstructured["repeats"]
+    assert repeats["seeds"] == [42, 43, 44] and repeats["values"][ev] == singles
+    assert repeats["range"][ev] == pytest.approx(max(singles) - min(singles))
+    assert res.config["random_seed"] == [42, 43, 44] and res.config["repeats"] == 3
+
+
+def test_repeats_option_through_the_plugin(pytester, tiny_world):
+    from tests.conftest import SMALL_PYPROJECT
+
+    pytester.makefile(".toml", pyproject=SMALL_PYPROJECT)
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}", "--saebench-repeats=2")
+    result.assert_outcomes(passed=1)
+    import json
+
+    data = json.loads((pytester.path / "saebench-results.json").read_text())
+    core = data["saes"]["trained"]["evals"]["core"]
+    assert core["eval_config"]["repeats"] == 2
+    assert core["eval_result_unstructured"]["repeats"]["seeds"] == [42, 43]
+    bad = pytester.runpytest(f"--sae-path={tiny_world.trained}", "--saebench-repeats=0")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR

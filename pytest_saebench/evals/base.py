@@ -116,3 +116,31 @@ def mean_stderr(values: list[float]) -> tuple[float, float | None]:
         return mean, None
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, math.sqrt(var / n)
+
+
+def combine_repeats(results: list[EvalResult], seeds: list[int]) -> EvalResult:
+    """One result from the same eval run with several seeds: each metric is the mean over the
+    seeds and its stderr the standard error of that mean; every seed's value and the spread
+    are kept under ``unstructured["repeats"]``. Details come from the first seed."""
+    first = results[0]
+    out = EvalResult(first.eval_type_id, {**first.config, "random_seed": seeds,
+                                          "repeats": len(seeds)})
+    values: dict[str, list[float | None]] = {}
+    spread: dict[str, float] = {}
+    for metric in first.metrics:
+        vals = [r.metrics.get(metric) for r in results]
+        values[metric] = vals
+        if metric in first.not_computed:
+            out.metrics[metric] = None
+        elif any(v is None for v in vals):
+            out.set(metric, None, reason=next((r.reasons.get(metric) for r in results
+                                               if r.metrics.get(metric) is None), None))
+        else:
+            mean, stderr = mean_stderr([float(v) for v in vals])
+            out.set(metric, mean, stderr)
+            spread[metric] = max(vals) - min(vals)
+    out.not_computed = dict(first.not_computed)
+    out.details = first.details
+    out.unstructured = {**first.unstructured,
+                        "repeats": {"seeds": seeds, "values": values, "range": spread}}
+    return out
