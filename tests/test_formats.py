@@ -122,3 +122,59 @@ def test_unknown_dictionary_class(tiny_world, tmp_path):
     (dl / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SaebenchError, match="dict_class 'GatedAutoEncoderV9' is not supported"):
         discover(dl)
+
+
+def _fake_hf_cache(home: Path, sae_dir: Path) -> None:
+    """The layout huggingface_hub reads offline: refs/main -> snapshots/<commit>/<files>."""
+    repo = home / "hub" / "models--ctigges--pythia-70m-deduped__res-sm_processed"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    folder = repo / "snapshots" / commit / "0-res-sm"
+    folder.mkdir(parents=True)
+    for name in ("cfg.json", "sae_weights.safetensors"):
+        (folder / name).write_bytes((sae_dir / name).read_bytes())
+    d_sae = json.loads((sae_dir / "cfg.json").read_text())["d_sae"]
+    save_file({"sparsity": torch.zeros(d_sae)}, str(folder / "sparsity.safetensors"))
+
+
+SCRIPT = """
+import json, sys
+from pytest_saebench.loading.checkpoints import discover
+from pytest_saebench.errors import SaebenchError
+try:
+    ref = discover(sys.argv[1])[0]
+except SaebenchError as exc:
+    print("ERROR", exc)
+else:
+    from safetensors.torch import load_file
+    ours = load_file(str(ref.path / "sae_weights.safetensors"))
+    theirs = load_file(sys.argv[2] + "/sae_weights.safetensors")
+    same = all(bool((ours[k] == theirs[k]).all()) for k in theirs)
+    print(json.dumps({"id": ref.id, "hook": ref.hook_name, "d_in": ref.cfg["d_in"],
+                      "path": str(ref.path), "same_weights": same}))
+"""
+
+
+def test_sae_lens_release_from_the_local_cache(tiny_world, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _fake_hf_cache(tmp_path / "hf", tiny_world.trained)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    spec = "sae_lens:pythia-70m-deduped-res-sm/blocks.0.hook_resid_post"
+    out = subprocess.run([sys.executable, "-c", SCRIPT, spec, str(tiny_world.trained)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["id"] == "pythia-70m-deduped-res-sm/blocks.0.hook_resid_post"
+    assert found["hook"] == HOOK and found["same_weights"]
+    assert found["d_in"] == _weights(tiny_world.trained)["W_enc"].shape[0]
+    assert not Path(found["path"]).exists()  # the converted copy is removed at exit
+    # a release that is not cached: one clear line saying how to get it
+    out = subprocess.run([sys.executable, "-c", SCRIPT,
+                          "sae_lens:pythia-70m-deduped-res-sm/blocks.1.hook_resid_post",
+                          str(tiny_world.trained)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout.startswith("ERROR --sae-path sae_lens:pythia-70m-deduped-res-sm/blocks.1")
+    assert "must already be in the local Hugging Face cache" in out.stdout

@@ -106,6 +106,11 @@ def discover(path_arg: str | Path) -> list[CheckpointRef]:
     A sweep directory yields one checkpoint per sub-directory with a cfg.json, ids
     ``<sweep>/<relative path>`` in sorted order.
     """
+    if str(path_arg).startswith("sae_lens:"):
+        from pytest_saebench.loading.formats import convert_sae_lens_release
+
+        ref_id, converted = convert_sae_lens_release(str(path_arg))
+        return [CheckpointRef(id=ref_id, path=converted, cfg=_read_cfg(converted))]
     path = Path(path_arg).expanduser()
     if not path.exists():
         raise SaebenchError(f"--sae-path {path_arg}: no such file or directory")

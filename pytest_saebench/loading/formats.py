@@ -3,6 +3,8 @@
 - dictionary_learning: ``ae.pt`` (a state dict, read with ``torch.load(weights_only=True)``,
   so nothing but tensors is ever unpickled) plus ``config.json`` with a ``trainer`` table;
   classes AutoEncoder, AutoEncoderTopK, BatchTopKSAE and JumpReluAutoEncoder.
+- ``sae_lens:RELEASE/SAE_ID``: a pretrained SAELens release, loaded with
+  ``SAE.from_pretrained`` from the local Hugging Face cache (offline runs cannot download).
 - raw: one ``.safetensors`` file holding ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec`` (and
   ``threshold`` for JumpReLU) next to one JSON config with ``d_in``, ``d_sae``, ``hook_name``
   and optionally ``model_name``, ``architecture`` and ``k``.
@@ -61,6 +63,7 @@ def raw_files(path: Path) -> tuple[Path, Path] | None:
 
 
 def _out_dir(*sources: Path) -> Path:
+    """A fresh directory for a converted copy, named by the sources' content."""
     if not _ROOT:
         _ROOT.append(Path(tempfile.mkdtemp(prefix="saebench-converted-")))
         atexit.register(shutil.rmtree, _ROOT[0], True)
@@ -176,3 +179,36 @@ def convert_raw(weights: Path, cfg_path: Path) -> Path:
     if arch == "topk":
         cfg["k"] = int(raw["k"])
     return _write(_out_dir(weights, cfg_path), {k: tensors[k].float() for k in need}, cfg)
+
+
+SAE_LENS_PREFIX = "sae_lens:"
+
+
+def convert_sae_lens_release(spec: str) -> tuple[str, Path]:
+    """``(id, SAELens directory)`` for ``sae_lens:RELEASE/SAE_ID`` (the id may hold ``/``)."""
+    import os
+    import warnings
+
+    release, _, sae_id = spec[len(SAE_LENS_PREFIX):].partition("/")
+    if not release or not sae_id:
+        raise SaebenchError(f"--sae-path {spec}: expected sae_lens:RELEASE/SAE_ID, e.g. "
+                            "sae_lens:pythia-70m-deduped-res-sm/blocks.3.hook_resid_post")
+    try:
+        from sae_lens import SAE
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sae = SAE.from_pretrained(release, sae_id, device="cpu")
+    except Exception as exc:  # unknown release/id, or not in the offline cache
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        hint = (" With HF_HUB_OFFLINE=1 it must already be in the local Hugging Face cache: "
+                f"download it once with SAE.from_pretrained('{release}', '{sae_id}')."
+                if offline else "")
+        raise SaebenchError(f"--sae-path {spec}: sae_lens cannot load it "
+                            f"({type(exc).__name__}: {first}).{hint}") from None
+    if not _ROOT:
+        _out_dir()
+    out = _ROOT[0] / hashlib.sha256(spec.encode()).hexdigest()[:20]
+    sae.save_model(out)
+    return f"{release}/{sae_id}", out
