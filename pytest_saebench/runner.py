@@ -47,14 +47,20 @@ class Runner:
     # -- environment -------------------------------------------------------------------
     @property
     def device(self) -> str:
-        """The torch device: ``--saebench-device`` or cuda when available, else cpu."""
+        """The torch device: ``--saebench-device``, else cuda when available (one GPU per
+        pytest-xdist worker: ``gwN`` gets ``cuda:N mod count``), else cpu."""
         if self._device is None:
             if self.settings.device != "auto":
                 self._device = self.settings.device
             else:
                 import torch
 
-                self._device = "cuda" if torch.cuda.is_available() else "cpu"
+                self._device = "cpu"
+                if torch.cuda.is_available():
+                    worker = self.worker_id.removeprefix("gw")
+                    count = torch.cuda.device_count()
+                    self._device = (f"cuda:{int(worker) % count}" if worker.isdigit()
+                                    and count > 1 else "cuda")
         return self._device
 
     def errors(self) -> dict[str, str]:

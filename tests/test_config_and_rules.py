@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_saebench.config import build_settings, read_file_config
+from pytest_saebench.config import Settings, build_settings, read_file_config
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.evals import metric_registry
 from pytest_saebench.evals.base import grouped_jackknife
@@ -186,3 +186,19 @@ def test_scr_and_tpp_gates_warn_by_default(tmp_path):
     assert severity == {"tpp.tpp_metrics.tpp_threshold_10_total_metric": "warn",
                         "core.sparsity.l0": "error",
                         "scr.scr_metrics.scr_metric_threshold_10": "error"}
+
+
+def test_one_gpu_per_xdist_worker(monkeypatch):
+    import torch
+
+    from pytest_saebench.runner import Runner
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    devices = []
+    for worker in ("main", "gw0", "gw1", "gw2"):
+        runner = Runner(Settings(sae_paths=("x",), device="auto"), [], {}, None)
+        runner.worker_id = worker
+        devices.append(runner.device)
+    assert devices == ["cuda", "cuda:0", "cuda:1", "cuda:0"]
+    assert Runner(Settings(device="cpu"), [], {}, None).device == "cpu"
