@@ -298,20 +298,24 @@ class Runner:
                                              self.settings.seed))
         started = time.perf_counter()
         loaded = self.loaded_sae(sae_id)
-        model = self.model_for(sae_id)
-        check_hook(model, loaded.hook, loaded.d_in, str(ref.path))
-        spec = self.dataset_for(sae_id)
-        tok = model.tokenizer
-        special = frozenset(i for i in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id)
-                            if i is not None)
         module = get_eval(name)
+        spec = self.dataset_for(sae_id)
+        if getattr(module, "NEEDS_MODEL", True):
+            model = self.model_for(sae_id)
+            check_hook(model, loaded.hook, loaded.d_in, str(ref.path))
+            tok = model.tokenizer
+            special = frozenset(i for i in (tok.pad_token_id, tok.eos_token_id,
+                                            tok.bos_token_id) if i is not None)
+        else:  # e.g. synthetic ground truth: the checkpoint alone is evaluated
+            model, special = None, frozenset()
         seeds = [self.settings.seed + i for i in range(max(1, self.settings.repeats))]
         outs = []
         for seed in seeds:
             ctx = EvalContext(loaded=loaded, model=model,
                               tokens=self._token_source(model, spec, seed), device=self.device,
                               seed=seed, special_ids=special, dataset=spec, memo=self._memo,
-                              cache=self.tensor_cache(), model_key=self._model_key(model),
+                              cache=self.tensor_cache(),
+                              model_key=self._model_key(model) if model is not None else "",
                               dataset_key=_dataset_key(spec))
             torch.manual_seed(seed)
             outs.append(module.run(ctx, config))

@@ -9,9 +9,10 @@ from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.evals import EVAL_MODULES, get_eval
 
 SUITES: dict[str, tuple[str, ...]] = {
-    "fast": ("core", "properties", "absorption", "sparse_probing"),
-    "standard": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp"),
-    "full": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp"),
+    "fast": ("core", "properties", "absorption", "sparse_probing", "synthetic"),
+    "standard": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp",
+                 "synthetic"),
+    "full": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp", "synthetic"),
 }
 
 

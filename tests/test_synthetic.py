@@ -67,3 +67,43 @@ def test_fixture_needs_no_checkpoint(pytester):
             assert synthetic_activations.activations.shape == (20000, 64)
     """)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_synthetic_eval_gates_a_checkpoint_without_a_language_model(pytester, tmp_path):
+    spec = "synthetic:n_features=64,d=32,p_active=0.03,seed=0"
+    meta = {"hook_name": "synthetic", "dataset_path": spec}
+    data = generate(CFG, n=20_000)
+    sae = T.make_sae(32, 128, "topk", k=4, metadata=meta, seed=1)
+    T.make_sae(32, 128, "topk", k=4, metadata=meta, seed=1).save_model(tmp_path / "s" / "random")
+    T.train_sae(sae, data.activations, steps=1000, l1_coefficient=0.0)
+    sae.save_model(tmp_path / "s" / "trained")
+    pytester.makefile(".toml", pyproject="""
+[tool.pytest-saebench]
+select-evals = ["synthetic"]
+[tool.pytest-saebench.thresholds]
+"synthetic.recovery.frac_recovered" = { min = 0.9 }
+""")
+    result = pytester.runpytest(f"--sae-path={tmp_path / 's'}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.re_match_lines([r"^synthetic\.recovery\.frac_recovered = 0 < min 0\.9 "
+                                  r"\(sae s/random, suite fast\)$"])
+
+
+def test_synthetic_metrics_are_not_computed_for_a_language_model_sae(tiny_world):
+    from pytest_saebench.evals.synthetic import PRESETS
+    from tests.helpers import make_runner
+
+    runner = make_runner(tiny_world.trained, synthetic=PRESETS["fast"])
+    res = runner.results("trained", ["synthetic"]).evals["synthetic"]
+    assert "not trained on synthetic data" in res.not_computed["synthetic.recovery.mcc"]
+
+
+def test_bad_synthetic_spec_names_the_field():
+    from pytest_saebench.errors import SaebenchError
+    from pytest_saebench.evals.synthetic import parse_spec
+
+    assert parse_spec("synthetic:n_features=8,d=4,p_active=0.1", "cfg").p_active == 0.1
+    with pytest.raises(SaebenchError, match="cfg: unknown synthetic field 'n_feature' "):
+        parse_spec("synthetic:n_feature=8", "cfg")
+    with pytest.raises(SaebenchError, match="field 'd' has bad value 'x'"):
+        parse_spec("synthetic:d=x", "cfg")

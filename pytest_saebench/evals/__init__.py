@@ -14,6 +14,7 @@ EVAL_MODULES: dict[str, str] = {
     "scr": "pytest_saebench.evals.scr",
     "absorption": "pytest_saebench.evals.absorption",
     "properties": "pytest_saebench.evals.properties",
+    "synthetic": "pytest_saebench.evals.synthetic",
 }
 
 # Short names users may write instead of the SAEBench eval type id.
