@@ -62,7 +62,7 @@ def parse_rules(table: Any, label: str, resolve, gated: list[str], line_of=None,
     """
     if not isinstance(table, dict):
         raise SaebenchError(f"{label}: 'regression' must be a table, e.g. "
-                            "default = {{ max_drop = 0.01 }}")
+                            "default = { max_drop = 0.01 }")
     rules: dict[str, RegressionRule] = {}
     default = None
     for name, spec in table.items():
@@ -101,7 +101,7 @@ def make_rule(metric: str, spec: dict[str, Any], where: str, source: str = "",
             raise SaebenchError(f"{where}: {key} must be a non-negative number, got {value!r}")
     if not any(k in spec for k in RULE_KEYS[:3]):
         raise SaebenchError(f"{where}: give max_drop, max_drop_pct or max_change_pct "
-                            "(e.g. {{ max_drop = 0.01 }})")
+                            "(e.g. { max_drop = 0.01 })")
     sev = spec.get("severity", severity)
     if sev not in ("error", "warn"):
         raise SaebenchError(f"{where}: severity must be 'error' or 'warn', got {sev!r}")

@@ -53,7 +53,7 @@ def test_rule_validation_names_the_key():
         make_rule(EV, {"max_dorp": 0.1}, "pyproject.toml [tool.pytest-saebench.regression]")
     with pytest.raises(SaebenchError, match="non-negative"):
         make_rule(EV, {"max_drop": -1}, "here")
-    with pytest.raises(SaebenchError, match="give max_drop"):
+    with pytest.raises(SaebenchError, match=r"give max_drop.*\(e\.g\. \{ max_drop = 0\.01 \}\)"):
         make_rule(EV, {"z": 2}, "here")
 
 

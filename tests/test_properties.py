@@ -21,7 +21,7 @@ def _inputs() -> P.Inputs:
 
 def _verdicts(sae, k=None) -> dict[str, str | None]:
     strategy = P.rows_strategy(20, CFG.max_rows)
-    return {name: P._search(fn, strategy, CFG)
+    return {name: P.search(fn, strategy, CFG)
             for name, fn in P.checks(sae, _inputs(), CFG, k).items()}
 
 

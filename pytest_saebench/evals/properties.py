@@ -97,8 +97,9 @@ class Inputs:
         return torch.stack(out).float()
 
 
-def _search(check: Callable[[list[Row]], str | None], strategy, cfg: Config) -> str | None:
-    """None if ``check`` holds on every example; else the shrunk counterexample and why."""
+def search(check: Callable[[list[Row]], str | None], strategy, cfg: Config) -> str | None:
+    """None if ``check`` holds on every generated batch; else hypothesis' shrunk
+    counterexample and what went wrong on it."""
     conf = settings(max_examples=cfg.max_examples, derandomize=True, database=None,
                     deadline=None, suppress_health_check=list(HealthCheck),
                     phases=[Phase.generate, Phase.shrink])
@@ -212,7 +213,7 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     arch = ctx.loaded.architecture
     k = int(sae.cfg.k) if arch == "topk" and getattr(sae.cfg, "k", None) else None
     reference = reference_activations(ctx, cfg)
-    found = {name: _search(fn, rows_strategy(len(reference), cfg.max_rows), cfg)
+    found = {name: search(fn, rows_strategy(len(reference), cfg.max_rows), cfg)
              for name, fn in checks(sae, Inputs(reference, ctx.seed), cfg, k).items()}
     found.update(static_checks(sae, bool(ref.meta.get("normalize_sae_decoder")), k))
     not_applicable = {
