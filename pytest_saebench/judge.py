@@ -1,0 +1,135 @@
+"""LLM judges for autointerp: a small interface and an OpenAI-compatible HTTP client.
+
+The client speaks ``POST {base_url}/chat/completions`` (OpenAI, vLLM, llama.cpp server,
+Ollama, ...) with the standard library only. It retries timeouts, connection errors, HTTP 429
+and 5xx and malformed replies with exponential backoff, keeps a minimum interval between
+requests, and counts requests, tokens and (given prices) cost. Configuration comes from the
+environment so keys never enter pyproject.toml:
+
+    SAEBENCH_JUDGE_URL=http://localhost:8000/v1  SAEBENCH_JUDGE_MODEL=gpt-4o-mini
+    SAEBENCH_JUDGE_KEY_ENV=OPENAI_API_KEY          (name of the variable holding the key)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pytest_saebench.errors import SaebenchError
+
+
+class JudgeError(SaebenchError):
+    """The judge could not answer after all retries."""
+
+
+class Judge(Protocol):
+    """Anything that answers a prompt with text."""
+
+    def complete(self, prompt: str, max_tokens: int = 200) -> str:
+        """The judge's reply to ``prompt``."""
+        ...
+
+
+@dataclass
+class Usage:
+    """What the judge cost so far."""
+
+    requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class OpenAICompatibleJudge:
+    """Chat-completions client with retries, backoff, rate limiting and accounting."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    timeout_s: float = 30.0
+    max_retries: int = 4
+    backoff_s: float = 0.5
+    min_interval_s: float = 0.0
+    usd_per_1k_prompt: float = 0.0
+    usd_per_1k_completion: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0.0
+
+    def complete(self, prompt: str, max_tokens: int = 200) -> str:
+        """One chat completion (temperature 0); raises :class:`JudgeError` when every attempt
+        failed, naming the last reason."""
+        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": max_tokens,
+                           "messages": [{"role": "user", "content": prompt}]}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        url = self.base_url.rstrip("/") + "/chat/completions"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.usage.retries += 1
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            self._wait_turn()
+            try:
+                request = urllib.request.Request(url, body, headers, method="POST")
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
+                    data = json.loads(reply.read().decode("utf-8"))
+                text = data["choices"][0]["message"]["content"]
+                if not isinstance(text, str):
+                    raise TypeError("content is not text")
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+                if exc.code != 429 and exc.code < 500:
+                    raise JudgeError(f"judge {url}: {last} ({exc.reason}); check the model "
+                                     "name and key") from None
+                continue
+            except (urllib.error.URLError, TimeoutError, OSError) as exc:
+                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+                continue
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                last = f"malformed reply ({type(exc).__name__}: {exc})"
+                continue
+            self._account(data.get("usage") or {})
+            return text
+        raise JudgeError(f"judge {url}: no answer after {self.max_retries + 1} attempt(s); "
+                         f"last: {last}")
+
+    def _wait_turn(self) -> None:
+        with self._lock:
+            wait = self._last + self.min_interval_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last = time.monotonic()
+            self.usage.requests += 1
+
+    def _account(self, usage: Mapping) -> None:
+        p, c = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        self.usage.prompt_tokens += p
+        self.usage.completion_tokens += c
+        self.usage.cost_usd += (p * self.usd_per_1k_prompt + c * self.usd_per_1k_completion) / 1e3
+
+
+def judge_from_env(env: Mapping[str, str] = os.environ) -> OpenAICompatibleJudge | None:
+    """The judge configured by ``SAEBENCH_JUDGE_*`` variables, or None (autointerp then skips
+    with that reason)."""
+    url, model = env.get("SAEBENCH_JUDGE_URL"), env.get("SAEBENCH_JUDGE_MODEL")
+    if not url or not model:
+        return None
+    key_var = env.get("SAEBENCH_JUDGE_KEY_ENV", "OPENAI_API_KEY")
+    return OpenAICompatibleJudge(
+        url, model, api_key=env.get(key_var),
+        min_interval_s=float(env.get("SAEBENCH_JUDGE_MIN_INTERVAL_S", "0")),
+        usd_per_1k_prompt=float(env.get("SAEBENCH_JUDGE_USD_PER_1K_PROMPT", "0")),
+        usd_per_1k_completion=float(env.get("SAEBENCH_JUDGE_USD_PER_1K_COMPLETION", "0")))
