@@ -112,12 +112,10 @@ def _compare(new_path: str, old_path: str, fail: bool, config: str | None) -> in
 
 
 def _rules(fc, registry) -> list:
-    from pytest_saebench.baseline import parse_rules
+    from pytest_saebench.config import regression_rules
 
     gated = [registry.resolve(name) for name in fc.table.get("thresholds", {})]
-    label = f"{fc.label.rsplit(']', 1)[0]}.regression]" if fc.label else "regression"
-    return list(parse_rules(fc.table.get("regression", {}), label, registry.resolve, gated,
-                            lambda key: fc.line_of(key, "regression"), str(fc.path or "")))
+    return list(regression_rules(fc, registry.resolve, gated))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,10 @@ class FileConfig:
     label: str
     text: str = ""
 
+    def section_label(self, section: str) -> str:
+        """``pyproject.toml [tool.pytest-saebench.<section>]`` for messages (or ``section``)."""
+        return f"{self.label.rsplit(']', 1)[0]}.{section}]" if self.label else section
+
     def line_of(self, key: str, section: str = "") -> int | None:
         """1-based line where ``key`` first appears (quoted or bare) in the file, inside
         ``[tool.<table>.<section>]`` when ``section`` is given."""
@@ -170,7 +174,7 @@ def _thresholds(fc: FileConfig, cli_rules: list[str], resolve,
     if not isinstance(table, dict):
         raise SaebenchError(f"{fc.label}: 'thresholds' must be a table")
     found: dict[str, Threshold] = {}
-    label = f"{fc.label.rsplit(']', 1)[0]}.thresholds]" if fc.label else "thresholds"
+    label = fc.section_label("thresholds")
     for name, spec in table.items():
         where = f"{label} '{name}'"
         if not isinstance(spec, dict):
@@ -246,12 +250,9 @@ def build_settings(
                              resolve_metric or (lambda name: name),
                              default_severity or (lambda metric: "error"))
     results_json = values["results-json"]
-    label = f"{fc.label.rsplit(']', 1)[0]}.regression]" if fc.label else "regression"
-    regressions = parse_rules(fc.table.get("regression", {}), label,
-                              resolve_metric or (lambda name: name),
-                              [t.metric for t in thresholds],
-                              lambda key: fc.line_of(key, "regression"), str(fc.path or ""),
-                              default_severity or (lambda metric: "error"))
+    regressions = regression_rules(fc, resolve_metric or (lambda name: name),
+                                   [t.metric for t in thresholds],
+                                   default_severity or (lambda metric: "error"))
     baseline, update = _baseline_paths(options, fc, env, values)
     if values["on-missing-baseline"] not in ("skip", "fail"):
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
@@ -269,6 +270,14 @@ def build_settings(
         results_json=None if results_json in ("", "none") else results_json,
         thresholds=thresholds, eval_overrides=evals, config_file=fc.path,
     )
+
+
+def regression_rules(fc: FileConfig, resolve, gated: list[str],
+                     default_severity=lambda metric: "error") -> tuple[RegressionRule, ...]:
+    """The file's ``[tool.pytest-saebench.regression]`` rules (``default`` covers ``gated``)."""
+    return parse_rules(fc.table.get("regression", {}), fc.section_label("regression"), resolve,
+                       gated, lambda key: fc.line_of(key, "regression"), str(fc.path or ""),
+                       default_severity)
 
 
 def _positive(value: Any, key: str) -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_saebench.baseline import RegressionRule, check_metric, env_differences
 from pytest_saebench.errors import SaebenchError
-from pytest_saebench.thresholds import Threshold, check
+from pytest_saebench.thresholds import Outcome, Threshold, check
 
 
 class SaebenchGateWarning(UserWarning):
@@ -92,79 +92,89 @@ class EvaluateItem(_GateItem):
         return Path(_runner(self.config).checkpoints[self.sae_id].path), None, self.name
 
 
-class ThresholdItem(_GateItem):
-    """Checks one metric of one checkpoint against inclusive bounds."""
+class _MetricGate(_GateItem):
+    """A gate on one metric of one checkpoint: shared setup, properties and outcomes."""
 
-    def __init__(self, *, threshold: Threshold, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.threshold = threshold
-        self.results = None
+    results: Any = None
 
     def setup(self) -> None:
         """Obtain the evaluation; a failed one makes this gate an error, not a failure."""
         self.results = _evaluate(self, self.sae_id)
 
-    def runtest(self) -> None:
-        """Skip if the suite does not compute the metric, else check its value."""
-        t, res = self.threshold, self.results
+    def _start(self, metric: str, limit: str) -> str:
+        """Record the gate's identity; returns the ``(sae ..., suite ...)`` context."""
         suite = _runner(self.config).settings.suite
-        context = f"(sae {self.sae_id}, suite {suite})"
-        props = [("saebench_sae", self.sae_id), ("saebench_metric", t.metric),
-                 ("saebench_suite", suite), ("limit", t.limit_text())]
-        if t.min is not None:
-            props.append(("min", repr(t.min)))
-        if t.max is not None:
-            props.append(("max", repr(t.max)))
-        self.user_properties.extend(props)
-        if not res.computed(t.metric):
-            reason = res.reason(t.metric) or _not_in_suite(t.metric, suite,
-                                                           _runner(self.config).settings)
-            self.user_properties.append(("status", "skip"))
-            pytest.skip(f"{t.metric} not computed {context}: {reason}")
-        value, stderr = res.value(t.metric), res.stderr(t.metric)
-        self.user_properties.append(("value", "null" if value is None else repr(value)))
-        if stderr is not None:
-            self.user_properties.append(("stderr", repr(stderr)))
-        outcome = check(t, value, res.reason(t.metric), context)
-        self.user_properties.append(("status", outcome.status))
+        self.user_properties.extend([("saebench_sae", self.sae_id), ("saebench_metric", metric),
+                                     ("saebench_suite", suite), ("limit", limit)])
+        return f"(sae {self.sae_id}, suite {suite})"
+
+    def _skip_unless_computed(self, metric: str, context: str) -> None:
+        """Skip, with the reason, when the run did not compute ``metric``."""
+        if not self.results.computed(metric):
+            settings = _runner(self.config).settings
+            reason = self.results.reason(metric) or _not_in_suite(metric, settings.suite,
+                                                                  settings)
+            self._skip(f"{metric} not computed {context}: {reason}")
+
+    def _conclude(self, outcome: Outcome) -> None:
+        """Record the status; fail, or warn for a warn-severity gate."""
+        self._finish(outcome.status)
         if outcome.status == "fail":
             pytest.fail(outcome.message, pytrace=False)
         if outcome.status == "warn":
             warnings.warn(SaebenchGateWarning(outcome.message), stacklevel=1)
+
+    def _finish(self, status: str) -> None:
+        self.user_properties.append(("status", status))
+
+    def _skip(self, message: str) -> None:
+        self._finish("skip")
+        pytest.skip(message)
+
+
+class ThresholdItem(_MetricGate):
+    """Checks one metric of one checkpoint against inclusive bounds."""
+
+    def __init__(self, *, threshold: Threshold, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.threshold = threshold
+
+    def runtest(self) -> None:
+        """Skip if the suite does not compute the metric, else check its value."""
+        t, res = self.threshold, self.results
+        context = self._start(t.metric, t.limit_text())
+        if t.min is not None:
+            self.user_properties.append(("min", repr(t.min)))
+        if t.max is not None:
+            self.user_properties.append(("max", repr(t.max)))
+        self._skip_unless_computed(t.metric, context)
+        value, stderr = res.value(t.metric), res.stderr(t.metric)
+        self.user_properties.append(("value", "null" if value is None else repr(value)))
+        if stderr is not None:
+            self.user_properties.append(("stderr", repr(stderr)))
+        self._conclude(check(t, value, res.reason(t.metric), context))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Location: the pyproject line of the threshold when known."""
         return _location(self, self.threshold.source)
 
 
-class RegressionItem(_GateItem):
+class RegressionItem(_MetricGate):
     """Checks one metric of one checkpoint against its value in the baseline."""
 
     def __init__(self, *, rule: RegressionRule, **kwargs: Any):
         super().__init__(**kwargs)
         self.rule = rule
-        self.results = None
-
-    def setup(self) -> None:
-        """Obtain the evaluation; a failed one makes this gate an error, not a failure."""
-        self.results = _evaluate(self, self.sae_id)
 
     def runtest(self) -> None:
         """Skip when there is nothing comparable, else apply the rule."""
         runner, rule, res = _runner(self.config), self.rule, self.results
         settings = runner.settings
-        context = f"(sae {self.sae_id}, suite {settings.suite})"
-        self.user_properties.extend([("saebench_sae", self.sae_id),
-                                     ("saebench_metric", rule.metric),
-                                     ("saebench_suite", settings.suite),
-                                     ("limit", rule.limit_text())])
+        context = self._start(rule.metric, rule.limit_text())
         if settings.update_baseline:
             self._finish("pass")
             return
-        if not res.computed(rule.metric):
-            reason = res.reason(rule.metric) or _not_in_suite(rule.metric, settings.suite,
-                                                              settings)
-            self._skip(f"{rule.metric} not computed {context}: {reason}")
+        self._skip_unless_computed(rule.metric, context)
         value, stderr = res.value(rule.metric), res.stderr(rule.metric)
         self.user_properties.append(("value", "null" if value is None else repr(value)))
         from pytest_saebench.runner import EvaluationFailed
@@ -195,19 +205,8 @@ class RegressionItem(_GateItem):
                                      else "null"))
         if stderr is not None:
             self.user_properties.append(("stderr", repr(stderr)))
-        self._finish(outcome.status)
-        if outcome.status == "fail":
-            pytest.fail(outcome.message, pytrace=False)
-        if outcome.status == "warn":
-            warnings.warn(SaebenchGateWarning(outcome.message), stacklevel=1)
+        self._conclude(outcome)
         self.user_properties.append(("message", outcome.message))
-
-    def _finish(self, status: str) -> None:
-        self.user_properties.append(("status", status))
-
-    def _skip(self, message: str) -> None:
-        self._finish("skip")
-        pytest.skip(message)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Location: the pyproject line of the rule when known."""

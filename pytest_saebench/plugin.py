@@ -115,7 +115,7 @@ def _build_runner(config: pytest.Config):
                               default_severity=lambda m: registry[m].default_severity)
     check_suite(settings.suite)
     configs = eval_configs(settings.suite, dict(settings.eval_overrides),
-                           f"{fc.label.rsplit(']', 1)[0]}.evals]" if fc.label else "evals",
+                           fc.section_label("evals"),
                            settings.select_evals)
     settings = dataclasses.replace(settings, thresholds=settings.thresholds + default_thresholds(
         registry, configs, settings.thresholds))

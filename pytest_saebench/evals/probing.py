@@ -115,6 +115,14 @@ def memo_key(ctx, eval_name: str, cfg: object, dataset: str) -> str:
     return f"{eval_name}/{id(ctx.model)}/{ctx.loaded.hook.name}/{dataset}/{ctx.seed}/{digest}"
 
 
+def memoized(ctx, eval_name: str, cfg: object, dataset: str, compute) -> dict:
+    """``compute()`` once per run for this eval, config and data (see :func:`memo_key`)."""
+    key = memo_key(ctx, eval_name, cfg, dataset)
+    if key not in ctx.memo:
+        ctx.memo[key] = compute()
+    return ctx.memo[key]
+
+
 def text_activations(ctx, texts: list[str], context_length: int, batch_size: int,
                      split: str) -> dict[str, torch.Tensor]:
     """``{split}_acts`` (masked ``[N, C, D]``), ``{split}_pooled`` and

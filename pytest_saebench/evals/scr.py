@@ -96,9 +96,12 @@ def _tasks(n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _llm_side(ctx: EvalContext, cfg: Config, pair: tuple[str, str]) -> dict:
-    key = probing.memo_key(ctx, "scr", cfg, "/".join(pair))
-    if key in ctx.memo:
-        return ctx.memo[key]
+    """Activations of the four quadrants and the G/R/S probes, shared by every checkpoint."""
+    return probing.memoized(ctx, "scr", cfg, "/".join(pair),
+                            lambda: _compute_llm_side(ctx, cfg, pair))
+
+
+def _compute_llm_side(ctx: EvalContext, cfg: Config, pair: tuple[str, str]) -> dict:
     n = {"train": cfg.train_set_size // 4, "test": cfg.test_set_size // 4}
     quads = _quadrants(*pair, n["train"], n["test"], ctx.seed)
     side: dict = {}
@@ -115,7 +118,6 @@ def _llm_side(ctx: EvalContext, cfg: Config, pair: tuple[str, str]) -> dict:
             probing.derive_seed(ctx.seed, "scr", *pair, name), lr=cfg.probe_lr,
             epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size,
             patience=cfg.probe_epochs, l1=cfg.probe_l1_penalty)
-    ctx.memo[key] = side
     return side
 
 

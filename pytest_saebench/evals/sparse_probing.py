@@ -61,9 +61,11 @@ METRICS: tuple[MetricSpec, ...] = (
 
 def _llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     """Pooled LLM activations, raw activations and LLM probe results for one dataset."""
-    key = probing.memo_key(ctx, "sparse_probing", cfg, name)
-    if key in ctx.memo:
-        return ctx.memo[key]
+    return probing.memoized(ctx, "sparse_probing", cfg, name,
+                            lambda: _compute_llm_side(ctx, cfg, name))
+
+
+def _compute_llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     side = probing.labeled_activations(ctx, name, CLASSES[name], cfg.probe_train_set_size // 2,
                                        cfg.probe_test_set_size // 2, cfg.context_length,
                                        cfg.llm_batch_size)
@@ -78,7 +80,6 @@ def _llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     table = ctx.cache.get("sparse-probing-llm", parts, probe_llm)["llm"].tolist()
     side["llm"] = {c: dict(zip(keys, table[i], strict=True))
                    for i, c in enumerate(side["classes"])}
-    ctx.memo[key] = side
     return side
 
 

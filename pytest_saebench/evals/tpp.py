@@ -62,9 +62,10 @@ METRICS: tuple[MetricSpec, ...] = tuple(
 
 def _llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     """Pooled activations and one probe per class, shared by every checkpoint."""
-    key = probing.memo_key(ctx, "tpp", cfg, name)
-    if key in ctx.memo:
-        return ctx.memo[key]
+    return probing.memoized(ctx, "tpp", cfg, name, lambda: _compute_llm_side(ctx, cfg, name))
+
+
+def _compute_llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     side = probing.labeled_activations(ctx, name, CLASSES[name], cfg.train_set_size // 2,
                                        cfg.test_set_size // 2, cfg.context_length,
                                        cfg.llm_batch_size)
@@ -76,7 +77,6 @@ def _llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
             probing.derive_seed(ctx.seed, name, c, "tpp-probe"), lr=cfg.probe_lr,
             epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size,
             patience=cfg.probe_epochs, l1=cfg.probe_l1_penalty)
-    ctx.memo[key] = side
     return side
 
 
