@@ -133,3 +133,84 @@ def judge_from_env(env: Mapping[str, str] = os.environ) -> OpenAICompatibleJudge
         min_interval_s=float(env.get("SAEBENCH_JUDGE_MIN_INTERVAL_S", "0")),
         usd_per_1k_prompt=float(env.get("SAEBENCH_JUDGE_USD_PER_1K_PROMPT", "0")),
         usd_per_1k_completion=float(env.get("SAEBENCH_JUDGE_USD_PER_1K_COMPLETION", "0")))
+
+
+@dataclass
+class TransformersJudge:
+    """A local causal LM from ``transformers`` (a directory, or a name in the local HF cache),
+    decoded greedily; usage counts tokens, cost stays 0. Offline and deterministic, but a small
+    model is a weak judge: use it for plumbing and for comparing checkpoints, not for absolute
+    scores."""
+
+    model_path: str
+    device: str = "cpu"
+    usage: Usage = field(default_factory=Usage)
+
+    def __post_init__(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            self._tok = AutoTokenizer.from_pretrained(self.model_path)
+            self._model = AutoModelForCausalLM.from_pretrained(self.model_path).to(self.device)
+        except (OSError, ValueError) as exc:
+            raise JudgeError(f"judge 'transformers:{self.model_path}': cannot load it offline "
+                             f"({exc}); give a local model directory") from None
+        self._model.eval()
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """What results record as the judge."""
+        return f"transformers:{self.model_path}"
+
+    def complete(self, prompt: str, max_tokens: int = 200) -> str:
+        """Greedy continuation of ``prompt`` (chat template applied when the model has one)."""
+        import torch
+
+        tok = self._tok
+        if getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template([{"role": "user", "content": prompt}],
+                                          add_generation_prompt=True, return_tensors="pt",
+                                          return_dict=True)["input_ids"]
+        else:
+            ids = tok(prompt, return_tensors="pt")["input_ids"]
+        ids = ids.to(self.device)
+        with self._lock, torch.inference_mode():
+            out = self._model.generate(ids, attention_mask=torch.ones_like(ids),
+                                       max_new_tokens=max_tokens, do_sample=False,
+                                       pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        new = out[0, ids.shape[1]:]
+        self.usage.requests += 1
+        self.usage.prompt_tokens += int(ids.shape[1])
+        self.usage.completion_tokens += int(new.shape[0])
+        return tok.decode(new, skip_special_tokens=True)
+
+
+NO_JUDGE = ("no autointerp judge configured: set SAEBENCH_JUDGE_URL and SAEBENCH_JUDGE_MODEL "
+            "(any OpenAI-compatible endpoint), set [tool.pytest-saebench.evals.autointerp] "
+            "judge = \"transformers:<local model dir>\", or return a judge from the "
+            "pytest_saebench_autointerp_judge hook in conftest.py")
+
+
+def judge_name(judge: Judge) -> str:
+    """A judge's name for ``eval_config``: its ``name``, its model, or its class."""
+    name = getattr(judge, "name", None) or getattr(judge, "model", None)
+    if isinstance(name, str) and name:
+        base = getattr(judge, "base_url", "")
+        return f"{name} @ {base}" if base else name
+    return type(judge).__name__
+
+
+def resolve_judge(spec: str, from_hook: Judge | None = None,
+                  env: Mapping[str, str] = os.environ, device: str = "cpu") -> Judge | None:
+    """The judge to use: one given by the plugin hook, else ``spec``
+    (``"transformers:<dir>"``), else the ``SAEBENCH_JUDGE_*`` environment; None when none is
+    configured (the eval then skips with :data:`NO_JUDGE`)."""
+    if from_hook is not None:
+        return from_hook
+    if spec.startswith("transformers:"):
+        return TransformersJudge(spec.split(":", 1)[1], device=device)
+    if spec not in ("", "env"):
+        raise JudgeError(f"autointerp judge = {spec!r}: expected \"\", \"env\" or "
+                         "\"transformers:<local model dir>\"")
+    return judge_from_env(env)

@@ -67,6 +67,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="results JSON path (default: saebench-results.json; 'none' disables)")
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Register pytest-saebench's own hooks (``hookspecs.py``)."""
+    from pytest_saebench import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker and fixtures; build the runner only when asked to evaluate."""
     config.addinivalue_line(
@@ -80,6 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"pytest-saebench: {exc}") from None
     if runner is not None:
         config.stash[RUNNER_KEY] = runner
+        runner.judge_provider = lambda: config.hook.pytest_saebench_autointerp_judge(
+            config=config)
         workerinput = getattr(config, "workerinput", None)
         if workerinput is not None and workerinput.get("saebench_shared_dir"):
             runner.shared_dir = Path(workerinput["saebench_shared_dir"])

@@ -43,6 +43,9 @@ class Runner:
         self.shared_dir: Path | None = None
         self.worker_id = "main"
         self.evaluation_counts: dict[str, int] = {}
+        # Set by the plugin: asks conftest.py's pytest_saebench_autointerp_judge hook.
+        self.judge_provider: Any = None
+        self._judge: list[Any] = []
 
     # -- environment -------------------------------------------------------------------
     @property
@@ -276,6 +279,12 @@ class Runner:
                 self._failures[(sae_id, suite, "*")] = SaebenchError(stored)
         return shared.evaluation_counts(self.shared_dir)
 
+    def judge(self) -> Any:
+        """The hook's autointerp judge (asked once per run, so usage accumulates), or None."""
+        if not self._judge:
+            self._judge.append(self.judge_provider() if self.judge_provider else None)
+        return self._judge[0]
+
     def _eval_type(self, name: str) -> str:
         from pytest_saebench.evals import get_eval
 
@@ -316,7 +325,7 @@ class Runner:
                               seed=seed, special_ids=special, dataset=spec, memo=self._memo,
                               cache=self.tensor_cache(),
                               model_key=self._model_key(model) if model is not None else "",
-                              dataset_key=_dataset_key(spec))
+                              dataset_key=_dataset_key(spec), judge=self.judge)
             torch.manual_seed(seed)
             outs.append(module.run(ctx, config))
         res.evals[module.EVAL_TYPE_ID] = outs[0] if len(outs) == 1 else combine_repeats(

@@ -11,8 +11,9 @@ from pytest_saebench.evals import EVAL_MODULES, get_eval
 SUITES: dict[str, tuple[str, ...]] = {
     "fast": ("core", "properties", "absorption", "sparse_probing", "synthetic"),
     "standard": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp",
-                 "synthetic"),
-    "full": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp", "synthetic"),
+                 "synthetic", "autointerp"),
+    "full": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp", "synthetic",
+             "autointerp"),
 }
 
 

@@ -15,6 +15,7 @@ EVAL_MODULES: dict[str, str] = {
     "absorption": "pytest_saebench.evals.absorption",
     "properties": "pytest_saebench.evals.properties",
     "synthetic": "pytest_saebench.evals.synthetic",
+    "autointerp": "pytest_saebench.evals.autointerp",
 }
 
 # Short names users may write instead of the SAEBench eval type id.

@@ -35,6 +35,8 @@ class EvalContext:
     cache: TensorCache = field(default_factory=lambda: TensorCache(None))
     model_key: str = ""
     dataset_key: str = ""  # the dataset plus what identifies its content (size, mtime)
+    # Returns the run's autointerp judge from the plugin hook (None: not configured there).
+    judge: Callable[[], Any] | None = None
 
     def cache_parts(self, **extra: Any) -> dict[str, Any]:
         """What SAE-independent work depends on, plus ``extra``; never the checkpoint."""
