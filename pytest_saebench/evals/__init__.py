@@ -16,6 +16,7 @@ EVAL_MODULES: dict[str, str] = {
     "properties": "pytest_saebench.evals.properties",
     "synthetic": "pytest_saebench.evals.synthetic",
     "autointerp": "pytest_saebench.evals.autointerp",
+    "ravel": "pytest_saebench.evals.ravel",
 }
 
 # Short names users may write instead of the SAEBench eval type id.

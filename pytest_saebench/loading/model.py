@@ -91,7 +91,8 @@ def resolve_model_name(option: str, checkpoint_model: str | None, checkpoint: st
 def load_model(
     name: str, device: str, dtype: str, from_pretrained_kwargs: dict[str, Any] | None = None
 ) -> HookedTransformer:
-    """Load ``name``: a local model directory, a registered name, or a TransformerLens name.
+    """Load ``name``: a local model directory, a registered name (``saebench-reference``,
+    ``smollm2-135m``), or a TransformerLens name.
 
     TransformerLens names load from the local HF cache; with ``HF_HUB_OFFLINE=1`` a model
     that is not cached fails with a message saying so.
@@ -99,6 +100,10 @@ def load_model(
     path = Path(name).expanduser()
     if name in LOCAL_MODELS:
         path = LOCAL_MODELS[name]
+    elif name == "smollm2-135m":
+        from pytest_saebench.loading import smollm2
+
+        path = smollm2.local_dir()
     if (path / TL_CONFIG_FILE).is_file():
         return load_local_model(path, device, dtype)
     if path.exists():

