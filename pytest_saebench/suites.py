@@ -13,7 +13,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "standard": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp",
                  "synthetic", "autointerp"),
     "full": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp", "synthetic",
-             "autointerp", "ravel"),
+             "autointerp", "ravel", "unlearning"),
 }
 
 

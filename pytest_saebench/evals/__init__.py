@@ -17,6 +17,7 @@ EVAL_MODULES: dict[str, str] = {
     "synthetic": "pytest_saebench.evals.synthetic",
     "autointerp": "pytest_saebench.evals.autointerp",
     "ravel": "pytest_saebench.evals.ravel",
+    "unlearning": "pytest_saebench.evals.unlearning",
 }
 
 # Short names users may write instead of the SAEBench eval type id.

