@@ -224,15 +224,19 @@ def score_attribute(ctx: EvalContext, cfg: Config, known: list[Prompt], cause: s
             opt.step()
             step += 1
     hard = (logits.detach() > 0).float()
-    hits = {True: [], False: []}
+    hits: dict[bool, list[bool]] = {True: [], False: []}
+    kept: list[bool] = []  # mask 0: the base answer survives the SAE's reconstruction alone
     with torch.no_grad():
         for i in range(0, len(test), bs):
             batch = test[i:i + bs]
             pred = _intervened_logits(ctx, batch, hard, pad).argmax(-1).cpu()
-            for (_, _, t, is_cause), p in zip(batch, pred, strict=True):
+            plain = _intervened_logits(ctx, batch, torch.zeros_like(hard), pad).argmax(-1)
+            for (base, _, t, is_cause), p, q in zip(batch, pred, plain.cpu(), strict=True):
                 hits[is_cause].append(int(p) == t)
+                kept.append(int(q) == base.answer)
     return {"cause": float(np.mean(hits[True])) if hits[True] else float("nan"),
             "isolation": float(np.mean(hits[False])) if hits[False] else float("nan"),
+            "answers_kept_by_reconstruction": float(np.mean(kept)) if kept else float("nan"),
             "n_train": len(train), "n_test": len(test), "latents_in_mask": int(hard.sum())}
 
 
