@@ -79,7 +79,8 @@ class OpenAICompatibleJudge:
         last = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
-                self.usage.retries += 1
+                with self._lock:
+                    self.usage.retries += 1
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             self._wait_turn()
             try:
@@ -116,9 +117,11 @@ class OpenAICompatibleJudge:
 
     def _account(self, usage: Mapping) -> None:
         p, c = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-        self.usage.prompt_tokens += p
-        self.usage.completion_tokens += c
-        self.usage.cost_usd += (p * self.usd_per_1k_prompt + c * self.usd_per_1k_completion) / 1e3
+        with self._lock:  # autointerp calls the judge from several threads
+            self.usage.prompt_tokens += p
+            self.usage.completion_tokens += c
+            self.usage.cost_usd += (p * self.usd_per_1k_prompt
+                                    + c * self.usd_per_1k_completion) / 1e3
 
 
 def judge_from_env(env: Mapping[str, str] = os.environ) -> OpenAICompatibleJudge | None:
@@ -179,10 +182,10 @@ class TransformersJudge:
             out = self._model.generate(ids, attention_mask=torch.ones_like(ids),
                                        max_new_tokens=max_tokens, do_sample=False,
                                        pad_token_id=tok.pad_token_id or tok.eos_token_id)
-        new = out[0, ids.shape[1]:]
-        self.usage.requests += 1
-        self.usage.prompt_tokens += int(ids.shape[1])
-        self.usage.completion_tokens += int(new.shape[0])
+            new = out[0, ids.shape[1]:]
+            self.usage.requests += 1
+            self.usage.prompt_tokens += int(ids.shape[1])
+            self.usage.completion_tokens += int(new.shape[0])
         return tok.decode(new, skip_special_tokens=True)
 
 

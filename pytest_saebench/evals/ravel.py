@@ -128,8 +128,7 @@ def knowledge(ctx: EvalContext, cfg: Config) -> dict[str, Any]:
     for i in range(0, len(prompts), cfg.llm_batch_size):
         chunk = prompts[i:i + cfg.llm_batch_size]
         tokens, last = _batch(chunk, pad)
-        logits = ctx.model(tokens.to(ctx.device))
-        top = logits[torch.arange(len(chunk)), last.to(ctx.device)].argmax(-1).cpu()
+        top = last_logits(ctx.model, tokens.to(ctx.device), last).argmax(-1).cpu()
         correct += [int(t) == p.answer for t, p in zip(top, chunk, strict=True)]
     known = [p for p, ok in zip(prompts, correct, strict=True) if ok]
     summary = {}
@@ -187,8 +186,16 @@ def _intervened_logits(ctx: EvalContext, pairs: list, mask: torch.Tensor, pad: i
     mixed = sae.decode((1 - mask) * sae.encode(resid[rows, pos]) + mask * sae.encode(src))
     resid = resid.clone()
     resid[rows, pos] = mixed.to(resid.dtype)
-    logits = ctx.model(resid, start_at_layer=hook.start_layer)
-    return logits[rows, base_last.to(ctx.device)]
+    return last_logits(ctx.model, resid, base_last, start_at_layer=hook.start_layer)
+
+
+def last_logits(model, inputs: torch.Tensor, last: torch.Tensor,
+                start_at_layer: int | None = None) -> torch.Tensor:
+    """Logits at each row's ``last`` position only: the blocks run on every position, the
+    final norm and the (49k-wide, for SmolLM2) unembedding only where they are read."""
+    resid = model(inputs, start_at_layer=start_at_layer, stop_at_layer=model.cfg.n_layers)
+    picked = resid[torch.arange(resid.shape[0]), last.to(resid.device)]
+    return model.unembed(model.ln_final(picked[:, None, :]))[:, 0]
 
 
 def _resid(ctx: EvalContext, tokens: torch.Tensor, hook: HookSpec) -> torch.Tensor:
