@@ -147,24 +147,27 @@ class TransformersJudge:
 
     model_path: str
     device: str = "cpu"
+    gguf_file: str | None = None  # a GGUF file inside model_path, dequantised on load
+    label: str = ""
     usage: Usage = field(default_factory=Usage)
 
     def __post_init__(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        extra = {"gguf_file": self.gguf_file} if self.gguf_file else {}
         try:
-            self._tok = AutoTokenizer.from_pretrained(self.model_path)
-            self._model = AutoModelForCausalLM.from_pretrained(self.model_path).to(self.device)
+            self._tok = AutoTokenizer.from_pretrained(self.model_path, **extra)
+            self._model = AutoModelForCausalLM.from_pretrained(self.model_path, **extra)
         except (OSError, ValueError) as exc:
-            raise JudgeError(f"judge 'transformers:{self.model_path}': cannot load it offline "
-                             f"({exc}); give a local model directory") from None
-        self._model.eval()
+            raise JudgeError(f"judge '{self.name}': cannot load it offline ({exc}); give a "
+                             "local model directory") from None
+        self._model.to(self.device).eval()
         self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
         """What results record as the judge."""
-        return f"transformers:{self.model_path}"
+        return self.label or f"transformers:{self.model_path}"
 
     def complete(self, prompt: str, max_tokens: int = 200) -> str:
         """Greedy continuation of ``prompt`` (chat template applied when the model has one)."""
@@ -191,8 +194,8 @@ class TransformersJudge:
 
 NO_JUDGE = ("no autointerp judge configured: set SAEBENCH_JUDGE_URL and SAEBENCH_JUDGE_MODEL "
             "(any OpenAI-compatible endpoint), set [tool.pytest-saebench.evals.autointerp] "
-            "judge = \"transformers:<local model dir>\", or return a judge from the "
-            "pytest_saebench_autointerp_judge hook in conftest.py")
+            "judge = \"transformers:<local model dir>\" (or \"smollm2-135m\"), or return a "
+            "judge from the pytest_saebench_autointerp_judge hook in conftest.py")
 
 
 def judge_name(judge: Judge) -> str:
@@ -213,7 +216,13 @@ def resolve_judge(spec: str, from_hook: Judge | None = None,
         return from_hook
     if spec.startswith("transformers:"):
         return TransformersJudge(spec.split(":", 1)[1], device=device)
+    if spec == "smollm2-135m":  # offline, from PyPI; a weak judge, but a real LLM
+        from pytest_saebench.loading.smollm2 import gguf_path
+
+        gguf = gguf_path()
+        return TransformersJudge(str(gguf.parent), device=device, gguf_file=gguf.name,
+                                 label="smollm2-135m (SmolLM2-135M-Instruct, GGUF Q4_1)")
     if spec not in ("", "env"):
-        raise JudgeError(f"autointerp judge = {spec!r}: expected \"\", \"env\" or "
-                         "\"transformers:<local model dir>\"")
+        raise JudgeError(f"autointerp judge = {spec!r}: expected \"\", \"env\", "
+                         "\"smollm2-135m\" or \"transformers:<local model dir>\"")
     return judge_from_env(env)

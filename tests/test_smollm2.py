@@ -124,3 +124,13 @@ def test_ravel_reports_knowledge_and_prefers_the_trained_sae(model, random_sae):
         kept[name] = sum(a["answers_kept_by_reconstruction"] for a in per) / len(per)
     assert 0 <= scores["random"] < scores["trained"] <= 1, scores
     assert kept["trained"] > kept["random"], kept
+
+
+def test_smollm2_is_an_offline_autointerp_judge():
+    from pytest_saebench.judge import resolve_judge
+
+    judge = resolve_judge("smollm2-135m")
+    reply = judge.complete("What is the capital of France? Answer with one word.", max_tokens=8)
+    assert "Paris" in reply
+    assert judge.usage.requests == 1 and 0 < judge.usage.completion_tokens <= 8
+    assert judge.name.startswith("smollm2-135m")

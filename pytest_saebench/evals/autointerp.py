@@ -2,9 +2,10 @@
 excerpts make it fire? (METRICS.md §8, after arXiv 2410.13928.)
 
 The judge comes from the ``pytest_saebench_autointerp_judge`` hook, from the ``judge``
-setting (``"transformers:<local model dir>"``) or from the ``SAEBENCH_JUDGE_*`` environment
-(any OpenAI-compatible endpoint). Without one every metric is "not computed" with the reason:
-a score is never invented. What we do differently from SAEBench, and why:
+setting (``"transformers:<local model dir>"`` or ``"smollm2-135m"``) or from the
+``SAEBENCH_JUDGE_*`` environment (any OpenAI-compatible endpoint). Without one every metric
+is "not computed" with the reason: a score is never invented. What we do differently from
+SAEBench, and why:
 
 - Random scoring excerpts are labelled by the latent's real activations. SAEBench gives them
   all-zero activations, so it calls them inactive even where the latent fires, and a judge
@@ -57,7 +58,7 @@ class Config:
     n_iw_sampled_ex_for_scoring: int = 2
     n_random_ex_for_scoring: int = 10
     max_tokens_in_explanation: int = 30
-    judge: str = ""  # "" / "env": SAEBENCH_JUDGE_*; "transformers:<dir>": a local model
+    judge: str = ""  # "" / "env": SAEBENCH_JUDGE_*; "transformers:<dir>"; "smollm2-135m"
     judge_threads: int = 4
     random_examples_inactive: bool = False  # True: SAEBench's labelling (see module doc)
 
