@@ -30,7 +30,7 @@ import torch
 from pytest_saebench.activations import hook_activations
 from pytest_saebench.evals import autointerp_examples as ex
 from pytest_saebench.evals.base import EvalContext, EvalResult
-from pytest_saebench.judge import NO_JUDGE, Judge, judge_name, resolve_judge
+from pytest_saebench.judge import NO_JUDGE, Judge, TransformersJudge, judge_name, resolve_judge
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "autointerp"
@@ -99,20 +99,25 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
             res.set(spec.id, None, reason="no alive latents (every latent fired at most "
                                           f"{cfg.dead_latent_threshold} times)")
         return res
-    chosen = torch.tensor(latents)
-    acts = torch.cat([(codes[..., chosen.to(codes.device)].cpu()
-                       * valid[start:start + codes.shape[0], :, None])
-                      for start, codes in _codes(ctx, cfg, tokens, side)])
     piece = _piece(ctx.model.tokenizer)
     usage_before = _usage(judge)
-    jobs = [(lat, acts[..., j]) for j, lat in enumerate(latents)]
 
     def one(job: tuple[int, torch.Tensor]) -> dict[str, Any]:
         return _score_latent(judge, cfg, tokens, job[1], job[0], ctx.seed, piece)
 
-    threads = max(1, cfg.judge_threads if not cfg.judge.startswith("transformers:") else 1)
-    with ThreadPoolExecutor(threads) as pool:
-        records = list(pool.map(one, jobs))
+    threads = 1 if isinstance(judge, TransformersJudge) else max(1, cfg.judge_threads)
+    # Latents go in groups whose activations fit in MAX_ACTIVATION_BYTES: at SAEBench's budget
+    # (2M tokens, 1000 latents) all of them at once would take 8 GB.
+    group = max(1, MAX_ACTIVATION_BYTES // (tokens.numel() * 4))
+    records: list[dict[str, Any]] = []
+    for g in range(0, len(latents), group):
+        chosen = torch.tensor(latents[g:g + group])
+        acts = torch.cat([(codes[..., chosen.to(codes.device)].cpu()
+                           * valid[start:start + codes.shape[0], :, None])
+                          for start, codes in _codes(ctx, cfg, tokens, side)])
+        jobs = [(lat, acts[..., j]) for j, lat in enumerate(chosen.tolist())]
+        with ThreadPoolExecutor(threads) as pool:
+            records += list(pool.map(one, jobs))
     scored = [r["score"] for r in records if r["score"] is not None]
     res.unstructured = {"latents": records, "judge_usage": _usage_diff(judge, usage_before),
                         "n_alive": len(alive), "n_dropped": len(records) - len(scored)}
