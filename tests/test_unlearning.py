@@ -93,3 +93,18 @@ def test_sweep_runs_on_supplied_files(tmp_path, monkeypatch):
     assert len(settings) == 2 * 2 * 2
     assert all(len(s["latents"]) == s["n_features"] for s in settings)
     assert res.metrics[ul.SCORE] == pytest.approx(ul.unlearning_score(settings, 0.99))
+
+
+def test_questions_go_through_the_chat_template_when_there_is_one():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(reference.MODEL_DIR)
+    row = {"question": "Which is a bird?", "choices": ["oak", "lark", "salt", "iron"],
+           "answer": 1}
+    plain = tok.decode(ul.mcq_prompt(tok, row, (1, 0, 2, 3)))
+    assert plain == "Which is a bird?\nA. lark\nB. oak\nC. salt\nD. iron\nAnswer:"
+    tok.chat_template = ("{% for m in messages %}<user>{{ m['content'] }}</user>{% endfor %}"
+                         "{% if add_generation_prompt %}<bot>{% endif %}")
+    ids = ul.mcq_prompt(tok, row, (1, 0, 2, 3))
+    assert all(isinstance(i, int) for i in ids)
+    assert tok.decode(ids) == f"<user>{plain}</user><bot>"

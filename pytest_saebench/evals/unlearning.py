@@ -88,8 +88,10 @@ def mcq_prompt(tokenizer, row: dict[str, Any], order: tuple[int, ...]) -> list[i
     body = row["question"].strip() + "\n" + "".join(
         f"{LETTERS[i]}. {row['choices'][j]}\n" for i, j in enumerate(order)) + "Answer:"
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": body}],
-                                             add_generation_prompt=True, tokenize=True)
+        out = tokenizer.apply_chat_template([{"role": "user", "content": body}],
+                                            add_generation_prompt=True, tokenize=True,
+                                            return_dict=True)
+        return list(out["input_ids"])
     return tokenizer(body, add_special_tokens=False)["input_ids"]
 
 
@@ -105,8 +107,8 @@ def letter_ids(tokenizer) -> list[list[int]]:
 
 @torch.inference_mode()
 def predict(ctx: EvalContext, prompts: list[list[int]], hooks: list, batch: int) -> list[int]:
-    """The answer letter index the model prefers for each prompt (one at a time per length
-    group: right padding, read at each prompt's last token)."""
+    """The answer letter index the model prefers for each prompt (batches are right-padded;
+    each prompt is read at its own last token, so padding never reaches it)."""
     tok = ctx.model.tokenizer
     letters = letter_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
