@@ -29,3 +29,16 @@ def run_core(sae_dir: Path | str, cfg: Config = SMALL, seed: int = 42, **kwargs)
     runner = make_runner(sae_dir, cfg=cfg, seed=seed, **kwargs)
     sae_id = next(iter(runner.checkpoints))
     return runner.results(sae_id).evals["core"]
+
+
+def random_sae_like(trained: Path, directory: Path, seed: int) -> Path:
+    """Save to ``directory`` a randomly initialised SAE with ``trained``'s architecture,
+    shape, k and metadata (the "random SAE" a trained one must beat)."""
+    import json
+
+    from pytest_saebench import testing as T
+
+    cfg = json.loads((Path(trained) / "cfg.json").read_text())
+    T.make_sae(cfg["d_in"], cfg["d_sae"], cfg["architecture"], k=cfg.get("k", 8),
+               metadata=cfg["metadata"], seed=seed).save_model(directory)
+    return directory

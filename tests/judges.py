@@ -8,7 +8,7 @@ import json
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -42,22 +42,28 @@ class ScriptedJudge:
         return scripted_answer(prompt)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    faults: list[str] = []  # consumed one per request: "500", "malformed", "slow", "ok"
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint: ``answer(prompt)`` is the reply; ``faults`` are consumed
+    one per request ("500", "429", "401", "malformed", "slow"; anything else answers)."""
+
+    answer = staticmethod(scripted_answer)
+    faults: list[str] = []
+    seen: list[dict] = []  # request bodies and Authorization headers
 
     def do_POST(self):  # noqa: N802 - http.server API
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with _LOCK:
-            fault = _Handler.faults.pop(0) if _Handler.faults else "ok"
-        if fault == "500":
-            self.send_response(500)
+            LoopbackHandler.seen.append({"body": body, "auth": self.headers.get("Authorization")})
+            fault = LoopbackHandler.faults.pop(0) if LoopbackHandler.faults else "ok"
+        if fault in ("500", "429", "401"):
+            self.send_response(int(fault))
             self.end_headers()
             return
         if fault == "slow":
             threading.Event().wait(0.5)
         prompt = body["messages"][0]["content"]
-        reply = {"choices": [{"message": {"content": scripted_answer(prompt)}}],
-                 "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 5}}
+        reply = {"choices": [{"message": {"content": LoopbackHandler.answer(prompt)}}],
+                 "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 3}}
         data = b'{"choices": [' if fault == "malformed" else json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -72,10 +78,12 @@ _LOCK = threading.Lock()
 
 
 @contextmanager
-def judge_server(faults: list[str] | None = None) -> Iterator[str]:
-    """Serve the scripted judge on loopback; yields the ``/v1`` base URL."""
-    _Handler.faults = list(faults or [])
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def judge_server(faults: list[str] | None = None,
+                 answer: Callable[[str], str] = scripted_answer) -> Iterator[str]:
+    """Serve ``answer`` on loopback; yields the ``/v1`` base URL."""
+    LoopbackHandler.faults, LoopbackHandler.seen = list(faults or []), []
+    LoopbackHandler.answer = staticmethod(answer)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), LoopbackHandler)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:

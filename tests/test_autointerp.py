@@ -13,11 +13,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_saebench import testing as T
 from pytest_saebench.evals import autointerp as ai
 from pytest_saebench.evals import autointerp_examples as ex
 from pytest_saebench.judge import NO_JUDGE, JudgeError, OpenAICompatibleJudge, resolve_judge
-from tests.helpers import make_runner
+from tests.helpers import make_runner, random_sae_like
 from tests.judges import ScriptedJudge, judge_server
 
 GOOD = Path(__file__).parents[1] / "example_tests" / "checkpoints" / "good"
@@ -110,10 +109,7 @@ def _score(path: Path, judge, cfg: ai.Config = SMALL, seed: int = 1):
 @pytest.fixture(scope="module")
 def random_sae(tmp_path_factory) -> Path:
     """A random TopK SAE of the good example's shape, hook and model."""
-    meta = json.loads((GOOD / "cfg.json").read_text())["metadata"]
-    path = tmp_path_factory.mktemp("random_sae")
-    T.make_sae(128, 1024, "topk", k=32, metadata=meta, seed=5).save_model(path)
-    return path
+    return random_sae_like(GOOD, tmp_path_factory.mktemp("random_sae"), seed=5)
 
 
 def test_scripted_judge_over_http_scores_trained_above_random(random_sae):

@@ -3,53 +3,23 @@ from the prompt, retries on 5xx/429/timeouts/malformed replies, clear errors, ac
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from pytest_saebench.judge import JudgeError, OpenAICompatibleJudge, judge_from_env
+from tests.judges import LoopbackHandler, judge_server
 
 
-class Scripted(BaseHTTPRequestHandler):
-    """Serves the next scripted action; "ok" answers with the prompt's words reversed."""
-
-    script: list[str] = []
-    seen: list[dict] = []
-
-    def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Scripted.seen.append({"body": body, "auth": self.headers.get("Authorization")})
-        action = Scripted.script.pop(0) if Scripted.script else "ok"
-        if action in ("500", "429", "401"):
-            self.send_response(int(action))
-            self.end_headers()
-            return
-        if action == "slow":
-            time.sleep(0.5)
-        prompt = body["messages"][0]["content"]
-        reply = {"choices": [{"message": {"content": " ".join(reversed(prompt.split()))}}],
-                 "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 3}}
-        data = b"{not json" if action == "malformed" else json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):  # keep test output clean
-        pass
+def _reversed(prompt: str) -> str:
+    return " ".join(reversed(prompt.split()))
 
 
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    Scripted.script, Scripted.seen = [], []
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
+    """The loopback endpoint answering with the prompt's words reversed."""
+    with judge_server(answer=_reversed) as url:
+        yield url
 
 
 def _judge(url: str, **kw) -> OpenAICompatibleJudge:
@@ -59,7 +29,7 @@ def _judge(url: str, **kw) -> OpenAICompatibleJudge:
 def test_answer_request_and_accounting(server):
     judge = _judge(server, usd_per_1k_prompt=1.0, usd_per_1k_completion=2.0)
     assert judge.complete("latent fires on dates") == "dates on fires latent"
-    sent = Scripted.seen[0]
+    sent = LoopbackHandler.seen[0]
     assert sent["auth"] == "Bearer k" and sent["body"]["model"] == "scripted"
     assert sent["body"]["temperature"] == 0
     assert (judge.usage.requests, judge.usage.prompt_tokens, judge.usage.completion_tokens) == \
@@ -69,23 +39,23 @@ def test_answer_request_and_accounting(server):
 
 @pytest.mark.parametrize("failure", ["500", "429", "malformed", "slow"])
 def test_transient_failures_are_retried(server, failure):
-    Scripted.script = [failure, failure]
+    LoopbackHandler.faults = [failure, failure]
     judge = _judge(server, timeout_s=0.2)
     assert judge.complete("a b") == "b a"
     assert judge.usage.retries == 2 and judge.usage.requests == 3
 
 
 def test_gives_up_with_the_last_reason(server):
-    Scripted.script = ["malformed"] * 3
+    LoopbackHandler.faults = ["malformed"] * 3
     with pytest.raises(JudgeError, match=r"no answer after 3 attempt\(s\); last: malformed"):
         _judge(server, max_retries=2).complete("x")
 
 
 def test_client_errors_are_not_retried(server):
-    Scripted.script = ["401"]
+    LoopbackHandler.faults = ["401"]
     with pytest.raises(JudgeError, match="HTTP 401"):
         _judge(server).complete("x")
-    assert len(Scripted.seen) == 1
+    assert len(LoopbackHandler.seen) == 1
 
 
 def test_unreachable_server():

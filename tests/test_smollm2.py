@@ -61,12 +61,9 @@ def model():
 @pytest.fixture(scope="module")
 def random_sae(tmp_path_factory) -> Path:
     """A random TopK SAE with the trained one's shape and metadata."""
-    from pytest_saebench import testing as T
+    from tests.helpers import random_sae_like
 
-    meta = json.loads((TRAINED / "cfg.json").read_text())["metadata"]
-    path = tmp_path_factory.mktemp("smollm2_random")
-    T.make_sae(576, 2304, "topk", k=32, metadata=meta, seed=7).save_model(path)
-    return path
+    return random_sae_like(TRAINED, tmp_path_factory.mktemp("smollm2_random"), seed=7)
 
 
 def test_converted_model_is_smollm2(model):
