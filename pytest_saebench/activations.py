@@ -98,3 +98,21 @@ def clean_logits_and_activations(
 
     logits = model.run_with_hooks(tokens, fwd_hooks=[(hook.name, save)])
     return logits, flatten(store["act"]).float()
+
+
+def right_pad(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, max_len]`` right-padded tokens and each row's last real index; a causal model
+    never lets padding after a position reach it, so no attention mask is needed."""
+    tokens = torch.full((len(sequences), max(len(s) for s in sequences)), pad, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        tokens[i, :len(seq)] = torch.tensor(seq)
+    return tokens, torch.tensor([len(s) - 1 for s in sequences])
+
+
+def last_logits(model: HookedTransformer, inputs: torch.Tensor, last: torch.Tensor,
+                start_at_layer: int | None = None) -> torch.Tensor:
+    """Logits at each row's ``last`` position only: the blocks run on every position, the
+    final norm and the (49k-wide, for SmolLM2) unembedding only where they are read."""
+    resid = model(inputs, start_at_layer=start_at_layer, stop_at_layer=model.cfg.n_layers)
+    picked = resid[torch.arange(resid.shape[0]), last.to(resid.device)]
+    return model.unembed(model.ln_final(picked[:, None, :]))[:, 0]

@@ -210,16 +210,16 @@ def judge_name(judge: Judge) -> str:
 def resolve_judge(spec: str, from_hook: Judge | None = None,
                   env: Mapping[str, str] = os.environ, device: str = "cpu") -> Judge | None:
     """The judge to use: one given by the plugin hook, else ``spec``
-    (``"transformers:<dir>"``), else the ``SAEBENCH_JUDGE_*`` environment; None when none is
-    configured (the eval then skips with :data:`NO_JUDGE`)."""
+    (``"transformers:<dir>"`` or ``"smollm2-135m"``), else the ``SAEBENCH_JUDGE_*``
+    environment; None when none is configured (the eval then skips with :data:`NO_JUDGE`)."""
     if from_hook is not None:
         return from_hook
     if spec.startswith("transformers:"):
         return TransformersJudge(spec.split(":", 1)[1], device=device)
-    if spec == "smollm2-135m":  # offline, from PyPI; a weak judge, but a real LLM
-        from pytest_saebench.loading.smollm2 import gguf_path
+    from pytest_saebench.loading import smollm2
 
-        gguf = gguf_path()
+    if spec == smollm2.MODEL_NAME:  # offline, from PyPI; a weak judge, but a real LLM
+        gguf = smollm2.gguf_path()
         return TransformersJudge(str(gguf.parent), device=device, gguf_file=gguf.name,
                                  label="smollm2-135m (SmolLM2-135M-Instruct, GGUF Q4_1)")
     if spec not in ("", "env"):

@@ -12,6 +12,8 @@ from pytest_saebench.errors import SaebenchError
 from pytest_saebench.loading.checkpoints import CheckpointRef
 from pytest_saebench.results import SaeResults
 
+_UNASKED = object()  # the judge hook has not been asked yet (None is a valid answer)
+
 
 class EvaluationFailed(Exception):
     """An eval raised; dependent gates report this instead of a value."""
@@ -45,7 +47,7 @@ class Runner:
         self.evaluation_counts: dict[str, int] = {}
         # Set by the plugin: asks conftest.py's pytest_saebench_autointerp_judge hook.
         self.judge_provider: Any = None
-        self._judge: list[Any] = []
+        self._judge: Any = _UNASKED
 
     # -- environment -------------------------------------------------------------------
     @property
@@ -281,9 +283,9 @@ class Runner:
 
     def judge(self) -> Any:
         """The hook's autointerp judge (asked once per run, so usage accumulates), or None."""
-        if not self._judge:
-            self._judge.append(self.judge_provider() if self.judge_provider else None)
-        return self._judge[0]
+        if self._judge is _UNASKED:
+            self._judge = self.judge_provider() if self.judge_provider else None
+        return self._judge
 
     def _eval_type(self, name: str) -> str:
         from pytest_saebench.evals import get_eval

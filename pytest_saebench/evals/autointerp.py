@@ -18,6 +18,7 @@ SAEBench, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ import torch
 from pytest_saebench.activations import hook_activations
 from pytest_saebench.evals import autointerp_examples as ex
 from pytest_saebench.evals.base import EvalContext, EvalResult
-from pytest_saebench.judge import NO_JUDGE, Judge, TransformersJudge, judge_name, resolve_judge
+from pytest_saebench.judge import NO_JUDGE, Judge, judge_name, resolve_judge
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "autointerp"
@@ -86,7 +87,7 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     res.config["judge"] = judge_name(judge)
     n_windows = max(1, cfg.total_tokens // cfg.llm_context_size)
     tokens = ctx.tokens(n_windows, cfg.llm_context_size, ctx.loaded.ref.prepend_bos).cpu()
-    valid = ~torch.isin(tokens, torch.tensor(sorted(ctx.special_ids), dtype=torch.long))
+    valid = ctx.valid(tokens)
     side = _llm_side(ctx, cfg, tokens)
     counts = torch.zeros(ctx.loaded.d_sae, dtype=torch.int64)
     for start, codes in _codes(ctx, cfg, tokens, side):
@@ -105,7 +106,7 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     def one(job: tuple[int, torch.Tensor]) -> dict[str, Any]:
         return _score_latent(judge, cfg, tokens, job[1], job[0], ctx.seed, piece)
 
-    threads = 1 if isinstance(judge, TransformersJudge) else max(1, cfg.judge_threads)
+    threads = max(1, cfg.judge_threads)  # a local judge serialises its own calls
     # Latents go in groups whose activations fit in MAX_ACTIVATION_BYTES: at SAEBench's budget
     # (2M tokens, 1000 latents) all of them at once would take 8 GB.
     group = max(1, MAX_ACTIVATION_BYTES // (tokens.numel() * 4))
@@ -135,8 +136,8 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
 
 
 def _config_record(cfg: Config) -> dict[str, Any]:
-    out = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
-    out.pop("judge_threads")
+    out = dataclasses.asdict(cfg)
+    out.pop("judge_threads")  # does not change the results
     return out
 
 

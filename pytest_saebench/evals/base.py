@@ -38,6 +38,11 @@ class EvalContext:
     # Returns the run's autointerp judge from the plugin hook (None: not configured there).
     judge: Callable[[], Any] | None = None
 
+    def valid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """True where ``tokens`` is not a special token (BOS/EOS/PAD), on ``tokens``' device."""
+        special = torch.tensor(sorted(self.special_ids), dtype=torch.long, device=tokens.device)
+        return ~torch.isin(tokens, special)
+
     def cache_parts(self, **extra: Any) -> dict[str, Any]:
         """What SAE-independent work depends on, plus ``extra``; never the checkpoint."""
         return {"model": self.model_key or f"unhashed:{id(self.model)}",

@@ -29,11 +29,6 @@ def _tokens(ctx: EvalContext, n_total: int, context: int, lo: int, hi: int) -> t
     return ctx.tokens(n_total, context, ctx.loaded.ref.prepend_bos)[lo:hi]
 
 
-def _valid(ctx: EvalContext, tokens: torch.Tensor) -> torch.Tensor:
-    special = torch.tensor(sorted(ctx.special_ids), dtype=torch.long)
-    return ~torch.isin(tokens, special)
-
-
 def loss_side(ctx: EvalContext, n_rec: int, n_total: int, context: int, batch: int
               ) -> dict[str, torch.Tensor]:
     """Tokens, validity, activations, (clean log-probs) and clean/ablated CE-KL sums."""
@@ -50,7 +45,7 @@ def loss_side(ctx: EvalContext, n_rec: int, n_total: int, context: int, batch: i
 def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_lp: bool
                        ) -> dict[str, torch.Tensor]:
     hook, model = ctx.loaded.hook, ctx.model
-    valid = _valid(ctx, tokens)
+    valid = ctx.valid(tokens)
     rows: dict[str, list[torch.Tensor]] = {}
     for start in range(0, tokens.shape[0], batch):
         t = tokens[start:start + batch].to(ctx.device)
@@ -92,7 +87,7 @@ def variance_side(ctx: EvalContext, n_rec: int, n_var: int, context: int, batch:
 @torch.inference_mode()
 def _compute_variance_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_act: bool
                            ) -> dict[str, torch.Tensor]:
-    side = {"tokens": tokens.cpu(), "valid": _valid(ctx, tokens)}
+    side = {"tokens": tokens.cpu(), "valid": ctx.valid(tokens)}
     if keep_act:
         side["act"] = torch.cat([
             hook_activations(ctx.model, tokens[i:i + batch].to(ctx.device),

@@ -24,6 +24,7 @@ residual-stream SAE works; pairs and steps are fewer, with a larger learning rat
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pytest_saebench.activations import HookSpec
+from pytest_saebench.activations import hook_activations, last_logits, right_pad
 from pytest_saebench.evals.base import EvalContext, EvalResult
 from pytest_saebench.metrics import MetricSpec
 
@@ -104,15 +105,6 @@ def build_prompts(tokenizer, cities: list[dict[str, str]], prepend_bos: bool) ->
     return out
 
 
-def _batch(prompts: list[Prompt], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded tokens and each prompt's last index (causal: padding is never seen)."""
-    width = max(len(p.tokens) for p in prompts)
-    tokens = torch.full((len(prompts), width), pad, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        tokens[i, :len(p.tokens)] = torch.tensor(p.tokens)
-    return tokens, torch.tensor([len(p.tokens) - 1 for p in prompts])
-
-
 @torch.inference_mode()
 def knowledge(ctx: EvalContext, cfg: Config) -> dict[str, Any]:
     """Which prompts the model answers right, and its accuracy per attribute (memoized:
@@ -127,7 +119,7 @@ def knowledge(ctx: EvalContext, cfg: Config) -> dict[str, Any]:
     correct: list[bool] = []
     for i in range(0, len(prompts), cfg.llm_batch_size):
         chunk = prompts[i:i + cfg.llm_batch_size]
-        tokens, last = _batch(chunk, pad)
+        tokens, last = right_pad([p.tokens for p in chunk], pad)
         top = last_logits(ctx.model, tokens.to(ctx.device), last).argmax(-1).cpu()
         correct += [int(t) == p.answer for t, p in zip(top, chunk, strict=True)]
     known = [p for p, ok in zip(prompts, correct, strict=True) if ok]
@@ -176,32 +168,18 @@ def _intervened_logits(ctx: EvalContext, pairs: list, mask: torch.Tensor, pad: i
     """Last-position logits of each base prompt with its city token's latents mixed."""
     hook = ctx.loaded.hook
     sae = ctx.loaded.sae
-    base_tok, base_last = _batch([b for b, _, _, _ in pairs], pad)
-    src_tok, _ = _batch([s for _, s, _, _ in pairs], pad)
+    base_tok, base_last = right_pad([b.tokens for b, _, _, _ in pairs], pad)
+    src_tok, _ = right_pad([s.tokens for _, s, _, _ in pairs], pad)
     rows = torch.arange(len(pairs))
     with torch.no_grad():
-        resid = _resid(ctx, base_tok, hook)
-        src = _resid(ctx, src_tok, hook)[rows, [s.entity_pos for _, s, _, _ in pairs]]
+        resid = hook_activations(ctx.model, base_tok.to(ctx.device), hook)
+        src = hook_activations(ctx.model, src_tok.to(ctx.device), hook)[
+            rows, [s.entity_pos for _, s, _, _ in pairs]]
     pos = torch.tensor([b.entity_pos for b, _, _, _ in pairs])
     mixed = sae.decode((1 - mask) * sae.encode(resid[rows, pos]) + mask * sae.encode(src))
     resid = resid.clone()
     resid[rows, pos] = mixed.to(resid.dtype)
     return last_logits(ctx.model, resid, base_last, start_at_layer=hook.start_layer)
-
-
-def last_logits(model, inputs: torch.Tensor, last: torch.Tensor,
-                start_at_layer: int | None = None) -> torch.Tensor:
-    """Logits at each row's ``last`` position only: the blocks run on every position, the
-    final norm and the (49k-wide, for SmolLM2) unembedding only where they are read."""
-    resid = model(inputs, start_at_layer=start_at_layer, stop_at_layer=model.cfg.n_layers)
-    picked = resid[torch.arange(resid.shape[0]), last.to(resid.device)]
-    return model.unembed(model.ln_final(picked[:, None, :]))[:, 0]
-
-
-def _resid(ctx: EvalContext, tokens: torch.Tensor, hook: HookSpec) -> torch.Tensor:
-    from pytest_saebench.activations import hook_activations
-
-    return hook_activations(ctx.model, tokens.to(ctx.device), hook)
 
 
 def score_attribute(ctx: EvalContext, cfg: Config, known: list[Prompt], cause: str,
@@ -249,7 +227,7 @@ def score_attribute(ctx: EvalContext, cfg: Config, known: list[Prompt], cause: s
 
 def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     """Measure the model's knowledge, then score the SAE on each attribute it knows."""
-    res = EvalResult(EVAL_TYPE_ID, {k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
+    res = EvalResult(EVAL_TYPE_ID, dataclasses.asdict(cfg))
     if ctx.loaded.hook.start_layer is None:
         for spec in METRICS:
             res.not_computed[spec.id] = (f"ravel needs a residual-stream hook; this SAE reads "

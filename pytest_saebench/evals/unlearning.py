@@ -19,12 +19,14 @@ Without them every metric is "not computed", naming what is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from pytest_saebench.activations import hook_activations, last_logits, right_pad
 from pytest_saebench.evals.base import EvalContext, EvalResult
 from pytest_saebench.metrics import MetricSpec
 
@@ -114,13 +116,9 @@ def predict(ctx: EvalContext, prompts: list[list[int]], hooks: list, batch: int)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     out = []
     for i in range(0, len(prompts), batch):
-        chunk = prompts[i:i + batch]
-        width = max(len(p) for p in chunk)
-        tokens = torch.full((len(chunk), width), pad, dtype=torch.long)
-        for r, p in enumerate(chunk):
-            tokens[r, :len(p)] = torch.tensor(p)
-        logits = ctx.model.run_with_hooks(tokens.to(ctx.device), fwd_hooks=hooks)
-        last = logits[torch.arange(len(chunk)), [len(p) - 1 for p in chunk]]
+        tokens, at = right_pad(prompts[i:i + batch], pad)
+        with ctx.model.hooks(fwd_hooks=hooks):
+            last = last_logits(ctx.model, tokens.to(ctx.device), at)
         scores = torch.stack([last[:, ids].max(-1).values for ids in letters], -1)
         out += scores.argmax(-1).tolist()
     return out
@@ -141,7 +139,6 @@ def robust_questions(ctx: EvalContext, rows: list[dict], batch: int) -> list[dic
 
 def latent_frequencies(ctx: EvalContext, spec: str, cfg: Config) -> torch.Tensor:
     """Per-latent firing frequency over ``dataset_size`` windows of ``spec``."""
-    from pytest_saebench.activations import hook_activations
     from pytest_saebench.loading.data import load_text_dataset, token_windows
 
     ds = load_text_dataset(spec)
@@ -153,7 +150,7 @@ def latent_frequencies(ctx: EvalContext, spec: str, cfg: Config) -> torch.Tensor
         for i in range(0, tokens.shape[0], cfg.llm_batch_size):
             part = tokens[i:i + cfg.llm_batch_size].to(ctx.device)
             codes = ctx.loaded.sae.encode(hook_activations(ctx.model, part, ctx.loaded.hook))
-            valid = ~torch.isin(part, torch.tensor(sorted(ctx.special_ids), device=ctx.device))
+            valid = ctx.valid(part)
             counts += ((codes > 0) & valid[..., None]).sum((0, 1)).double().cpu()
             n += int(valid.sum())
     return counts / max(n, 1)
@@ -199,7 +196,7 @@ def unlearning_score(settings: list[dict[str, float]], side_effect_min: float) -
 
 def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     """Frequencies, robust questions, the clamping sweep and the score."""
-    res = EvalResult(EVAL_TYPE_ID, {k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
+    res = EvalResult(EVAL_TYPE_ID, dataclasses.asdict(cfg))
     why = missing_inputs(cfg, str(ctx.model.cfg.model_name))
     if why:
         res.not_computed[SCORE] = why

@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 from pytest_saebench import reference
 from pytest_saebench.activations import HookSpec, hook_activations
 from pytest_saebench.errors import SaebenchError, did_you_mean
+from pytest_saebench.loading import smollm2
 
 TL_CONFIG_FILE = "tl_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -100,9 +101,7 @@ def load_model(
     path = Path(name).expanduser()
     if name in LOCAL_MODELS:
         path = LOCAL_MODELS[name]
-    elif name == "smollm2-135m":
-        from pytest_saebench.loading import smollm2
-
+    elif name == smollm2.MODEL_NAME:
         path = smollm2.local_dir()
     if (path / TL_CONFIG_FILE).is_file():
         return load_local_model(path, device, dtype)
