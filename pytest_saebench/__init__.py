@@ -5,6 +5,6 @@ Importing this package is cheap: nothing here imports torch.
 
 from pytest_saebench.errors import SaebenchError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["SaebenchError", "__version__"]

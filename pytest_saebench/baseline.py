@@ -19,7 +19,9 @@ CKPT_PREFIX = "ckpt:"
 # Environment keys that change numbers; a difference warns but does not block the comparison.
 # Config entries that describe the checkpoint rather than how it was evaluated.
 CHECKPOINT_KEYS = frozenset({"decoder_norm_folded"})
-ENV_KEYS = ("python", "torch", "transformer_lens", "sae_lens", "device", "dtype", "platform")
+# The plugin's version is one: it changes when the embedded reference model is retrained.
+ENV_KEYS = ("python", "torch", "transformer_lens", "sae_lens", "device", "dtype", "platform",
+            "pytest_saebench")
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def environment(device: str, dtype: str, seed: int) -> dict[str, Any]:
         "python": platform.python_version(), "torch": torch.__version__,
         "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
         "sae_lens": sae_lens.__version__, "device": device, "dtype": dtype, "seed": seed,
-        "platform": platform.platform(terse=True),
+        "platform": platform.platform(terse=True), "pytest_saebench": __version__,
     }
 
 

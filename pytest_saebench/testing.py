@@ -4,6 +4,7 @@ and SAEs, all built locally in seconds with no network."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +152,16 @@ def make_sae(d_in: int, d_sae: int, architecture: str = "standard", k: int = 8,
 
 
 def train_sae(sae: SAE, acts: torch.Tensor, steps: int = 500, batch_size: int = 256,
-              lr: float = 3e-3, l1_coefficient: float = 1e-3, seed: int = 0) -> list[float]:
+              lr: float = 3e-3, l1_coefficient: float = 1e-3, seed: int = 0,
+              on_step: Callable[[int], None] | None = None) -> list[float]:
     """Train ``sae`` on ``acts`` ``[N, d_in]`` (MSE plus L1 on decoder-norm-weighted codes;
-    TopK SAEs use MSE only); returns the loss curve."""
+    TopK SAEs use MSE only); returns the loss curve. ``on_step(n)`` is called after the
+    initialisation (n = 0) and after every step, e.g. to save snapshots of one run."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         sae.b_dec.copy_(acts.mean(0))
+    if on_step:
+        on_step(0)
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
     sparse_penalty = sae.cfg.architecture() in ("standard", "gated", "jumprelu")
     losses = []
@@ -170,4 +175,6 @@ def train_sae(sae: SAE, acts: torch.Tensor, steps: int = 500, batch_size: int = 
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if on_step:
+            on_step(len(losses))
     return losses

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_saebench.evals import absorption as ab
 from tests.helpers import make_runner
@@ -47,19 +50,96 @@ def test_feature_splitting_stops_when_f1_stops_jumping():
     assert split == [3]
 
 
-def test_vocabulary_and_prompt():
-    class Tok:
-        def __len__(self):
-            return 4
+class _Tok:
+    """A tokenizer stand-in: byte-level entries plus one SentencePiece ``▁`` entry whose
+    decoder drops the space, as SentencePiece does for a lone token."""
 
-        def decode(self, ids):
-            return ["the", " Cat", "ing!", "b4"][ids[0]]
+    pieces = ["the", "Ġcat", "ing!", "b4", "▁dog", " "]
+    texts = ["the", " cat", "ing!", "b4", "dog", " "]
 
-    assert ab.vocabulary(Tok(), 10, 0) == ["Cat", "the"]
-    prompt, prefix = ab.build_prompt("dog", ["cat", "emu"], "{word} has the first letter:")
-    assert prompt == ("\ncat has the first letter: C\nemu has the first letter: E\n"
-                      "dog has the first letter:")
-    assert prefix.endswith("\ndog")
+    def __len__(self):
+        return len(self.texts)
+
+    def decode(self, ids):
+        return self.texts[ids[0]]
+
+    def convert_ids_to_tokens(self, i):
+        return self.pieces[i]
+
+
+def test_vocabulary_keeps_the_leading_space_as_saebench():
+    assert ab.vocabulary(_Tok(), 10, 0) == [" cat", " dog", "the"]
+    assert ab.labels_of([" cat", "the", " Dog"]).tolist() == [2, 19, 3]
+    prompt, prefix = ab.build_prompt(" dog", [" cat", "emu"], "{word} has the first letter:")
+    assert prompt == ("\n cat has the first letter: C\nemu has the first letter: E\n"
+                      " dog has the first letter:")
+    assert prefix.endswith("\n dog")
+
+
+def test_sample_is_letter_stratified():
+    def names(letter, n, space=""):
+        return [space + letter + chr(97 + i // 26) + chr(97 + i % 26) for i in range(n)]
+
+    words = names("a", 50) + names("b", 2) + names("b", 1, " ") + names("c", 20)
+    sample = ab.stratified_sample(words, 30, seed=1)
+    by_letter = {c: sum(w.strip()[0] == c for w in sample) for c in "abc"}
+    assert by_letter == {"a": 14, "b": 3, "c": 13}  # b is short; a and c share the rest
+    assert sample == sorted(sample) == ab.stratified_sample(words, 30, seed=1)
+    assert sample != ab.stratified_sample(words, 30, seed=2)
+    assert sorted(ab.stratified_sample(words, 1000, seed=1)) == sorted(set(words))
+
+
+def _fraction_by_hand(x, codes, direction, w_dec, split):
+    """METRICS.md §7.2 step 9, written out with plain floats, one latent at a time."""
+    norm = math.sqrt(sum(v * v for v in direction))
+    d = [v / norm for v in direction]
+    total = sum(a * b for a, b in zip(x, d, strict=True))
+    proj, cos = [], []
+    for f, row in enumerate(w_dec):
+        row_norm = math.sqrt(sum(v * v for v in row))
+        c = sum(a * b for a, b in zip(row, d, strict=True)) / row_norm
+        cos.append(c)
+        proj.append(codes[f] * c)
+    main = sum(proj[f] for f in split)
+    absorbers = sorted((proj[f] for f in range(len(w_dec))
+                        if f not in split and cos[f] >= 0.1 and proj[f] > 0), reverse=True)
+    top = sum(absorbers[:3])
+    if main >= total or total <= 0 or top / total < 0.4:
+        return 0.0
+    if main <= 0:
+        return 1.0
+    a = min(top, total - main)
+    return min(max(a / (a + main), 0.0), 1.0)
+
+
+def test_planted_partial_absorption_matches_a_hand_computation():
+    # x = 2 d. The main latent (decoder d) carries 1 of the 2; a token latent whose decoder is
+    # 0.6 d + 0.8 e fires at 1.5 and carries 0.9; P = 2, M = 1, T = 0.9 (T/P = 0.45 >= 0.4),
+    # A = min(0.9, 2 - 1) = 0.9, so the fraction is 0.9 / 1.9.
+    d, e, u = torch.eye(3)
+    w_dec = torch.stack([d, 0.6 * d + 0.8 * e, u, -d, 0.05 * d + e])
+    codes = torch.tensor([1.0, 1.5, 4.0, 2.0, 3.0])  # u: unrelated, -d: negative, last: cos < 0.1
+    x = 2 * d
+    fraction, full = ab.absorption_of(x, codes, d, w_dec, split=[0])
+    assert fraction == pytest.approx(0.9 / 1.9, abs=1e-6)
+    assert fraction == pytest.approx(_fraction_by_hand(x.tolist(), codes.tolist(), d.tolist(),
+                                                       w_dec.tolist(), [0]), abs=1e-6)
+    assert full is False  # the main latent still fires
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 3))
+def test_absorption_fraction_equals_the_hand_computation(seed, n_split):
+    gen = torch.Generator().manual_seed(seed)
+    w_dec = torch.randn(12, 6, generator=gen)
+    direction = torch.randn(6, generator=gen)
+    codes = torch.relu(torch.randn(12, generator=gen)) * 2
+    x = direction / direction.norm() * 3 + 0.3 * torch.randn(6, generator=gen)
+    split = list(range(n_split))
+    got, _ = ab.absorption_of(x, codes, direction, w_dec, split)
+    want = _fraction_by_hand(x.tolist(), codes.tolist(), direction.tolist(), w_dec.tolist(),
+                             split)
+    assert got == pytest.approx(want, abs=1e-5)
 
 
 def test_unscorable_letters_are_reported_not_fatal(tiny_world):

@@ -38,13 +38,33 @@ def test_corpus_is_real_text_with_a_split():
             key = (split, r["source"])
             sizes[key] = sizes.get(key, 0) + len(r["text"])
     assert sum(sizes.values()) > 10_000_000
-    assert {s for _, s in sizes} == {"wordnet", "kjv", "shakespeare"}
+    assert {s for _, s in sizes} == {"wordnet", "kjv", "shakespeare", "spelling"}
     assert not ids["train"] & ids["heldout"]
+    # Shuffled: a reader that takes documents in order sees every source early on.
+    assert {r["source"] for r in rows[:40]} == {"wordnet", "kjv", "shakespeare", "spelling"}
     assert all(build_corpus.is_heldout(i) for i in ids["heldout"])
     notice = (REPO / "NOTICE").read_text()
     for needle in ("WordNet 3.0 Copyright 2006 by Princeton University", "King James",
                    "Sean Stewart, MIT License"):
         assert needle in notice
+
+
+def test_spelling_lessons_spell_frequent_corpus_words():
+    docs = [{"text": "The cat sat. The cat ran; a dog.", "source": "x", "id": "x"}]
+    lessons = list(build_corpus.spelling_docs(docs))
+    text = "\n".join(d["text"] for d in lessons)
+    lines = text.splitlines()
+    words = ("the", "cat", "sat", "ran", "dog")  # not "a": one letter
+    assert len(lines) == len(words) * build_corpus.LINES_PER_WORD
+    for word in words:
+        spelled = " ".join(word)
+        forms = {f"{shown}: {spelled}" for shown in (word, word.capitalize())}
+        forms |= {f"The word {shown} is spelled {spelled}." for shown in (word, word.capitalize())}
+        forms |= {f"{shown} begins with the letter {word[0].upper()}."
+                  for shown in (word, word.capitalize())}
+        forms |= {f"{word[0].upper()} is for {shown}." for shown in (word, word.capitalize())}
+        assert sum(line in forms for line in lines) == build_corpus.LINES_PER_WORD, word
+    assert lessons == list(build_corpus.spelling_docs(docs))  # seeded
 
 
 def test_named_datasets_resolve_offline():

@@ -55,25 +55,52 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 
 
-def vocabulary(tokenizer, limit: int, seed: int) -> list[str]:
-    """Letters-only vocabulary entries (one optional leading space removed), deduplicated,
-    a seeded sample of at most ``limit`` in sorted order."""
-    words = set()
+def token_strings(tokenizer) -> list[str]:
+    """Each vocabulary entry as text, with the leading space a SentencePiece ``▁`` stands for
+    restored (its decoder drops it for a lone token)."""
+    out = []
     for i in range(len(tokenizer)):
         text = tokenizer.decode([i])
-        text = text[1:] if text.startswith(" ") else text
-        if re.fullmatch(r"[A-Za-z]+", text):
-            words.add(text)
-    ordered = sorted(words)
-    if len(ordered) > limit:
-        rng = np.random.default_rng(derive_seed(seed, "absorption", "vocab"))
-        ordered = sorted(rng.choice(ordered, size=limit, replace=False).tolist())
-    return ordered
+        piece = tokenizer.convert_ids_to_tokens(i)
+        if isinstance(piece, str) and piece.startswith("\u2581") and not text.startswith(" "):
+            text = " " + text
+        out.append(text)
+    return out
+
+
+def stratified_sample(words: list[str], limit: int, seed: int) -> list[str]:
+    """At most ``limit`` words with the same number per first letter where a letter has
+    enough (water-filling: letters with fewer words give their share to the others), seeded,
+    in sorted order. The summary metrics are means over letters, so equal strata minimise
+    their variance for a given number of words."""
+    groups: dict[str, list[str]] = {}
+    for word in sorted(words):
+        groups.setdefault(word.strip()[0].lower(), []).append(word)
+    quota, left = {}, limit
+    for n, letter in enumerate(sorted(groups, key=lambda c: (len(groups[c]), c))):
+        quota[letter] = min(len(groups[letter]), left // (len(groups) - n))
+        left -= quota[letter]
+    rng = np.random.default_rng(derive_seed(seed, "absorption", "vocab"))
+    chosen = []
+    for letter in sorted(groups):
+        pool = groups[letter]
+        picks = rng.choice(len(pool), size=quota[letter], replace=False)
+        chosen += [pool[i] for i in picks]
+    return sorted(chosen)
+
+
+def vocabulary(tokenizer, limit: int, seed: int) -> list[str]:
+    """SAEBench's word set: vocabulary entries that are letters only once one optional
+    leading space is removed, kept with their space (`` cat`` and ``cat`` are different
+    tokens); a letter-stratified seeded sample of at most ``limit`` of them."""
+    words = {t for t in token_strings(tokenizer)
+             if re.fullmatch(r"[A-Za-z]+", t[1:] if t.startswith(" ") else t)}
+    return stratified_sample(sorted(words), limit, seed)
 
 
 def build_prompt(word: str, examples: list[str], template: str) -> tuple[str, str]:
     """``(prompt, prefix ending with the word)``; examples are answered, the word is not."""
-    shots = "\n".join(f"{template.format(word=ex)} {ex[0].upper()}" for ex in examples)
+    shots = "\n".join(f"{template.format(word=ex)} {ex.strip()[0].upper()}" for ex in examples)
     prefix = f"\n{shots}\n{word}"
     return prefix + template.format(word=word)[len(word):], prefix
 
@@ -116,7 +143,7 @@ def word_activations(ctx: EvalContext, words: list[str], pool: list[str], cfg: C
 
 def labels_of(words: list[str]) -> torch.Tensor:
     """Letter index 0-25 of each word's first letter."""
-    return torch.tensor([LETTERS.index(w[0].lower()) for w in words])
+    return torch.tensor([LETTERS.index(w.strip()[0].lower()) for w in words])
 
 
 def train_multiprobe(x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float,

