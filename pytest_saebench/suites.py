@@ -9,7 +9,9 @@ from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.evals import EVAL_MODULES, get_eval
 
 SUITES: dict[str, tuple[str, ...]] = {
-    "fast": ("core", "properties", "absorption", "sparse_probing", "synthetic"),
+    # tpp is in fast because it is the one probing metric that separates a 25-step SAE from a
+    # trained one on the reference model at this budget (README, "Which gates carry signal").
+    "fast": ("core", "properties", "absorption", "sparse_probing", "tpp", "synthetic"),
     "standard": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp",
                  "synthetic", "autointerp"),
     "full": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp", "synthetic",

@@ -156,3 +156,16 @@ def test_unscorable_letters_are_reported_not_fatal(tiny_world):
         assert res.metrics[metric] is None and "no letter could be scored" in res.reasons[metric]
     else:
         assert 0 <= res.metrics[metric] <= 1
+
+
+def test_numpy_values_are_recorded_as_python_floats():
+    """Absorption's means and stderrs are numpy scalars; their repr ("np.float64(...)") once
+    reached the gate items' JUnit properties and broke the run summary."""
+    import numpy as np
+
+    from pytest_saebench.evals.base import EvalResult
+
+    res = EvalResult("absorption_first_letter", {})
+    res.set("m", np.float64(0.25), np.float32(0.5))
+    assert type(res.metrics["m"]) is float and type(res.stderr["m"]) is float
+    assert repr(res.stderr["m"]) == "0.5"

@@ -97,32 +97,47 @@ def test_heldout_loss_well_below_unigram(ref_model):
     assert math.isclose(stats["heldout_ce"], model_ce, abs_tol=0.15)
 
 
-def _gate(pytester, name: str):
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One tensor cache for the demo runs: the SAE-independent work is done once, as in CI."""
+    return tmp_path_factory.mktemp("saebench-cache")
+
+
+def _gate(pytester, name: str, cache: Path):
     shutil.copy(EXAMPLES / "pyproject.toml", pytester.path / "pyproject.toml")
     shutil.copy(EXAMPLES / "test_sae_quality.py", pytester.path / "test_sae_quality.py")
-    return pytester.runpytest(f"--sae-path={CHECKPOINTS / name}", "-p", "no:cacheprovider")
+    return pytester.runpytest(f"--sae-path={CHECKPOINTS / name}", "-p", "no:cacheprovider",
+                              f"--saebench-cache-dir={cache}")
 
 
 @pytest.mark.slow
-def test_good_checkpoint_passes_every_gate(pytester):
-    result = _gate(pytester, "good")
+def test_good_checkpoint_passes_every_gate(pytester, shared_cache):
+    result = _gate(pytester, "good", shared_cache)
     assert result.ret == 0, result.stdout.str()
     data = json.loads((pytester.path / "saebench-results.json").read_text())
     metrics = data["saes"]["good"]["evals"]["core"]["eval_result_metrics"]
-    assert metrics["model_performance_preservation"]["ce_loss_score"] >= 0.8
-    assert metrics["reconstruction_quality"]["explained_variance"] >= 0.8
+    assert metrics["model_performance_preservation"]["ce_loss_score"] >= 0.98
+    assert metrics["reconstruction_quality"]["explained_variance"] >= 0.85
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, metric", [
-    ("undertrained", "core.reconstruction_quality.explained_variance"),
-    ("dense", "core.sparsity.l0"),
+@pytest.mark.parametrize("name, metrics", [
+    ("undertrained", ["core.reconstruction_quality.explained_variance",
+                      "core.model_performance_preservation.ce_loss_score",
+                      "tpp.tpp_metrics.tpp_threshold_20_total_metric"]),
+    ("dense", ["core.sparsity.l0"]),
+    # 200 steps: explained variance 0.83 and CE-loss score 0.975 are close; TPP is not.
+    ("ladder/step_0200", ["core.reconstruction_quality.explained_variance",
+                          "core.model_performance_preservation.ce_loss_score",
+                          "tpp.tpp_metrics.tpp_threshold_20_total_metric"]),
 ])
-def test_bad_checkpoints_fail_on_the_expected_metric(pytester, name, metric):
-    result = _gate(pytester, name)
+def test_bad_checkpoints_fail_on_the_expected_metric(pytester, shared_cache, name, metrics):
+    result = _gate(pytester, name, shared_cache)
     assert result.ret == 1
-    line = rf"^{metric} = \S+ [<>] (min|max) \S+ \(sae {name}, suite fast\)$"
-    result.stdout.re_match_lines([line])
+    sae_id = name.rsplit("/", 1)[-1]
+    result.stdout.re_match_lines(
+        [rf"^{m} = \S+ [<>] (min|max) \S+ \(sae {sae_id}, suite fast\)$" for m in metrics],
+        consecutive=False)
 
 
 @pytest.mark.slow
@@ -134,28 +149,6 @@ def test_sweep_orders_by_sparsity(tmp_path):
     l0 = {k: runner.results(k).value("core.sparsity.l0") for k in runner.checkpoints}
     ev = {k: runner.results(k).value("core.reconstruction_quality.explained_variance")
           for k in runner.checkpoints}
-    assert l0 == pytest.approx({"sweep/k8": 8, "sweep/k16": 16, "sweep/k64": 64})
+    # TopK keeps k pre-activations; the rare one that is exactly 0 after the ReLU lowers L0.
+    assert l0 == pytest.approx({"sweep/k8": 8, "sweep/k16": 16, "sweep/k64": 64}, abs=0.01)
     assert ev["sweep/k8"] < ev["sweep/k16"] < ev["sweep/k64"]
-
-
-
-@pytest.mark.slow
-def test_good_beats_undertrained_on_sparse_probing_standard_budget():
-    """With the standard set sizes (3,000 train / 1,000 test texts) the trained checkpoint's
-    latents probe better than the 25-step one's, at top-1 and full width. Context 64 instead
-    of 128 changes these numbers by < 0.002 (most texts are shorter) and halves the time. The
-    fast budget (1,000 / 250) is too small on this model to separate them (README)."""
-    import dataclasses
-
-    from pytest_saebench.evals.sparse_probing import PRESETS
-    from tests.helpers import make_runner
-
-    cfg = dataclasses.replace(PRESETS["standard"], k_values=(1,), context_length=64)
-    runner = make_runner(CHECKPOINTS, sparse_probing=cfg)
-    top1, full = {}, {}
-    for name in ("good", "undertrained"):
-        res = runner.results(f"checkpoints/{name}", ["sparse_probing"])
-        top1[name] = res.value("sparse_probing.sae.sae_top_1_test_accuracy")
-        full[name] = res.value("sparse_probing.sae.sae_test_accuracy")
-    assert top1["good"] > top1["undertrained"] + 0.01, top1
-    assert full["good"] > full["undertrained"], full

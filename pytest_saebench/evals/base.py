@@ -67,6 +67,10 @@ class EvalResult:
     def set(self, metric_id: str, value: float | None, stderr: float | None = None,
             reason: str | None = None) -> None:
         """Record one metric; a non-finite value becomes None with ``reason``."""
+        # numpy scalars become Python floats here: their repr ("np.float64(0.1)") would reach
+        # JUnit properties and reports, and they are not JSON.
+        value = None if value is None else float(value)
+        stderr = None if stderr is None else float(stderr)
         if value is not None and not math.isfinite(value):
             reason = reason or f"computed value is {value}"
             value = None

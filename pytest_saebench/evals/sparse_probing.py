@@ -53,9 +53,12 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("sparse_probing.llm.llm_test_accuracy", "info", "LLM probe accuracy"),
     *(MetricSpec(f"sparse_probing.llm.llm_top_{k}_test_accuracy", "info", f"LLM top-{k}")
       for k in SCHEMA_K),
-    MetricSpec("sparse_probing.sae.sae_test_accuracy", "up", "SAE probe accuracy"),
-    *(MetricSpec(f"sparse_probing.sae.sae_top_{k}_test_accuracy", "up", f"SAE top-{k} accuracy")
-      for k in SCHEMA_K),
+    # warn by default: on the reference ladder (benchmarks/signal.py) no SAE-side accuracy
+    # moves by more than its noise (z < 3) at any budget, random init included.
+    MetricSpec("sparse_probing.sae.sae_test_accuracy", "up", "SAE probe accuracy",
+               default_severity="warn"),
+    *(MetricSpec(f"sparse_probing.sae.sae_top_{k}_test_accuracy", "up", f"SAE top-{k} accuracy",
+                 default_severity="warn") for k in SCHEMA_K),
 )
 
 
