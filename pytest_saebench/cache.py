@@ -24,7 +24,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from pytest_saebench import __version__
-from pytest_saebench.results import write_bytes_atomic
+from pytest_saebench.atomic import write_bytes_atomic
 
 Tensors = dict[str, torch.Tensor]
 DEFAULT_MAX_BYTES = 4 << 30

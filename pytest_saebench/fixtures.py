@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.session import runner_or_none
 from pytest_saebench.thresholds import check, fmt, make_threshold
 
 SAE_FIXTURES = ("saebench_sae_id", "sae", "saebench_model", "saebench_results", "sae_metrics",
@@ -17,9 +18,7 @@ SAE_FIXTURES = ("saebench_sae_id", "sae", "saebench_model", "saebench_results", 
 
 
 def _runner(config: pytest.Config):
-    from pytest_saebench.plugin import RUNNER_KEY
-
-    runner = config.stash.get(RUNNER_KEY, None)
+    runner = runner_or_none(config)
     if runner is None:
         pytest.skip("no SAE checkpoint to evaluate: pass --sae-path PATH (pytest-saebench)")
     return runner

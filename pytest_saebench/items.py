@@ -13,6 +13,7 @@ import pytest
 
 from pytest_saebench.baseline import RegressionRule, check_metric, env_differences
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.session import RUNNER_KEY
 from pytest_saebench.thresholds import Outcome, Threshold, check
 
 
@@ -25,8 +26,6 @@ class SaebenchBaselineWarning(UserWarning):
 
 
 def _runner(config: pytest.Config):
-    from pytest_saebench.plugin import RUNNER_KEY
-
     return config.stash[RUNNER_KEY]
 
 

@@ -14,12 +14,13 @@ import pytest
 
 from pytest_saebench import fixtures
 from pytest_saebench.errors import SaebenchError
-
-RUNNER_KEY = pytest.StashKey[Any]()
-CHECKS_KEY = pytest.StashKey[list]()
-BASELINE_NOTE_KEY = pytest.StashKey[str]()
-HTML_KEY = pytest.StashKey[str]()
-GATE_PREFIX = "saebench::"
+from pytest_saebench.session import (
+    BASELINE_NOTE_KEY,
+    CHECKS_KEY,
+    GATE_PREFIX,
+    HTML_KEY,
+    RUNNER_KEY,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -228,8 +229,9 @@ def _num(text: str | None) -> float | None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Write the results JSON and JUnit suite properties (controller only)."""
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the results JSON, HTML report and baseline (controller only), or none of them
+    when the run was interrupted or an evaluation failed: the old files stay byte-identical."""
     config = session.config
     runner = config.stash.get(RUNNER_KEY, None)
     if runner is None or hasattr(config, "workerinput"):
@@ -240,16 +242,34 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if runner.shared_dir is not None:
         runner.evaluation_counts = runner.load_shared()
     junit.add_suite_properties(config, runner)
+    why_not = _why_not_written(session, exitstatus, runner)
     if runner.settings.results_json and (runner.evaluated() or runner.errors() or checks):
-        try:
-            path = jsonreport.write(runner, checks, str(uuid.uuid4()))
-            config.stash[jsonreport.PATH_KEY] = path
-        except Exception as exc:  # reports never fail the run
-            config.stash[jsonreport.PATH_KEY] = f"not written: {exc}"
+        if why_not:
+            config.stash[jsonreport.PATH_KEY] = f"not written ({why_not})"
+        else:
+            try:
+                path = jsonreport.write(runner, checks, str(uuid.uuid4()))
+                config.stash[jsonreport.PATH_KEY] = path
+            except Exception as exc:  # reports never fail the run
+                config.stash[jsonreport.PATH_KEY] = f"not written: {exc}"
     if runner.settings.html:
-        config.stash[HTML_KEY] = _html(runner, checks)
+        config.stash[HTML_KEY] = (f"html report not written ({why_not})" if why_not
+                                  else _html(runner, checks))
     if runner.settings.update_baseline:
-        config.stash[BASELINE_NOTE_KEY] = jsonreport.write_baseline(runner, str(uuid.uuid4()))
+        if not why_not and session.shouldfail:  # -x / --maxfail: later checkpoints not run
+            why_not = f"the run stopped early: {session.shouldfail}"
+        config.stash[BASELINE_NOTE_KEY] = (
+            f"baseline not written ({why_not})" if why_not
+            else jsonreport.write_baseline(runner, str(uuid.uuid4())))
+
+
+def _why_not_written(session: pytest.Session, exitstatus: int, runner: Any) -> str:
+    """Why this run must not write its outputs ('' when it may)."""
+    if exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop:
+        return "the run was interrupted"
+    if runner.errors():
+        return f"evaluation failed for {', '.join(sorted(runner.errors()))}"
+    return ""
 
 
 def _html(runner, checks: list[dict[str, Any]]) -> str:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,31 +132,6 @@ def envelope(results: list[SaeResults], suite: str, checks: list[dict[str, Any]]
         "created_epoch_millis": int(time.time() * 1000), "suite": suite, "eval_id": eval_id,
         "saes": saes, "checks": checks,
     }
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON to ``path`` atomically (see :func:`write_text_atomic`)."""
-    return write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically (see :func:`write_bytes_atomic`)."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: str | Path, blob: bytes) -> Path:
-    """Write via a temporary file in the same directory and ``os.replace``: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def per_eval_filename(sae_id: str) -> str:

@@ -13,7 +13,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from pytest_saebench.results import SaeResults, from_dict, to_dict, write_json_atomic
+from pytest_saebench.atomic import write_json_atomic
+from pytest_saebench.results import SaeResults, from_dict, to_dict
 
 LOG = "evaluations.log"
 

@@ -158,14 +158,19 @@ def test_bad_cli_threshold(pytester, tiny_world):
     _assert_usage_error(result, "expected METRIC>=NUMBER or METRIC<=NUMBER")
 
 
-def test_failed_evaluation_writes_no_half_results(pytester, tiny_world, tmp_path):
+def test_failed_evaluation_leaves_the_old_results_and_baseline(pytester, tiny_world, tmp_path):
     ckpt = _copy(tiny_world.trained, tmp_path / "ckpt")
     (ckpt / "sae_weights.safetensors").write_bytes(b"junk")
-    _run(pytester, f"--sae-path={ckpt}")
-    data = json.loads((pytester.path / "saebench-results.json").read_text())
-    assert "corrupt or truncated" in data["saes"]["ckpt"]["error"]
-    assert data["saes"]["ckpt"]["evals"] == {}
-    assert not list(pytester.path.glob(".saebench-results.json.*.tmp"))
+    old = {name: pytester.path / name for name in ("saebench-results.json", "base.json")}
+    for path in old.values():
+        path.write_text('{"old": true}\n')
+    result = _run(pytester, f"--sae-path={ckpt}", "--saebench-update-baseline=base.json")
+    result.stdout.fnmatch_lines(["results: not written (evaluation failed for ckpt)",
+                                 "baseline not written (evaluation failed for ckpt)"])
+    for path in old.values():
+        assert path.read_text() == '{"old": true}\n'
+    assert not list(pytester.path.glob(".*.tmp"))
+    assert not (pytester.path / "saebench-results").exists()
 
 
 def test_nan_check_also_catches_inf(tiny_world, tmp_path):

@@ -91,7 +91,7 @@ def _hook_of(trainer: dict[str, Any], where: Path) -> str:
 def _write(out: Path, tensors: dict[str, Any], cfg: dict[str, Any]) -> Path:
     from safetensors.torch import save_file
 
-    from pytest_saebench.results import write_bytes_atomic
+    from pytest_saebench.atomic import write_bytes_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "sae_weights.safetensors"))

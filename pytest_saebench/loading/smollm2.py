@@ -55,7 +55,7 @@ def cache_root() -> Path:
 
 def local_dir() -> Path:
     """A local model directory holding the converted model, converting on first use."""
-    from pytest_saebench.loading.model import TL_CONFIG_FILE
+    from pytest_saebench.loading.local_model import TL_CONFIG_FILE
 
     gguf = gguf_path()
     stat = gguf.stat()
@@ -99,7 +99,7 @@ def convert(gguf: Path, directory: Path) -> Path:
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pytest_saebench.loading.model import save_local_model
+    from pytest_saebench.loading.local_model import save_local_model
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tok.bos_token = tok.eos_token = DOC_SEPARATOR

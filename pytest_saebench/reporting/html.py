@@ -174,6 +174,6 @@ def _finite(x: Any) -> float | None:
 def write(path: str, results: list[Any], checks: list[dict[str, Any]], suite: str,
           errors: dict[str, str], registry: Any = None) -> str:
     """Write the report atomically; returns its path."""
-    from pytest_saebench.results import write_text_atomic
+    from pytest_saebench.atomic import write_text_atomic
 
     return str(write_text_atomic(path, render(results, checks, suite, errors, registry)))

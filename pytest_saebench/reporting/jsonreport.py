@@ -7,12 +7,8 @@ from typing import Any
 
 import pytest
 
-from pytest_saebench.results import (
-    envelope,
-    per_eval_filename,
-    saebench_output,
-    write_json_atomic,
-)
+from pytest_saebench.atomic import write_json_atomic
+from pytest_saebench.results import envelope, per_eval_filename, saebench_output
 
 PATH_KEY = pytest.StashKey[str]()
 
