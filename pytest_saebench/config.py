@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -254,6 +255,7 @@ def build_settings(
                                    [t.metric for t in thresholds],
                                    default_severity or (lambda metric: "error"))
     baseline, update = _baseline_paths(options, fc, env, values)
+    _check_paths_and_sizes(values, options, env, baseline, update)
     if values["on-missing-baseline"] not in ("skip", "fail"):
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
                             f"got {values['on-missing-baseline']!r}")
@@ -278,6 +280,38 @@ def regression_rules(fc: FileConfig, resolve, gated: list[str],
     return parse_rules(fc.table.get("regression", {}), fc.section_label("regression"), resolve,
                        gated, lambda key: fc.line_of(key, "regression"), str(fc.path or ""),
                        default_severity)
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _check_paths_and_sizes(values: dict[str, Any], options: Mapping[str, Any],
+                           env: Mapping[str, str], baseline: str | None,
+                           update: str | None) -> None:
+    """Usage errors, before anything is evaluated, for settings that would otherwise pass
+    silently or fail deep inside a library."""
+    device = str(values["device"])
+    if not _DEVICE.match(device):
+        raise SaebenchError(f"device: unknown device '{device}'; use auto, cpu, cuda, cuda:N "
+                            "or mps (--saebench-device, SAEBENCH_DEVICE, device = ...)")
+    if int(values["cache-size-mb"]) < 0:
+        raise SaebenchError(f"cache-size-mb must be at least 0, got {values['cache-size-mb']}")
+    results = values["results-json"]
+    if results not in (None, "", "none") and Path(results).is_dir():
+        raise SaebenchError(f"results-json: {results} is a directory; give a file path "
+                            "(e.g. saebench-results.json) or 'none'")
+    cache_dir = values["cache-dir"]
+    if cache_dir and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise SaebenchError(f"cache-dir: {cache_dir} is a file, not a directory; give a "
+                            "directory or --saebench-no-cache")
+    for path, key in ((values["html"], "html"), (update, "--saebench-update-baseline")):
+        if path and Path(path).is_dir():
+            raise SaebenchError(f"{key}: {path} is a directory; give a file path")
+    explicit = options.get("saebench_baseline") is not None or "SAEBENCH_BASELINE" in env
+    if (explicit and baseline and not baseline.startswith(CKPT_PREFIX) and update is None
+            and not Path(baseline).is_file()):
+        raise SaebenchError(f"--saebench-baseline {baseline}: no such file; write one with "
+                            f"--saebench-update-baseline={baseline}")
 
 
 def _positive(value: Any, key: str) -> int:

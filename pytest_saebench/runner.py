@@ -56,7 +56,7 @@ class Runner:
         pytest-xdist worker: ``gwN`` gets ``cuda:N mod count``), else cpu."""
         if self._device is None:
             if self.settings.device != "auto":
-                self._device = self.settings.device
+                self._device = _available(self.settings.device)
             else:
                 import torch
 
@@ -358,3 +358,20 @@ def _dataset_key(spec: str) -> str:
     stamp = [(str(p.relative_to(path) if p != path else p.name), p.stat().st_size,
               p.stat().st_mtime_ns) for p in files]
     return f"{spec}@{stamp}"
+
+
+def _available(device: str) -> str:
+    """``device`` when torch can use it; else the one-line reason (not a checkpoint error)."""
+    import torch
+
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available():
+            raise SaebenchError(f"device '{device}': torch {torch.__version__} sees no CUDA "
+                                "GPU; use --saebench-device cpu (or auto)")
+        if index >= torch.cuda.device_count():
+            raise SaebenchError(f"device '{device}': only {torch.cuda.device_count()} CUDA "
+                                "device(s) visible; use cuda:0 or auto")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise SaebenchError("device 'mps': not available in this torch build; use cpu or auto")
+    return device

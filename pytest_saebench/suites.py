@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from pytest_saebench.errors import SaebenchError, did_you_mean
@@ -70,8 +71,22 @@ def eval_configs(suite: str, overrides: dict[str, dict[str, Any]] | None = None,
                 raise SaebenchError(
                     f"{source}.{name}.{key}: expected {expected.__name__}, got {value!r}"
                 )
+            _check_count(f"{source}.{name}.{key}", value, getattr(cfg, key))
         configs[name] = dataclasses.replace(cfg, **extra)
     return configs
+
+
+def _check_count(where: str, value: Any, default: Any) -> None:
+    """Budgets, sizes and counts (ints whose preset is positive) must stay at least 1: a
+    budget of 0 would evaluate nothing and pass; no int setting may be negative; no float
+    setting may be NaN or infinite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SaebenchError(f"{where}: must be a finite number, got {value!r}")
+    if type(value) is not int:
+        return
+    floor = 1 if default > 0 else 0
+    if value < floor:
+        raise SaebenchError(f"{where}: must be at least {floor}, got {value}")
 
 
 def default_thresholds(registry: Any, configs: dict[str, Any], configured: tuple) -> tuple:

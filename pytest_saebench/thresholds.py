@@ -11,7 +11,7 @@ from pytest_saebench.errors import SaebenchError
 
 Severity = Literal["error", "warn"]
 Status = Literal["pass", "fail", "warn", "skip", "error"]
-_RULE = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(>=|<=)\s*([-+0-9.eE]+|inf|-inf)\s*$")
+_RULE = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(>=|<=)\s*(\S+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,16 @@ def parse_cli_rule(text: str) -> tuple[str, str, float]:
             f"--saebench-threshold '{text}': expected METRIC>=NUMBER or METRIC<=NUMBER "
             "(e.g. 'core.reconstruction_quality.explained_variance>=0.8')"
         )
-    return m.group(1), m.group(2), float(m.group(3))
+    try:
+        number = float(m.group(3))
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise SaebenchError(
+            f"--saebench-threshold '{text}': '{m.group(3)}' is not a finite number "
+            "(e.g. 'core.reconstruction_quality.explained_variance>=0.8')"
+        )
+    return m.group(1), m.group(2), number
 
 
 def make_threshold(metric: str, lo: float | None, hi: float | None, severity: str,
@@ -86,6 +95,10 @@ def make_threshold(metric: str, lo: float | None, hi: float | None, severity: st
         raise SaebenchError(f"{source}: severity must be 'error' or 'warn', got '{severity}'")
     if lo is None and hi is None:
         raise SaebenchError(f"{source}: give min, max or both (e.g. {{ min = 0.8 }})")
+    for name, bound in (("min", lo), ("max", hi)):
+        if bound is not None and not math.isfinite(bound):
+            # every comparison with NaN is False, so the gate would pass any value
+            raise SaebenchError(f"{source}: {name} must be a finite number, got {bound}")
     if lo is not None and hi is not None and lo > hi:
         raise SaebenchError(f"{source}: min {lo:g} > max {hi:g}; swap them")
     return Threshold(metric, lo, hi, severity, source)  # type: ignore[arg-type]

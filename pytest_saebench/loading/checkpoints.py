@@ -81,23 +81,64 @@ def _is_checkpoint(path: Path) -> bool:
 def _read_cfg(path: Path) -> dict[str, Any]:
     cfg_path = path / CFG_FILE
     try:
-        cfg = json.loads(cfg_path.read_text())
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SaebenchError(f"{cfg_path}: not valid JSON ({exc}); re-save the checkpoint") from None
+    except UnicodeDecodeError:
+        raise SaebenchError(f"{cfg_path}: not UTF-8 text; re-save it as JSON") from None
+    except OSError as exc:
+        raise SaebenchError(f"{cfg_path}: cannot be read ({exc.strerror or exc})") from None
     if not isinstance(cfg, dict):
         raise SaebenchError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}")
-    ref = CheckpointRef(id="", path=path, cfg=cfg)
-    missing = [k for k in ("d_in", "d_sae") if k not in cfg]
-    if not ref.meta.get("hook_name") and not ref.meta.get("hook_point"):
+    validate_cfg(cfg_path, cfg)
+    if not (path / WEIGHTS_FILE).is_file():
+        raise SaebenchError(f"{path}: has {CFG_FILE} but no {WEIGHTS_FILE}")
+    return cfg
+
+
+def _count(cfg: dict[str, Any], key: str, where: str, low: int = 1) -> int | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SaebenchError(f"{where}: '{key}' must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def validate_cfg(cfg_path: Path, cfg: dict[str, Any]) -> None:
+    """A SAELens cfg.json's schema, checked before sae_lens sees it: one line naming the file
+    and the key, never a traceback from inside the library and never a default filled in."""
+    if "metadata" in cfg and not isinstance(cfg["metadata"], dict | None):
+        raise SaebenchError(f"{cfg_path}: 'metadata' must be an object, got "
+                            f"{type(cfg['metadata']).__name__}")
+    ref = CheckpointRef(id="", path=cfg_path.parent, cfg=cfg)
+    missing = [k for k in ("d_in", "d_sae") if cfg.get(k) is None]
+    hook = ref.meta.get("hook_name") or ref.meta.get("hook_point")
+    if not hook:
         missing.append("metadata.hook_name")
     if missing:
         raise SaebenchError(
             f"{cfg_path}: missing key(s) {', '.join(missing)}; a SAELens cfg.json needs d_in, "
             "d_sae and metadata.hook_name (e.g. 'blocks.3.hook_resid_post')"
         )
-    if not (path / WEIGHTS_FILE).is_file():
-        raise SaebenchError(f"{path}: has {CFG_FILE} but no {WEIGHTS_FILE}")
-    return cfg
+    if not isinstance(hook, str):
+        raise SaebenchError(f"{cfg_path}: 'hook_name' must be a string, got {hook!r}")
+    _count(cfg, "d_in", str(cfg_path))
+    d_sae = _count(cfg, "d_sae", str(cfg_path))
+    arch = cfg.get("architecture", "standard")
+    if not isinstance(arch, str):
+        raise SaebenchError(f"{cfg_path}: 'architecture' must be a string, got {arch!r}")
+    k = _count(cfg, "k", str(cfg_path))
+    if arch in ("topk", "batchtopk") or k is not None:
+        if k is None:
+            # sae_lens would fill in its default (k = 100) and the run would pass silently
+            raise SaebenchError(f"{cfg_path}: architecture '{arch}' needs 'k' (the number of "
+                                "active latents it was trained with)")
+        if d_sae is not None and k > d_sae:
+            raise SaebenchError(f"{cfg_path}: 'k' = {k} is larger than d_sae = {d_sae}")
+    meta = ref.meta
+    _count(meta, "context_size", f"{cfg_path} (metadata)")
+    _count(meta, "hook_layer", f"{cfg_path} (metadata)", low=0)
 
 
 def discover(path_arg: str | Path) -> list[CheckpointRef]:

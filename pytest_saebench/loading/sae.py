@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from sae_lens import SAE
+from sae_lens.registry import SAE_CLASS_REGISTRY
 from safetensors import SafetensorError, safe_open
 
 from pytest_saebench.activations import HookSpec
@@ -50,6 +51,14 @@ def _check_weights_file(ref: CheckpointRef) -> None:
         raise SaebenchError(
             f"{path}: corrupt or truncated safetensors file ({exc}); re-save the checkpoint"
         ) from None
+    for name in ("W_enc", "W_dec", "b_dec"):
+        if name not in shapes:
+            raise SaebenchError(f"{path}: tensor '{name}' is missing (found "
+                                f"{', '.join(sorted(shapes)) or 'none'}); re-save the checkpoint")
+    empty = sorted(n for n, shape in shapes.items() if 0 in shape)
+    if empty:
+        raise SaebenchError(f"{path}: tensor '{empty[0]}' has size zero "
+                            f"{list(shapes[empty[0]])}; re-save the checkpoint")
     expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in)}
     for name, shape in expected.items():
         if name in shapes and shapes[name] != shape:
@@ -82,6 +91,13 @@ def load_sae(ref: CheckpointRef, device: str, dtype: str = "float32") -> LoadedS
             f"{ref.path / 'cfg.json'}: normalize_activations='{norm}' needs its scaling factor "
             "folded into the weights; call sae.fold_activation_norm_scaling_factor(...) and "
             "save again (SAEBench evaluates in the model's raw activation space)"
+        )
+    arch = ref.cfg.get("architecture", "standard")
+    if arch not in SAE_CLASS_REGISTRY:
+        raise SaebenchError(
+            f"{ref.path / 'cfg.json'}: architecture '{arch}' is not one sae_lens loads "
+            f"({', '.join(SAE_CLASS_REGISTRY)}); sae_lens saves a BatchTopK SAE for inference "
+            "as 'jumprelu' (or 'topk')"
         )
     try:
         with warnings.catch_warnings():
