@@ -35,8 +35,17 @@ def _evaluate(item: pytest.Item, sae_id: str):
 
     try:
         return _runner(item.config).results(sae_id)
-    except (SaebenchError, EvaluationFailed) as exc:
-        pytest.fail(str(exc), pytrace=False)
+    except EvaluationFailed as exc:
+        # reported in full once, by the first item that asked; the rest point at it
+        message = (str(exc) if isinstance(item, EvaluateItem)
+                   else f"evaluation of '{sae_id}' failed (see saebench::evaluate[{sae_id}])")
+    except SaebenchError as exc:
+        message = str(exc)
+    except Exception as exc:  # a library's own error: its first line, not its traceback
+        first = (str(exc).strip().splitlines() or [""])[0]
+        message = f"evaluation of '{sae_id}' failed: {type(exc).__name__}: {first}"
+    # outside the except blocks, so no "During handling of the above exception" chain
+    pytest.fail(message, pytrace=False)
 
 
 class SaebenchCollector(pytest.Collector):

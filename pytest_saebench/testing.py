@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sae_lens import SAE
-from sae_lens.saes.sae import SAEMetadata
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from pytest_saebench.activations import HookSpec, hook_activations
 from pytest_saebench.loading.model import load_local_model, save_local_model
+from pytest_saebench.quiet_sae_lens import SAE, SAEMetadata
 
 _SUBJECTS = ["the cat", "a dog", "my sister", "the old man", "our teacher", "the farmer",
              "a small bird", "the king", "her brother", "the children", "a young girl", "the queen"]

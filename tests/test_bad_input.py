@@ -169,6 +169,12 @@ def test_failed_evaluation_leaves_the_old_results_and_baseline(pytester, tiny_wo
                                  "baseline not written (evaluation failed for ckpt)"])
     for path in old.values():
         assert path.read_text() == '{"old": true}\n'
+    # said once in full (the evaluate item; the summary repeats it), no chained exceptions,
+    # no library warnings the user cannot act on
+    text = result.stdout.str() + result.stderr.str()
+    assert text.count("corrupt or truncated") <= 3, text
+    assert "During handling" not in text and "DeprecationWarning" not in text, text
+    result.stdout.fnmatch_lines(["evaluation of 'ckpt' failed (see saebench::evaluate[ckpt])"])
     assert not list(pytester.path.glob(".*.tmp"))
     assert not (pytester.path / "saebench-results").exists()
 

@@ -6,13 +6,12 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from sae_lens import SAE
-from sae_lens.registry import SAE_CLASS_REGISTRY
 from safetensors import SafetensorError, safe_open
 
 from pytest_saebench.activations import HookSpec
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.loading.checkpoints import WEIGHTS_FILE, CheckpointRef
+from pytest_saebench.quiet_sae_lens import SAE, SAE_CLASS_REGISTRY
 
 
 @dataclass
