@@ -145,7 +145,6 @@ def load_envelope(path: str | Path) -> tuple[list[SaeResults], list[dict[str, An
     Raises :class:`SaebenchError` naming the file for anything that is not such a file.
     """
     from pytest_saebench.errors import SaebenchError
-    from pytest_saebench.evals.base import EvalResult
 
     path = Path(path)
     try:
@@ -157,6 +156,21 @@ def load_envelope(path: str | Path) -> tuple[list[SaeResults], list[dict[str, An
     if data.get("schema_version") != SCHEMA_VERSION:
         raise SaebenchError(f"{path}: schema_version {data.get('schema_version')} is not "
                             f"{SCHEMA_VERSION}; re-create it with this plugin version")
+    if not isinstance(data.get("saes"), dict):
+        raise SaebenchError(f"{path}: 'saes' must be an object of checkpoint id -> results, "
+                            f"got {type(data.get('saes')).__name__}; re-create the file with "
+                            "--saebench-update-baseline")
+    try:
+        results = _envelope_results(data)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise SaebenchError(f"{path}: malformed results entry ({type(exc).__name__}: {exc}); "
+                            "re-create the file with --saebench-update-baseline") from None
+    return results, data.get("checks", []), data.get("suite", "")
+
+
+def _envelope_results(data: dict[str, Any]) -> list[SaeResults]:
+    from pytest_saebench.evals.base import EvalResult
+
     results = []
     for sae_id, entry in data["saes"].items():
         evals = {}
@@ -164,6 +178,10 @@ def load_envelope(path: str | Path) -> tuple[list[SaeResults], list[dict[str, An
             metrics = {f"{eval_type_id}.{cat}.{key}": value
                        for cat, values in out["eval_result_metrics"].items()
                        for key, value in values.items()}
+            bad = [m for m, v in metrics.items()
+                   if v is not None and (isinstance(v, bool) or not isinstance(v, int | float))]
+            if bad:
+                raise ValueError(f"saes.{sae_id}: metric {bad[0]} is not a number")
             prefix = f"{eval_type_id}."
             evals[eval_type_id] = EvalResult(
                 eval_type_id, out.get("eval_config", {}), metrics,
@@ -175,4 +193,4 @@ def load_envelope(path: str | Path) -> tuple[list[SaeResults], list[dict[str, An
                                   entry.get("suite", data.get("suite", "")), evals,
                                   env=entry.get("env", {}), seconds=entry.get("seconds", 0.0),
                                   evaluated_by=entry.get("evaluated_by", "main")))
-    return results, data.get("checks", []), data.get("suite", "")
+    return results

@@ -194,3 +194,25 @@ def test_compare_cli_exits_1_on_a_regression(pytester, tiny_world, capsys, monke
     out = capsys.readouterr().out
     assert "max_drop = 0, z = 2" in out and "core.model_performance_preservation" in out
     assert main(["compare", "new.json", "missing.json"]) == 2
+
+
+@pytest.mark.parametrize("saes, message", [
+    (None, "'saes' must be an object"),
+    ([], "'saes' must be an object"),
+    ({"a": []}, "malformed results entry"),
+    ({"a": {"evals": {"core": {}}}}, "malformed results entry (KeyError"),
+    ({"a": {"evals": {"core": {"eval_result_metrics": {"x": {"y": "0.9"}}}}}},
+     "metric core.x.y is not a number"),
+])
+def test_a_malformed_baseline_is_one_line_naming_the_file(tmp_path, saes, message):
+    from pytest_saebench.results import load_envelope
+
+    path = tmp_path / "base.json"
+    data = {"tool": "pytest-saebench", "schema_version": 1}
+    if saes is not None:
+        data["saes"] = saes
+    path.write_text(json.dumps(data))
+    with pytest.raises(SaebenchError) as info:
+        load_envelope(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+    assert "\n" not in str(info.value)

@@ -173,6 +173,23 @@ def test_dataset_errors(tmp_path):
         load_text_dataset("no-such-org/no-such-dataset-xyz")
 
 
+@pytest.mark.parametrize("name, content, message", [
+    ("numbers.jsonl", b'{"text": 1}\n{"text": 2}\n', "column 'text' holds int64 values"),
+    ("empty.jsonl", b"", "the file is empty"),
+    ("binary.jsonl", bytes(range(256)) * 4, "cannot be read (UnicodeDecodeError"),
+    ("binary.parquet", bytes(range(256)) * 4, "cannot be read (ArrowInvalid"),
+])
+def test_unreadable_datasets_say_what_is_wrong(tmp_path, capfd, name, content, message):
+    from pytest_saebench.loading.data import load_text_dataset
+
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(SaebenchError) as info:
+        load_text_dataset(str(tmp_path / name))
+    assert message in str(info.value) and str(tmp_path / name) in str(info.value)
+    assert "\n" not in str(info.value)
+    assert capfd.readouterr().err == ""  # datasets' own log lines are not shown
+
+
 def test_scr_and_tpp_gates_warn_by_default(tmp_path):
     fc = _fc(tmp_path, '[tool.pytest-saebench.thresholds]\n'
                        '"tpp.tpp_metrics.tpp_threshold_10_total_metric" = { min = 0.1 }\n'

@@ -26,11 +26,21 @@ def _text_column(ds: datasets.Dataset, spec: str) -> str:
     )
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception: datasets wraps the parser's useful message in a generic one."""
+    seen = {id(exc)}
+    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        exc = nxt
+    return exc
+
+
 def load_text_dataset(spec: str, split: str = "train") -> datasets.Dataset:
     """A dataset with a ``text`` column from a local path (text/jsonl/parquet/arrow, a
     ``save_to_disk`` directory, or a directory of such files) or an HF dataset name (which
     must be in the local cache when offline)."""
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # we report failures once
     if spec.startswith(reference.DATASET_PREFIX):
         return reference.corpus_dataset(spec.removeprefix(reference.DATASET_PREFIX))
     path = Path(spec).expanduser()
@@ -47,6 +57,8 @@ def load_text_dataset(spec: str, split: str = "train") -> datasets.Dataset:
             ds = datasets.load_dataset(_LOADERS[files[0].suffix],
                                        data_files=[str(f) for f in files], split="train")
         elif path.is_file():
+            if path.stat().st_size == 0:
+                raise SaebenchError(f"dataset {spec}: the file is empty")
             if path.suffix not in _LOADERS:
                 raise SaebenchError(
                     f"dataset {spec}: unknown file type '{path.suffix}'; use one of "
@@ -58,12 +70,23 @@ def load_text_dataset(spec: str, split: str = "train") -> datasets.Dataset:
     except SaebenchError:
         raise
     except Exception as exc:  # datasets raises many types for a bad name or file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        cause = _root_cause(exc)
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+        if path.exists():
+            raise SaebenchError(
+                f"dataset {spec}: cannot be read ({type(cause).__name__}: {first}); check that "
+                f"it is {'/'.join(_LOADERS)} text with a 'text' field") from None
         raise SaebenchError(
-            f"dataset '{spec}' could not be loaded ({type(exc).__name__}: {first}); pass a local "
-            "path or an HF dataset present in the local cache via --saebench-dataset"
+            f"dataset '{spec}' could not be loaded ({type(cause).__name__}: {first}); pass a "
+            "local path or an HF dataset present in the local cache via --saebench-dataset"
         ) from None
+    if len(ds) == 0:
+        raise SaebenchError(f"dataset {spec}: has no rows; give a dataset with text in it")
     column = _text_column(ds, spec)
+    dtype = getattr(ds.features[column], "dtype", None)
+    if dtype not in ("string", "large_string"):
+        raise SaebenchError(f"dataset {spec}: column '{column}' holds {dtype or 'non-text'} "
+                            "values, not strings; store the text as strings")
     return ds.select_columns([column]).rename_column(column, "text") if column != "text" else ds
 
 
