@@ -178,3 +178,49 @@ def test_sae_lens_release_from_the_local_cache(tiny_world, tmp_path):
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.stdout.startswith("ERROR --sae-path sae_lens:pythia-70m-deduped-res-sm/blocks.1")
     assert "must already be in the local Hugging Face cache" in out.stdout
+
+
+def _broken_dl_config_list(dl: Path) -> None:
+    (dl / "config.json").write_text("[1, 2]")
+
+
+def _broken_dl_bare_tensor(dl: Path) -> None:
+    torch.save(torch.zeros(3), dl / "ae.pt")
+
+
+def _broken_dl_dict_size(dl: Path) -> None:
+    cfg = json.loads((dl / "config.json").read_text())
+    cfg["trainer"]["dict_size"] += 1
+    (dl / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("break_it, file, message", [
+    (_broken_dl_config_list, "config.json", "expected a JSON object, got list"),
+    (_broken_dl_bare_tensor, "ae.pt", "expected a state dict of named tensors, got Tensor"),
+    (_broken_dl_dict_size, "ae.pt", "has shape"),
+])
+def test_broken_dictionary_learning_names_the_users_file(tiny_world, tmp_path, break_it, file,
+                                                         message):
+    dl = _dictionary_learning(tiny_world, tiny_world.trained, tmp_path / "dl", "AutoEncoder")
+    break_it(dl)
+    with pytest.raises(SaebenchError) as info:
+        discover(dl)
+    text = str(info.value)
+    assert text.startswith(str(dl / file)) and message in text, text
+    assert "saebench-converted" not in text  # never the temporary converted copy
+
+
+def test_broken_raw_checkpoints_are_one_line(tiny_world, tmp_path):
+    raw = _raw(tiny_world, tiny_world.trained, tmp_path / "raw")
+    good = (raw / "my_sae.safetensors").read_bytes()
+    (raw / "my_sae.safetensors").write_bytes(good[:100])
+    with pytest.raises(SaebenchError, match=r"my_sae\.safetensors: corrupt or truncated"):
+        discover(raw)
+    (raw / "my_sae.safetensors").write_bytes(good)
+    cfg = json.loads((raw / "my_sae.json").read_text())
+    (raw / "my_sae.json").write_text(json.dumps({**cfg, "architecture": "topk"}))
+    with pytest.raises(SaebenchError, match=r"my_sae\.json: architecture 'topk' needs 'k'"):
+        discover(raw)
+    (raw / "my_sae.json").write_text(json.dumps({**cfg, "d_sae": "128"}))
+    with pytest.raises(SaebenchError, match=r"my_sae\.json: 'd_sae' must be an integer"):
+        discover(raw)

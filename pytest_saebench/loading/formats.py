@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.loading.schema import validate_cfg
 
 DL_WEIGHTS, DL_CONFIG = "ae.pt", "config.json"
 _ROOT: list[Path] = []
@@ -88,6 +89,37 @@ def _hook_of(trainer: dict[str, Any], where: Path) -> str:
                         "'blocks.3.hook_resid_post'")
 
 
+def _read_json_object(cfg_path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SaebenchError(f"{cfg_path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError:
+        raise SaebenchError(f"{cfg_path}: not UTF-8 text; re-save it as JSON") from None
+    if not isinstance(raw, dict):
+        raise SaebenchError(f"{cfg_path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def _positive_int(value: Any, cfg_path: Path, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SaebenchError(f"{cfg_path}: '{key}' must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _check_shapes(weights: Path, cfg_path: Path, tensors: dict[str, Any], d_in: int,
+                  d_sae: int, keys: str) -> None:
+    """Shapes against the config, naming the user's files (not the converted copy)."""
+    expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,),
+                "b_dec": (d_in,)}
+    for name, shape in expected.items():
+        if name in tensors and tuple(tensors[name].shape) != shape:
+            raise SaebenchError(
+                f"{weights}: tensor for '{name}' has shape {list(tensors[name].shape)} but "
+                f"{cfg_path.name} says d_in={d_in}, d_sae={d_sae} (expected {list(shape)}); "
+                f"fix {keys} or the weights")
+
+
 def _write(out: Path, tensors: dict[str, Any], cfg: dict[str, Any]) -> Path:
     from safetensors.torch import save_file
 
@@ -104,11 +136,11 @@ def convert_dictionary_learning(path: Path) -> Path:
     import torch
 
     weights, cfg_path = path / DL_WEIGHTS, path / DL_CONFIG
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SaebenchError(f"{cfg_path}: not valid JSON ({exc})") from None
+    raw = _read_json_object(cfg_path)
     trainer = raw.get("trainer", raw)
+    if not isinstance(trainer, dict):
+        raise SaebenchError(f"{cfg_path}: 'trainer' must be an object, got "
+                            f"{type(trainer).__name__}")
     cls = trainer.get("dict_class")
     if cls not in DL_CLASSES:
         raise SaebenchError(f"{cfg_path}: trainer.dict_class '{cls}' is not supported "
@@ -122,6 +154,9 @@ def convert_dictionary_learning(path: Path) -> Path:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise SaebenchError(f"{weights}: not a plain tensor state dict ({first}); it is loaded "
                             "with weights_only=True and never unpickles objects") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SaebenchError(f"{weights}: expected a state dict of named tensors, got "
+                            f"{type(state).__name__}; save it with torch.save(ae.state_dict())")
     arch, mapping, subtract = DL_CLASSES[cls]
     tensors = {}
     for ours, (theirs, transpose) in mapping.items():
@@ -130,7 +165,9 @@ def convert_dictionary_learning(path: Path) -> Path:
                                 f"(found: {', '.join(sorted(state))})")
         t = state[theirs].float()
         tensors[ours] = t.T if transpose else t
-    d_in, d_sae = int(trainer["activation_dim"]), int(trainer["dict_size"])
+    d_in = _positive_int(trainer["activation_dim"], cfg_path, "trainer.activation_dim")
+    d_sae = _positive_int(trainer["dict_size"], cfg_path, "trainer.dict_size")
+    _check_shapes(weights, cfg_path, tensors, d_in, d_sae, "trainer.activation_dim/dict_size")
     if "threshold" in tensors and tensors["threshold"].numel() == 1:
         tensors["threshold"] = tensors["threshold"].reshape(()).expand(d_sae).clone()
     cfg = {"d_in": d_in, "d_sae": d_sae, "architecture": arch, "dtype": "float32",
@@ -144,7 +181,8 @@ def convert_dictionary_learning(path: Path) -> Path:
         k = trainer.get("k", state.get("k"))
         if k is None:
             raise SaebenchError(f"{cfg_path}: missing trainer.k for {cls}")
-        cfg["k"] = int(k)
+        cfg["k"] = int(k.item()) if isinstance(k, torch.Tensor) and k.numel() == 1 else k
+    validate_cfg(cfg_path, cfg)
     return _write(_out_dir(weights, cfg_path), tensors, cfg)
 
 
@@ -152,22 +190,27 @@ def convert_raw(weights: Path, cfg_path: Path) -> Path:
     """Convert a raw safetensors file plus JSON config into a SAELens directory."""
     from safetensors.torch import load_file
 
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SaebenchError(f"{cfg_path}: not valid JSON ({exc})") from None
+    raw = _read_json_object(cfg_path)
     missing = [k for k in ("d_in", "d_sae", "hook_name") if k not in raw]
     if missing:
         raise SaebenchError(f"{cfg_path}: missing key(s) {', '.join(missing)} (a raw checkpoint "
                             "config needs d_in, d_sae and hook_name)")
     arch = raw.get("architecture", "standard")
-    tensors = load_file(str(weights))
+    d_in = _positive_int(raw["d_in"], cfg_path, "d_in")
+    d_sae = _positive_int(raw["d_sae"], cfg_path, "d_sae")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own error type for a corrupt header
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise SaebenchError(f"{weights}: corrupt or truncated safetensors file ({first}); "
+                            "re-save the checkpoint") from None
     need = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if arch == "jumprelu" else [])
     for key in need:
         if key not in tensors:
             raise SaebenchError(f"{weights}: missing tensor '{key}' (found: "
                                 f"{', '.join(sorted(tensors))})")
-    cfg = {"d_in": int(raw["d_in"]), "d_sae": int(raw["d_sae"]), "architecture": arch,
+    _check_shapes(weights, cfg_path, tensors, d_in, d_sae, "d_in/d_sae")
+    cfg = {"d_in": d_in, "d_sae": d_sae, "architecture": arch,
            "dtype": "float32", "device": "cpu",
            "apply_b_dec_to_input": bool(raw.get("apply_b_dec_to_input", True)),
            "normalize_activations": "none",
@@ -176,8 +219,9 @@ def convert_raw(weights: Path, cfg_path: Path) -> Path:
                         "prepend_bos": raw.get("prepend_bos", True),
                         "dataset_path": raw.get("dataset_path"), "source_format": "raw",
                         "source_path": str(weights)}}
-    if arch == "topk":
-        cfg["k"] = int(raw["k"])
+    if "k" in raw or arch == "topk":
+        cfg["k"] = raw.get("k")
+    validate_cfg(cfg_path, cfg)
     return _write(_out_dir(weights, cfg_path), {k: tensors[k].float() for k in need}, cfg)
 
 

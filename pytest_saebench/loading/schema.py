@@ -1,0 +1,53 @@
+"""The schema of a SAELens cfg.json, checked before sae_lens sees it (shared by discovery
+and the format converters)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pytest_saebench.errors import SaebenchError
+
+
+def _count(cfg: dict[str, Any], key: str, where: str, low: int = 1) -> int | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SaebenchError(f"{where}: '{key}' must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def validate_cfg(cfg_path: Path, cfg: dict[str, Any]) -> None:
+    """A SAELens cfg.json's schema, checked before sae_lens sees it: one line naming the file
+    and the key, never a traceback from inside the library and never a default filled in."""
+    if "metadata" in cfg and not isinstance(cfg["metadata"], dict | None):
+        raise SaebenchError(f"{cfg_path}: 'metadata' must be an object, got "
+                            f"{type(cfg['metadata']).__name__}")
+    meta = {**cfg, **(cfg.get("metadata") or {})}  # SAELens v6 metadata over legacy keys
+    missing = [k for k in ("d_in", "d_sae") if cfg.get(k) is None]
+    hook = meta.get("hook_name") or meta.get("hook_point")
+    if not hook:
+        missing.append("metadata.hook_name")
+    if missing:
+        raise SaebenchError(
+            f"{cfg_path}: missing key(s) {', '.join(missing)}; a SAELens cfg.json needs d_in, "
+            "d_sae and metadata.hook_name (e.g. 'blocks.3.hook_resid_post')"
+        )
+    if not isinstance(hook, str):
+        raise SaebenchError(f"{cfg_path}: 'hook_name' must be a string, got {hook!r}")
+    _count(cfg, "d_in", str(cfg_path))
+    d_sae = _count(cfg, "d_sae", str(cfg_path))
+    arch = cfg.get("architecture", "standard")
+    if not isinstance(arch, str):
+        raise SaebenchError(f"{cfg_path}: 'architecture' must be a string, got {arch!r}")
+    k = _count(cfg, "k", str(cfg_path))
+    if arch in ("topk", "batchtopk") or k is not None:
+        if k is None:
+            # sae_lens would fill in its default (k = 100) and the run would pass silently
+            raise SaebenchError(f"{cfg_path}: architecture '{arch}' needs 'k' (the number of "
+                                "active latents it was trained with)")
+        if d_sae is not None and k > d_sae:
+            raise SaebenchError(f"{cfg_path}: 'k' = {k} is larger than d_sae = {d_sae}")
+    _count(meta, "context_size", f"{cfg_path} (metadata)")
+    _count(meta, "hook_layer", f"{cfg_path} (metadata)", low=0)
