@@ -60,8 +60,7 @@ def _run(pytester, sweep, monkeypatch, when: str = ""):
                                          "-p", "no:cacheprovider")
 
 
-@pytest.mark.parametrize("when", ["evaluation", "baseline"])
-def test_ctrl_c_loses_nothing(pytester, sweep, monkeypatch, when):
+def test_ctrl_c_loses_nothing(pytester, sweep, monkeypatch):
     pytester.makeconftest(INTERRUPTER)
     config = SMALL_PYPROJECT.replace("[tool.pytest-saebench]\n",
                                      '[tool.pytest-saebench]\nbaseline = "base.json"\n')
@@ -72,12 +71,13 @@ def test_ctrl_c_loses_nothing(pytester, sweep, monkeypatch, when):
     before = {p: p.read_bytes() for p in outputs}
     assert b'"sweep/a"' in before[outputs[0]] and b'"sweep/b"' in before[outputs[0]]
 
-    second = _run(pytester, sweep, monkeypatch, when)
-    assert second.ret != 0
-    if when == "evaluation":
-        assert second.ret == pytest.ExitCode.INTERRUPTED
-        second.stdout.fnmatch_lines(["*baseline not written (the run was interrupted)*"])
-        assert before == {p: p.read_bytes() for p in outputs}
-    else:
-        assert outputs[0].read_bytes() == before[outputs[0]]
+    # Ctrl-C while the second checkpoint is evaluated: nothing is written
+    during = _run(pytester, sweep, monkeypatch, "evaluation")
+    assert during.ret == pytest.ExitCode.INTERRUPTED
+    during.stdout.fnmatch_lines(["*baseline not written (the run was interrupted)*"])
+    assert before == {p: p.read_bytes() for p in outputs}
+    # Ctrl-C while the baseline is written: the old one stays whole
+    writing = _run(pytester, sweep, monkeypatch, "baseline")
+    assert writing.ret != 0
+    assert outputs[0].read_bytes() == before[outputs[0]]
     assert not list(pytester.path.glob(".*.tmp"))
