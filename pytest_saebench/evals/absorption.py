@@ -56,7 +56,7 @@ class Config:
 PRESETS = {"fast": Config(max_vocab_words=2000), "standard": Config(), "full": Config()}
 
 # warn by default: on the reference ladder both move by less than 3 noise units from 25 to
-# 6000 steps, and full absorption is not monotone in training (benchmarks/signal.py).
+# 6000 steps, and full absorption is not monotone in training (benchmarks/gate_signal.py).
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(f"{EVAL_TYPE_ID}.mean.mean_absorption_fraction_score", "down", "absorption",
                default_severity="warn"),

