@@ -20,6 +20,32 @@ def _target_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def write_many_atomic(files: list[tuple[str | Path, bytes]]) -> None:
+    """Write several files as one step: every temporary file first, then one ``os.replace``
+    each, so an interrupt or a full disk while writing leaves all the old files in place."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, blob in files:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            mode = _target_mode(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+            os.chmod(tmp, mode)
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def json_bytes(data: Any) -> bytes:
+    """The JSON every output file uses (indented, no NaN)."""
+    return (json.dumps(data, indent=1, allow_nan=False) + "\n").encode("utf-8")
+
+
 def write_bytes_atomic(path: str | Path, blob: bytes) -> Path:
     """Write via a temporary file in the same directory and ``os.replace``: never half-written,
     and the file keeps its mode."""
@@ -45,4 +71,4 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write JSON (no NaN) to ``path`` atomically (see :func:`write_bytes_atomic`)."""
-    return write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    return write_bytes_atomic(path, json_bytes(data))

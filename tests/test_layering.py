@@ -8,6 +8,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).parents[1] / "pytest_saebench"
 
 
@@ -82,3 +84,29 @@ def test_atomic_writes_keep_the_mode_or_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_writing_several_files_is_all_or_nothing(tmp_path, monkeypatch):
+    from pytest_saebench import atomic
+
+    old = {tmp_path / "a.json": b"old a", tmp_path / "sub" / "b.json": b"old b"}
+    for path, blob in old.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(blob)
+    real_chmod = atomic.os.chmod
+    calls = []
+
+    def chmod(path, mode):  # the disk fills up while the second file is staged
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(atomic.os, "chmod", chmod)
+    with pytest.raises(OSError, match="No space left"):
+        atomic.write_many_atomic([(p, b"new") for p in old])
+    assert {p: p.read_bytes() for p in old} == old
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+    monkeypatch.setattr(atomic.os, "chmod", real_chmod)
+    atomic.write_many_atomic([(p, b"new") for p in old])
+    assert all(p.read_bytes() == b"new" for p in old)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_saebench.atomic import write_json_atomic
+from pytest_saebench.atomic import json_bytes, write_json_atomic, write_many_atomic
 from pytest_saebench.results import envelope, per_eval_filename, saebench_output
 
 PATH_KEY = pytest.StashKey[str]()
@@ -24,11 +24,11 @@ def write(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> str:
     if runner.evaluation_counts:
         data["evaluation_counts"] = runner.evaluation_counts
     per_eval_dir = path.with_suffix("")
-    for res in results:
-        for eval_type_id, eval_result in res.evals.items():
-            out = per_eval_dir / eval_type_id / per_eval_filename(res.sae_id)
-            write_json_atomic(out, saebench_output(res, eval_result, eval_id, True))
-    write_json_atomic(path, data)
+    files = [(per_eval_dir / eval_type_id / per_eval_filename(res.sae_id),
+              json_bytes(saebench_output(res, eval_result, eval_id, True)))
+             for res in results for eval_type_id, eval_result in res.evals.items()]
+    # the envelope last: it is what says the run finished
+    write_many_atomic([*files, (path, json_bytes(data))])
     return str(path)
 
 
