@@ -106,8 +106,8 @@ def test_ravel_reports_knowledge_and_prefers_the_trained_sae(model, random_sae):
     from pytest_saebench.loading.checkpoints import discover_all
     from pytest_saebench.runner import Runner
 
-    cfg = dataclasses.replace(ravel.PRESETS["fast"], top_n_entities=120,
-                              num_pairs_per_attribute=64)
+    cfg = dataclasses.replace(ravel.PRESETS["fast"], top_n_entities=100,
+                              num_pairs_per_attribute=40)
     paths = [str(TRAINED), str(random_sae)]
     runner = Runner(Settings(sae_paths=tuple(paths), device="cpu", results_json=None),
                     discover_all(paths), {"ravel": cfg}, metric_registry())
