@@ -49,19 +49,8 @@ def json_bytes(data: Any) -> bytes:
 def write_bytes_atomic(path: str | Path, blob: bytes) -> Path:
     """Write via a temporary file in the same directory and ``os.replace``: never half-written,
     and the file keeps its mode."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _target_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    write_many_atomic([(path, blob)])
+    return Path(path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -20,6 +20,7 @@ from pytest_saebench.session import (
     GATE_PREFIX,
     HTML_KEY,
     RUNNER_KEY,
+    runner_or_none,
 )
 
 
@@ -141,7 +142,7 @@ def _build_runner(config: pytest.Config):
 
 def pytest_report_header(config: pytest.Config) -> str | None:
     """One header line when active."""
-    runner = config.stash.get(RUNNER_KEY, None)
+    runner = runner_or_none(config)
     if runner is None:
         return None
     s = runner.settings
@@ -159,7 +160,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize tests using the SAE fixtures over the checkpoints."""
-    runner = metafunc.config.stash.get(RUNNER_KEY, None)
+    runner = runner_or_none(metafunc.config)
     if runner is None or not set(fixtures.SAE_FIXTURES) & set(metafunc.fixturenames):
         return
     ids = list(runner.checkpoints)
@@ -170,7 +171,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Append the gate items before -k/-m/--lf filtering sees the list."""
-    if config.stash.get(RUNNER_KEY, None) is None:
+    if runner_or_none(config) is None:
         return
     from pytest_saebench.items import SaebenchCollector
 
@@ -233,7 +234,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the results JSON, HTML report and baseline (controller only), or none of them
     when the run was interrupted or an evaluation failed: the old files stay byte-identical."""
     config = session.config
-    runner = config.stash.get(RUNNER_KEY, None)
+    runner = runner_or_none(config)
     if runner is None or hasattr(config, "workerinput"):
         return
     from pytest_saebench.reporting import jsonreport, junit
@@ -285,7 +286,7 @@ def _html(runner, checks: list[dict[str, Any]]) -> str:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the xdist sharing directory (controller only)."""
-    runner = config.stash.get(RUNNER_KEY, None)
+    runner = runner_or_none(config)
     if runner is not None and runner.shared_dir is not None and \
             not hasattr(config, "workerinput"):
         shutil.rmtree(runner.shared_dir, ignore_errors=True)
@@ -293,7 +294,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     """The saebench table."""
-    runner = config.stash.get(RUNNER_KEY, None)
+    runner = runner_or_none(config)
     if runner is None or hasattr(config, "workerinput"):
         return
     from pytest_saebench.reporting import jsonreport, terminal

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saebench.errors import SaebenchError
-from pytest_saebench.loading.schema import validate_cfg
+from pytest_saebench.loading.schema import read_json_object, validate_cfg
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -81,16 +80,7 @@ def _is_checkpoint(path: Path) -> bool:
 
 def _read_cfg(path: Path) -> dict[str, Any]:
     cfg_path = path / CFG_FILE
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SaebenchError(f"{cfg_path}: not valid JSON ({exc}); re-save the checkpoint") from None
-    except UnicodeDecodeError:
-        raise SaebenchError(f"{cfg_path}: not UTF-8 text; re-save it as JSON") from None
-    except OSError as exc:
-        raise SaebenchError(f"{cfg_path}: cannot be read ({exc.strerror or exc})") from None
-    if not isinstance(cfg, dict):
-        raise SaebenchError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}")
+    cfg = read_json_object(cfg_path)
     validate_cfg(cfg_path, cfg)
     if not (path / WEIGHTS_FILE).is_file():
         raise SaebenchError(f"{path}: has {CFG_FILE} but no {WEIGHTS_FILE}")

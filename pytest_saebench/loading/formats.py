@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saebench.errors import SaebenchError
-from pytest_saebench.loading.schema import validate_cfg
+from pytest_saebench.loading.schema import read_json_object, validate_cfg
 
 DL_WEIGHTS, DL_CONFIG = "ae.pt", "config.json"
 _ROOT: list[Path] = []
@@ -89,18 +89,6 @@ def _hook_of(trainer: dict[str, Any], where: Path) -> str:
                         "'blocks.3.hook_resid_post'")
 
 
-def _read_json_object(cfg_path: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SaebenchError(f"{cfg_path}: not valid JSON ({exc})") from None
-    except UnicodeDecodeError:
-        raise SaebenchError(f"{cfg_path}: not UTF-8 text; re-save it as JSON") from None
-    if not isinstance(raw, dict):
-        raise SaebenchError(f"{cfg_path}: expected a JSON object, got {type(raw).__name__}")
-    return raw
-
-
 def _positive_int(value: Any, cfg_path: Path, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SaebenchError(f"{cfg_path}: '{key}' must be an integer >= 1, got {value!r}")
@@ -136,7 +124,7 @@ def convert_dictionary_learning(path: Path) -> Path:
     import torch
 
     weights, cfg_path = path / DL_WEIGHTS, path / DL_CONFIG
-    raw = _read_json_object(cfg_path)
+    raw = read_json_object(cfg_path)
     trainer = raw.get("trainer", raw)
     if not isinstance(trainer, dict):
         raise SaebenchError(f"{cfg_path}: 'trainer' must be an object, got "
@@ -190,7 +178,7 @@ def convert_raw(weights: Path, cfg_path: Path) -> Path:
     """Convert a raw safetensors file plus JSON config into a SAELens directory."""
     from safetensors.torch import load_file
 
-    raw = _read_json_object(cfg_path)
+    raw = read_json_object(cfg_path)
     missing = [k for k in ("d_in", "d_sae", "hook_name") if k not in raw]
     if missing:
         raise SaebenchError(f"{cfg_path}: missing key(s) {', '.join(missing)} (a raw checkpoint "

@@ -3,10 +3,26 @@ and the format converters)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from pytest_saebench.errors import SaebenchError
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or one line saying why the file is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SaebenchError(f"{path}: not valid JSON ({exc}); re-save the checkpoint") from None
+    except UnicodeDecodeError:
+        raise SaebenchError(f"{path}: not UTF-8 text; re-save it as JSON") from None
+    except OSError as exc:
+        raise SaebenchError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise SaebenchError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _count(cfg: dict[str, Any], key: str, where: str, low: int = 1) -> int | None:
