@@ -6,7 +6,6 @@ import dataclasses
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,9 @@ import pytest
 from pytest_saebench import fixtures
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.session import (
-    BASELINE_NOTE_KEY,
     CHECKS_KEY,
     GATE_PREFIX,
-    HTML_KEY,
+    OUTPUTS_KEY,
     RUNNER_KEY,
     runner_or_none,
 )
@@ -231,37 +229,23 @@ def _num(text: str | None) -> float | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Write the results JSON, HTML report and baseline (controller only), or none of them
-    when the run was interrupted or an evaluation failed: the old files stay byte-identical."""
+    """Write the run's outputs as one step (controller only), or none of them when the run
+    was interrupted or an evaluation failed: the old files stay byte-identical."""
     config = session.config
     runner = runner_or_none(config)
     if runner is None or hasattr(config, "workerinput"):
         return
-    from pytest_saebench.reporting import jsonreport, junit
+    from pytest_saebench.reporting import github, junit, outputs
 
-    checks = config.stash[CHECKS_KEY]
     if runner.shared_dir is not None:
         runner.evaluation_counts = runner.load_shared()
     junit.add_suite_properties(config, runner)
-    why_not = _why_not_written(session, exitstatus, runner)
-    if runner.settings.results_json and (runner.evaluated() or runner.errors() or checks):
-        if why_not:
-            config.stash[jsonreport.PATH_KEY] = f"not written ({why_not})"
-        else:
-            try:
-                path = jsonreport.write(runner, checks, str(uuid.uuid4()))
-                config.stash[jsonreport.PATH_KEY] = path
-            except Exception as exc:  # reports never fail the run
-                config.stash[jsonreport.PATH_KEY] = f"not written: {exc}"
-    if runner.settings.html:
-        config.stash[HTML_KEY] = (f"html report not written ({why_not})" if why_not
-                                  else _html(runner, checks))
-    if runner.settings.update_baseline:
-        if not why_not and session.shouldfail:  # -x / --maxfail: later checkpoints not run
-            why_not = f"the run stopped early: {session.shouldfail}"
-        config.stash[BASELINE_NOTE_KEY] = (
-            f"baseline not written ({why_not})" if why_not
-            else jsonreport.write_baseline(runner, str(uuid.uuid4())))
+    sources = {("threshold", t.metric): t.source for t in runner.settings.thresholds}
+    sources.update({("regression", r.metric): r.source for r in runner.settings.regressions})
+    config.stash[OUTPUTS_KEY] = outputs.write_outputs(
+        runner, config.stash[CHECKS_KEY], _why_not_written(session, exitstatus, runner),
+        f"the run stopped early: {session.shouldfail}" if session.shouldfail else "",
+        github.enabled(config.getoption("saebench_gh_summary")), sources)
 
 
 def _why_not_written(session: pytest.Session, exitstatus: int, runner: Any) -> str:
@@ -271,17 +255,6 @@ def _why_not_written(session: pytest.Session, exitstatus: int, runner: Any) -> s
     if runner.errors():
         return f"evaluation failed for {', '.join(sorted(runner.errors()))}"
     return ""
-
-
-def _html(runner, checks: list[dict[str, Any]]) -> str:
-    from pytest_saebench.reporting import html
-
-    try:
-        path = html.write(runner.settings.html, runner.evaluated(), checks,
-                          runner.settings.suite, runner.errors(), runner.registry)
-    except Exception as exc:  # reports never fail the run
-        return f"HTML report not written: {exc}"
-    return f"html report: {path}"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -297,7 +270,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     runner = runner_or_none(config)
     if runner is None or hasattr(config, "workerinput"):
         return
-    from pytest_saebench.reporting import jsonreport, terminal
+    from pytest_saebench.reporting import terminal
 
     table = terminal.rows(runner.evaluated(), config.stash[CHECKS_KEY], runner.registry,
                           config.get_verbosity() > 0)
@@ -308,28 +281,6 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         terminalreporter.write_line(line)
     for sae_id, message in runner.errors().items():
         terminalreporter.write_line(f"{sae_id}: evaluation failed: {message}", red=True)
-    path = config.stash.get(jsonreport.PATH_KEY, None)
-    if path:
-        terminalreporter.write_line(f"results: {path}")
-    for key in (HTML_KEY, BASELINE_NOTE_KEY):
-        note = config.stash.get(key, None)
-        if note:
-            terminalreporter.write_line(note)
-    _github(terminalreporter, config, runner)
-
-
-def _github(terminalreporter, config: pytest.Config, runner) -> None:
-    from pytest_saebench.reporting import github
-
-    if not github.enabled(config.getoption("saebench_gh_summary")):
-        return
-    sources = {("threshold", t.metric): t.source for t in runner.settings.thresholds}
-    sources.update({("regression", r.metric): r.source for r in runner.settings.regressions})
-    try:
-        lines = github.write(config.stash[CHECKS_KEY], runner.evaluated(),
-                             runner.settings.suite, sources)
-    except OSError as exc:  # reports never fail the run
-        terminalreporter.write_line(f"GitHub step summary not written: {exc}")
-        return
-    for line in lines:
+    written = config.stash.get(OUTPUTS_KEY, None)
+    for line in [*written.notes, *written.annotations] if written else []:
         terminalreporter.write_line(line)

@@ -8,8 +8,7 @@ import pytest
 
 RUNNER_KEY = pytest.StashKey[Any]()
 CHECKS_KEY = pytest.StashKey[list]()
-BASELINE_NOTE_KEY = pytest.StashKey[str]()
-HTML_KEY = pytest.StashKey[str]()
+OUTPUTS_KEY = pytest.StashKey[Any]()  # reporting.outputs.Written
 GATE_PREFIX = "saebench::"
 
 

@@ -158,15 +158,21 @@ def test_bad_cli_threshold(pytester, tiny_world):
     _assert_usage_error(result, "expected METRIC>=NUMBER or METRIC<=NUMBER")
 
 
-def test_failed_evaluation_leaves_the_old_results_and_baseline(pytester, tiny_world, tmp_path):
+def test_failed_evaluation_leaves_every_output_unchanged(pytester, tiny_world, tmp_path,
+                                                        monkeypatch):
     ckpt = _copy(tiny_world.trained, tmp_path / "ckpt")
     (ckpt / "sae_weights.safetensors").write_bytes(b"junk")
-    old = {name: pytester.path / name for name in ("saebench-results.json", "base.json")}
+    old = {name: pytester.path / name for name in ("saebench-results.json", "base.json",
+                                                   "r.html", "summary.md")}
     for path in old.values():
         path.write_text('{"old": true}\n')
-    result = _run(pytester, f"--sae-path={ckpt}", "--saebench-update-baseline=base.json")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(old["summary.md"]))
+    result = _run(pytester, f"--sae-path={ckpt}", "--saebench-update-baseline=base.json",
+                  "--saebench-html=r.html", "--saebench-gh-summary=always")
     result.stdout.fnmatch_lines(["results: not written (evaluation failed for ckpt)",
-                                 "baseline not written (evaluation failed for ckpt)"])
+                                 "html report: not written (evaluation failed for ckpt)",
+                                 "baseline: not written (evaluation failed for ckpt)",
+                                 "GitHub step summary: not written (evaluation failed for ckpt)"])
     for path in old.values():
         assert path.read_text() == '{"old": true}\n'
     # said once in full (the evaluate item; the summary repeats it), no chained exceptions,

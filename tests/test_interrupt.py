@@ -74,7 +74,7 @@ def test_ctrl_c_loses_nothing(pytester, sweep, monkeypatch):
     # Ctrl-C while the second checkpoint is evaluated: nothing is written
     during = _run(pytester, sweep, monkeypatch, "evaluation")
     assert during.ret == pytest.ExitCode.INTERRUPTED
-    during.stdout.fnmatch_lines(["*baseline not written (the run was interrupted)*"])
+    during.stdout.fnmatch_lines(["*baseline: not written (the run was interrupted)*"])
     assert before == {p: p.read_bytes() for p in outputs}
     # Ctrl-C while the baseline is written: the old one stays whole
     writing = _run(pytester, sweep, monkeypatch, "baseline")

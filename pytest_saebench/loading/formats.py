@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saebench.errors import SaebenchError
-from pytest_saebench.loading.schema import read_json_object, validate_cfg
+from pytest_saebench.loading.schema import check_tensor_shapes, read_json_object, validate_cfg
 
 DL_WEIGHTS, DL_CONFIG = "ae.pt", "config.json"
 _ROOT: list[Path] = []
@@ -96,16 +96,9 @@ def _positive_int(value: Any, cfg_path: Path, key: str) -> int:
 
 
 def _check_shapes(weights: Path, cfg_path: Path, tensors: dict[str, Any], d_in: int,
-                  d_sae: int, keys: str) -> None:
-    """Shapes against the config, naming the user's files (not the converted copy)."""
-    expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,),
-                "b_dec": (d_in,)}
-    for name, shape in expected.items():
-        if name in tensors and tuple(tensors[name].shape) != shape:
-            raise SaebenchError(
-                f"{weights}: tensor for '{name}' has shape {list(tensors[name].shape)} but "
-                f"{cfg_path.name} says d_in={d_in}, d_sae={d_sae} (expected {list(shape)}); "
-                f"fix {keys} or the weights")
+                  d_sae: int, keys: str, required: list[str]) -> None:
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    check_tensor_shapes(weights, shapes, required, d_in, d_sae, cfg_path.name, keys)
 
 
 def _write(out: Path, tensors: dict[str, Any], cfg: dict[str, Any]) -> Path:
@@ -155,7 +148,8 @@ def convert_dictionary_learning(path: Path) -> Path:
         tensors[ours] = t.T if transpose else t
     d_in = _positive_int(trainer["activation_dim"], cfg_path, "trainer.activation_dim")
     d_sae = _positive_int(trainer["dict_size"], cfg_path, "trainer.dict_size")
-    _check_shapes(weights, cfg_path, tensors, d_in, d_sae, "trainer.activation_dim/dict_size")
+    _check_shapes(weights, cfg_path, tensors, d_in, d_sae, "trainer.activation_dim/dict_size",
+                  list(tensors))
     if "threshold" in tensors and tensors["threshold"].numel() == 1:
         tensors["threshold"] = tensors["threshold"].reshape(()).expand(d_sae).clone()
     cfg = {"d_in": d_in, "d_sae": d_sae, "architecture": arch, "dtype": "float32",
@@ -193,11 +187,7 @@ def convert_raw(weights: Path, cfg_path: Path) -> Path:
         raise SaebenchError(f"{weights}: corrupt or truncated safetensors file ({first}); "
                             "re-save the checkpoint") from None
     need = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if arch == "jumprelu" else [])
-    for key in need:
-        if key not in tensors:
-            raise SaebenchError(f"{weights}: missing tensor '{key}' (found: "
-                                f"{', '.join(sorted(tensors))})")
-    _check_shapes(weights, cfg_path, tensors, d_in, d_sae, "d_in/d_sae")
+    _check_shapes(weights, cfg_path, tensors, d_in, d_sae, "d_in/d_sae", need)
     cfg = {"d_in": d_in, "d_sae": d_sae, "architecture": arch,
            "dtype": "float32", "device": "cpu",
            "apply_b_dec_to_input": bool(raw.get("apply_b_dec_to_input", True)),

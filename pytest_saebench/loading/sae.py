@@ -11,6 +11,7 @@ from safetensors import SafetensorError, safe_open
 from pytest_saebench.activations import HookSpec
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.loading.checkpoints import WEIGHTS_FILE, CheckpointRef
+from pytest_saebench.loading.schema import check_tensor_shapes
 from pytest_saebench.quiet_sae_lens import SAE, SAE_CLASS_REGISTRY
 
 
@@ -50,21 +51,8 @@ def _check_weights_file(ref: CheckpointRef) -> None:
         raise SaebenchError(
             f"{path}: corrupt or truncated safetensors file ({exc}); re-save the checkpoint"
         ) from None
-    for name in ("W_enc", "W_dec", "b_dec"):
-        if name not in shapes:
-            raise SaebenchError(f"{path}: tensor '{name}' is missing (found "
-                                f"{', '.join(sorted(shapes)) or 'none'}); re-save the checkpoint")
-    empty = sorted(n for n, shape in shapes.items() if 0 in shape)
-    if empty:
-        raise SaebenchError(f"{path}: tensor '{empty[0]}' has size zero "
-                            f"{list(shapes[empty[0]])}; re-save the checkpoint")
-    expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in)}
-    for name, shape in expected.items():
-        if name in shapes and shapes[name] != shape:
-            raise SaebenchError(
-                f"{path}: tensor '{name}' has shape {list(shapes[name])} but cfg.json says "
-                f"d_in={d_in}, d_sae={d_sae} (expected {list(shape)}); fix cfg.json or the weights"
-            )
+    check_tensor_shapes(path, shapes, ["W_enc", "W_dec", "b_dec"], d_in, d_sae, "cfg.json",
+                        "cfg.json")
 
 
 def _check_finite(ref: CheckpointRef, sae: SAE) -> None:

@@ -67,3 +67,25 @@ def validate_cfg(cfg_path: Path, cfg: dict[str, Any]) -> None:
             raise SaebenchError(f"{cfg_path}: 'k' = {k} is larger than d_sae = {d_sae}")
     _count(meta, "context_size", f"{cfg_path} (metadata)")
     _count(meta, "hook_layer", f"{cfg_path} (metadata)", low=0)
+
+
+def check_tensor_shapes(weights: Path, shapes: dict[str, tuple[int, ...]], required: list[str],
+                        d_in: int, d_sae: int, cfg_name: str, keys: str) -> None:
+    """Every format's weights against its config, naming the user's files (never a converted
+    copy): required tensors present, none of size zero, encoder/decoder/biases of the shape
+    ``cfg_name`` (whose ``keys`` give the sizes) says."""
+    for name in required:
+        if name not in shapes:
+            raise SaebenchError(f"{weights}: tensor '{name}' is missing (found "
+                                f"{', '.join(sorted(shapes)) or 'none'}); re-save the checkpoint")
+    empty = sorted(n for n, shape in shapes.items() if 0 in shape)
+    if empty:
+        raise SaebenchError(f"{weights}: tensor '{empty[0]}' has size zero "
+                            f"{list(shapes[empty[0]])}; re-save the checkpoint")
+    expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,),
+                "b_dec": (d_in,)}
+    for name, shape in expected.items():
+        if name in shapes and tuple(shapes[name]) != shape:
+            raise SaebenchError(
+                f"{weights}: tensor '{name}' has shape {list(shapes[name])} but {cfg_name} says "
+                f"d_in={d_in}, d_sae={d_sae} (expected {list(shape)}); fix {keys} or the weights")

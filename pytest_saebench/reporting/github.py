@@ -4,6 +4,7 @@ annotations that point at the pyproject line of each failed threshold."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from pytest_saebench.thresholds import fmt
@@ -65,9 +66,13 @@ def enabled(mode: str) -> bool:
         mode == "always" or os.environ.get("GITHUB_ACTIONS") == "true")
 
 
-def write(checks: list[dict[str, Any]], results: list[Any], suite: str,
-          sources: dict[str, str]) -> list[str]:
-    """Append the summary to ``$GITHUB_STEP_SUMMARY``; return the annotation lines."""
-    with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
-        fh.write(summary_markdown(checks, results, suite))
-    return annotations(checks, sources)
+def staged(checks: list[dict[str, Any]], results: list[Any],
+           suite: str) -> list[tuple[Path, bytes]]:
+    """``$GITHUB_STEP_SUMMARY`` with the summary appended, as a file to write whole (the
+    step's earlier summary kept), so it shares the run's one atomic write (see outputs.py)."""
+    path = Path(os.environ["GITHUB_STEP_SUMMARY"])
+    try:
+        before = path.read_bytes()
+    except FileNotFoundError:
+        before = b""
+    return [(path, before + summary_markdown(checks, results, suite).encode("utf-8"))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from pytest_saebench import __version__
@@ -171,9 +172,7 @@ def _finite(x: Any) -> float | None:
     return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
 
 
-def write(path: str, results: list[Any], checks: list[dict[str, Any]], suite: str,
-          errors: dict[str, str], registry: Any = None) -> str:
-    """Write the report atomically; returns its path."""
-    from pytest_saebench.atomic import write_text_atomic
-
-    return str(write_text_atomic(path, render(results, checks, suite, errors, registry)))
+def staged(path: str, results: list[Any], checks: list[dict[str, Any]], suite: str,
+           errors: dict[str, str], registry: Any = None) -> list[tuple[Path, bytes]]:
+    """The report as a file to write (see outputs.py)."""
+    return [(Path(path), render(results, checks, suite, errors, registry).encode("utf-8"))]

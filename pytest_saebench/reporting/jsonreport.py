@@ -1,20 +1,20 @@
-"""The results JSON (our envelope) plus one SAEBench-format file per (SAE, eval)."""
+"""The results JSON (our envelope), one SAEBench-format file per (SAE, eval), and the
+baseline; staged as (path, bytes) so the run writes them as one step (see outputs.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from pytest_saebench.atomic import json_bytes, write_json_atomic, write_many_atomic
+from pytest_saebench.atomic import json_bytes
 from pytest_saebench.results import envelope, per_eval_filename, saebench_output
 
-PATH_KEY = pytest.StashKey[str]()
+Staged = list[tuple[Path, bytes]]
 
 
-def write(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> str:
-    """Write ``results-json`` and ``<results-json stem>/<eval_type_id>/<sae>_..json``.
+def results_files(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> Staged:
+    """``results-json`` and ``<results-json stem>/<eval_type_id>/<sae>_..json``, envelope last
+    (it is what says the run finished).
 
     Per-eval files carry the per-latent details; the envelope leaves them out to stay small.
     """
@@ -27,21 +27,15 @@ def write(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> str:
     files = [(per_eval_dir / eval_type_id / per_eval_filename(res.sae_id),
               json_bytes(saebench_output(res, eval_result, eval_id, True)))
              for res in results for eval_type_id, eval_result in res.evals.items()]
-    # the envelope last: it is what says the run finished
-    write_many_atomic([*files, (path, json_bytes(data))])
-    return str(path)
+    return [*files, (path, json_bytes(data))]
 
 
-def write_baseline(runner: Any, eval_id: str) -> str:
-    """Write the results of this run as the baseline; returns a line for the terminal.
+def baseline_file(runner: Any, eval_id: str) -> Staged:
+    """This run's results as the baseline (empty when no checkpoint was evaluated).
 
     The caller has refused already when the run was interrupted or an evaluation failed."""
-    target = runner.settings.update_baseline
     results = runner.evaluated()
     if not results:
-        return "baseline not written: no checkpoint was evaluated (deselected?)"
-    try:
-        write_json_atomic(target, envelope(results, runner.settings.suite, [], {}, eval_id))
-    except OSError as exc:
-        return f"baseline not written: {exc}"
-    return f"baseline: wrote {target} ({len(results)} checkpoint(s))"
+        return []
+    data = envelope(results, runner.settings.suite, [], {}, eval_id)
+    return [(Path(runner.settings.update_baseline), json_bytes(data))]

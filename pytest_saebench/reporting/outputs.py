@@ -1,0 +1,80 @@
+"""Every file a run writes (results JSON and its SAEBench files, HTML report, baseline, GitHub
+step summary) staged first and written as one step, or none of them when the run must not
+write: an interrupt, a failed evaluation, or (for the baseline) a run stopped early."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_saebench.atomic import write_many_atomic
+
+
+@dataclass
+class Written:
+    """What the terminal says about each output, and the GitHub annotation lines."""
+
+    notes: list[str] = field(default_factory=list)
+    annotations: list[str] = field(default_factory=list)
+
+
+def write_outputs(runner: Any, checks: list[dict[str, Any]], why_not: str, stopped_early: str,
+                  gh_summary: bool, sources: dict[tuple[str, str], str]) -> Written:
+    """Stage the run's outputs and write them with one :func:`write_many_atomic`.
+
+    ``why_not`` ('' when the run may write) refuses every file; ``stopped_early`` (-x,
+    --maxfail) refuses only the baseline, which would otherwise lose the later checkpoints.
+    """
+    from pytest_saebench.reporting import github, html, jsonreport
+
+    settings, out = runner.settings, Written()
+    eval_id = str(uuid.uuid4())
+    staged: list[tuple[Path, bytes]] = []
+    wrote: list[str] = []
+    wanted_results = settings.results_json and (runner.evaluated() or runner.errors() or checks)
+    parts: list[tuple[str, Any]] = []
+    if wanted_results:
+        parts.append(("results", lambda: jsonreport.results_files(runner, checks, eval_id)))
+    if settings.html:
+        parts.append(("html report", lambda: html.staged(
+            settings.html, runner.evaluated(), checks, settings.suite, runner.errors(),
+            runner.registry)))
+    if settings.update_baseline:
+        parts.append(("baseline", lambda: jsonreport.baseline_file(runner, eval_id)))
+    if gh_summary:
+        parts.append(("GitHub step summary", lambda: github.staged(
+            checks, runner.evaluated(), settings.suite)))
+        out.annotations = github.annotations(checks, sources)
+    for label, stage in parts:
+        reason = why_not or (stopped_early if label == "baseline" else "")
+        if reason:
+            out.notes.append(f"{label}: not written ({reason})")
+            continue
+        try:
+            files = stage()
+        except Exception as exc:  # a report that cannot be rendered never fails the run
+            out.notes.append(f"{label}: not written ({type(exc).__name__}: {exc})")
+            continue
+        if not files:
+            out.notes.append(f"{label}: not written (no checkpoint was evaluated; deselected?)")
+            continue
+        staged.extend(files)
+        wrote.append(_wrote(label, files, len(runner.evaluated())))
+    if staged:
+        try:
+            write_many_atomic(staged)
+        except OSError as exc:
+            return Written([f"outputs not written: {exc}"], out.annotations)
+    out.notes[:0] = wrote
+    return out
+
+
+def _wrote(label: str, files: list[tuple[Path, bytes]], n_results: int) -> str:
+    main = files[-1][0]
+    if label == "baseline":
+        return f"baseline: wrote {main} ({n_results} checkpoint(s))"
+    if label == "results" and len(files) > 1:
+        return f"results: {main} (+{len(files) - 1} SAEBench file(s))"
+    return f"{label}: {main}"
