@@ -55,6 +55,7 @@ class Settings:
     eval_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     select_evals: tuple[str, ...] = ()
     config_file: Path | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)  # key -> input it came from
     baseline: str | None = None  # results JSON path or ckpt:PATH
     on_missing_baseline: str = "skip"
     update_baseline: str | None = None  # where --saebench-update-baseline writes
@@ -231,11 +232,15 @@ def build_settings(
         return Settings()
     _check_keys(fc)
     values: dict[str, Any] = {}
+    where: dict[str, str] = {}  # which input each value came from, for the error line
     for key, default in DEFAULTS.items():
         cli = options.get(CLI_DEST[key])
+        where[key] = f"{fc.label}: '{key}'"
         if cli is not None:
             values[key] = cli
+            where[key] = "--" + CLI_DEST[key].replace("_", "-")
         elif ENV_VAR[key] in env:
+            where[key] = ENV_VAR[key]
             raw = env[ENV_VAR[key]]
             try:
                 values[key] = SCALAR_KEYS[key](raw)
@@ -255,7 +260,7 @@ def build_settings(
                                    [t.metric for t in thresholds],
                                    default_severity or (lambda metric: "error"))
     baseline, update = _baseline_paths(options, fc, env, values)
-    _check_paths_and_sizes(values, options, env, baseline, update)
+    _check_paths_and_sizes(values, where, options, env, baseline, update)
     if values["on-missing-baseline"] not in ("skip", "fail"):
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
                             f"got {values['on-missing-baseline']!r}")
@@ -263,14 +268,14 @@ def build_settings(
         baseline=baseline, update_baseline=update, regressions=regressions,
         html=values["html"], cache_dir=values["cache-dir"],
         cache=not options.get("saebench_no_cache"), cache_size_mb=int(values["cache-size-mb"]),
-        repeats=_positive(values["repeats"], "repeats"),
+        repeats=_positive(values["repeats"], where["repeats"]),
         on_missing_baseline=values["on-missing-baseline"],
         select_evals=_select_evals(options, fc, env),
         sae_paths=tuple(paths), suite=values["suite"], model=values["model"],
         dataset=values["dataset"], device=values["device"], dtype=values["dtype"],
         seed=int(values["seed"]),
         results_json=None if results_json in ("", "none") else results_json,
-        thresholds=thresholds, eval_overrides=evals, config_file=fc.path,
+        thresholds=thresholds, eval_overrides=evals, config_file=fc.path, sources=where,
     )
 
 
@@ -285,26 +290,27 @@ def regression_rules(fc: FileConfig, resolve, gated: list[str],
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-def _check_paths_and_sizes(values: dict[str, Any], options: Mapping[str, Any],
-                           env: Mapping[str, str], baseline: str | None,
-                           update: str | None) -> None:
+def _check_paths_and_sizes(values: dict[str, Any], where: dict[str, str],
+                           options: Mapping[str, Any], env: Mapping[str, str],
+                           baseline: str | None, update: str | None) -> None:
     """Usage errors, before anything is evaluated, for settings that would otherwise pass
     silently or fail deep inside a library."""
     device = str(values["device"])
     if not _DEVICE.match(device):
-        raise SaebenchError(f"device: unknown device '{device}'; use auto, cpu, cuda, cuda:N "
-                            "or mps (--saebench-device, SAEBENCH_DEVICE, device = ...)")
+        raise SaebenchError(f"{where['device']}: unknown device '{device}'; use auto, cpu, "
+                            "cuda, cuda:N or mps")
     if int(values["cache-size-mb"]) < 0:
-        raise SaebenchError(f"cache-size-mb must be at least 0, got {values['cache-size-mb']}")
+        raise SaebenchError(f"{where['cache-size-mb']}: must be at least 0, got "
+                            f"{values['cache-size-mb']}")
     results = values["results-json"]
     if results not in (None, "", "none") and Path(results).is_dir():
-        raise SaebenchError(f"results-json: {results} is a directory; give a file path "
+        raise SaebenchError(f"{where['results-json']}: {results} is a directory; give a file path "
                             "(e.g. saebench-results.json) or 'none'")
     cache_dir = values["cache-dir"]
     if cache_dir and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
-        raise SaebenchError(f"cache-dir: {cache_dir} is a file, not a directory; give a "
+        raise SaebenchError(f"{where['cache-dir']}: {cache_dir} is a file, not a directory; give a "
                             "directory or --saebench-no-cache")
-    for path, key in ((values["html"], "html"), (update, "--saebench-update-baseline")):
+    for path, key in ((values["html"], where["html"]), (update, "--saebench-update-baseline")):
         if path and Path(path).is_dir():
             raise SaebenchError(f"{key}: {path} is a directory; give a file path")
     explicit = options.get("saebench_baseline") is not None or "SAEBENCH_BASELINE" in env
@@ -316,7 +322,7 @@ def _check_paths_and_sizes(values: dict[str, Any], options: Mapping[str, Any],
 
 def _positive(value: Any, key: str) -> int:
     if int(value) < 1:
-        raise SaebenchError(f"{key} must be at least 1, got {value}")
+        raise SaebenchError(f"{key}: must be at least 1, got {value}")
     return int(value)
 
 

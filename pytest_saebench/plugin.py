@@ -122,7 +122,7 @@ def _build_runner(config: pytest.Config):
     registry = metric_registry()
     settings = build_settings(options, fc, os.environ, resolve_metric=registry.resolve,
                               default_severity=lambda m: registry[m].default_severity)
-    check_suite(settings.suite)
+    check_suite(settings.suite, settings.sources.get("suite", ""))
     configs = eval_configs(settings.suite, dict(settings.eval_overrides),
                            fc.section_label("evals"),
                            settings.select_evals)

@@ -20,11 +20,13 @@ SUITES: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_suite(name: str) -> str:
-    """Return ``name`` if it is a suite, else raise with a hint."""
+def check_suite(name: str, where: str = "") -> str:
+    """Return ``name`` if it is a suite, else raise with a hint (``where``: the input that
+    set it)."""
     if name not in SUITES:
         raise SaebenchError(
-            f"unknown suite '{name}'{did_you_mean(name, SUITES)} (choose {', '.join(SUITES)})"
+            f"{where + ': ' if where else ''}unknown suite '{name}'"
+            f"{did_you_mean(name, SUITES)} (choose {', '.join(SUITES)})"
         )
     return name
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pytest_saebench.errors import SaebenchError
+from tests.conftest import SMALL_PYPROJECT
 
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(),
                  st.text(st.characters(codec="ascii", categories=["L", "N"]), max_size=6),
@@ -162,3 +164,67 @@ def test_an_invalid_run_is_one_line_and_changes_no_file(pytester, tiny_world, se
     assert len(errors) == 1 and "finite" in errors[0], run.errlines
     assert "Traceback" not in run.stdout.str() + run.stderr.str()
     assert results.read_text() == '{"old": true}\n'
+
+
+def _cheap(mutation: tuple[str, bool]) -> bool:
+    """Valid settings that would make one end-to-end example slow (many repeats or batches)."""
+    m = re.search(r"(repeats|n_eval_reconstruction_batches) = (\d+)\n", mutation[0])
+    return m is None or int(m.group(2)) <= 3
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_inputs_end_to_end(pytester, tiny_world, tmp_path_factory, data):
+    """A real pytest run per example: exit 0 only for valid input, otherwise a usage error
+    (pyproject) or a failed evaluation (cfg.json) of one line, no traceback, no file changed."""
+    base = json.loads((tiny_world.topk / "cfg.json").read_text())
+    if data.draw(st.booleans(), label="mutate cfg.json"):
+        cfg, valid_cfg = data.draw(cfg_mutation(base))
+        table, valid_table = "", True
+        meta = cfg.get("metadata")
+        if isinstance(meta, dict) and meta.get("hook_name") != base["metadata"]["hook_name"]:
+            valid_cfg = False  # end to end, the model has only its own hooks
+    else:
+        cfg, valid_cfg = base, True
+        table, valid_table = data.draw(table_mutation().filter(_cheap))
+    work = tmp_path_factory.mktemp("fuzz")
+    ckpt = shutil.copytree(tiny_world.topk, work / "ckpt")
+    (ckpt / "cfg.json").write_text(json.dumps(cfg))
+    results = work / "results.json"
+    results.write_text('{"old": true}\n')
+    core = "[tool.pytest-saebench.evals.core]"
+    small = SMALL_PYPROJECT.replace("[tool.pytest-saebench]\n", "")
+    if table.startswith(core):  # one core table: the mutated key replaces SMALL's own
+        key = table.split("\n")[1].split(" =")[0]
+        small = "\n".join(ln for ln in small.splitlines() if not ln.startswith(key))
+        small = small.replace(core, table.strip())
+        table = ""
+    elif table.startswith("[tool"):
+        small, table = small + "\n" + table, ""
+    (work / "pyproject.toml").write_text(f"[tool.pytest-saebench]\n{table}{small}\n")
+    before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+    run = pytester.runpytest(f"--sae-path={ckpt}", "-c", str(work / "pyproject.toml"),
+                             f"--saebench-json={results}", "-p", "no:cacheprovider",
+                             f"--saebench-cache-dir={tiny_world.root / 'fuzz-cache'}")
+    text = run.stdout.str() + run.stderr.str()
+    assert "Traceback" not in text and "During handling" not in text, text
+    event("valid" if valid_cfg and valid_table else "invalid")
+    if valid_cfg and valid_table:  # evaluated; only a fuzzed threshold itself may fail
+        failed = [ln for ln in run.outlines if ln.startswith("FAILED")]
+        assert run.ret == 0 or all("::threshold[" in ln for ln in failed), text
+        assert results.read_text() != '{"old": true}\n'
+        return
+    if not valid_table:
+        assert run.ret == pytest.ExitCode.USAGE_ERROR, text
+        errors = [ln for ln in run.errlines if ln.startswith("ERROR:")]
+        assert len(errors) == 1 and "pyproject.toml" in errors[0], text
+    elif run.ret == pytest.ExitCode.USAGE_ERROR:  # cfg.json's schema, read at discovery
+        errors = [ln for ln in run.errlines if ln.startswith("ERROR:")]
+        assert len(errors) == 1 and "cfg.json" in errors[0], text
+    else:  # what only loading the SAE or the model shows: the evaluate item fails
+        run.assert_outcomes(failed=1)
+        run.stdout.fnmatch_lines(["*/ckpt/*: *", "results: not written (evaluation "
+                                                        "failed for ckpt)"])
+    after = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+    assert after == before, "an invalid run changed a file"
