@@ -221,6 +221,7 @@ def build_settings(
     env: Mapping[str, str],
     resolve_metric=None,
     default_severity=None,
+    volatile=None,
 ) -> Settings:
     """Merge CLI ``options`` (argparse dests), ``env`` and the file into :class:`Settings`.
 
@@ -259,6 +260,11 @@ def build_settings(
     regressions = regression_rules(fc, resolve_metric or (lambda name: name),
                                    [t.metric for t in thresholds],
                                    default_severity or (lambda metric: "error"))
+    for rule in regressions:
+        if volatile is not None and volatile(rule.metric):
+            raise SaebenchError(f"{fc.section_label('regression')}: '{rule.metric}' is a "
+                                "run-dependent value (a wall-clock time); it is recorded but "
+                                "never compared with a baseline, remove its rule")
     baseline, update = _baseline_paths(options, fc, env, values)
     _check_paths_and_sizes(values, where, options, env, baseline, update)
     if values["on-missing-baseline"] not in ("skip", "fail"):

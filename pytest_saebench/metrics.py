@@ -24,6 +24,8 @@ class MetricSpec:
     default_severity: str = "error"
     # A gate every run gets unless configured otherwise (e.g. properties must hold: min 1).
     default_min: float | None = None
+    # Wall-clock and other run-dependent values: recorded, never compared with a baseline.
+    volatile: bool = False
 
     @property
     def eval_type_id(self) -> str:

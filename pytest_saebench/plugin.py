@@ -121,7 +121,8 @@ def _build_runner(config: pytest.Config):
 
     registry = metric_registry()
     settings = build_settings(options, fc, os.environ, resolve_metric=registry.resolve,
-                              default_severity=lambda m: registry[m].default_severity)
+                              default_severity=lambda m: registry[m].default_severity,
+                              volatile=lambda m: registry[m].volatile)
     check_suite(settings.suite, settings.sources.get("suite", ""))
     configs = eval_configs(settings.suite, dict(settings.eval_overrides),
                            fc.section_label("evals"),

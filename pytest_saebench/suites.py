@@ -12,11 +12,13 @@ from pytest_saebench.evals import EVAL_MODULES, get_eval
 SUITES: dict[str, tuple[str, ...]] = {
     # tpp is in fast because it is the one probing metric that separates a 25-step SAE from a
     # trained one on the reference model at this budget (README, "Which gates carry signal").
-    "fast": ("core", "properties", "absorption", "sparse_probing", "tpp", "synthetic"),
+    # meta_structure reads only the decoder (about 1 s): every suite has it.
+    "fast": ("core", "properties", "absorption", "sparse_probing", "tpp", "synthetic",
+             "meta_structure"),
     "standard": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp",
-                 "synthetic", "autointerp"),
+                 "synthetic", "autointerp", "meta_structure", "sparse_probing_sae_probes"),
     "full": ("core", "properties", "absorption", "sparse_probing", "scr", "tpp", "synthetic",
-             "autointerp", "ravel", "unlearning"),
+             "autointerp", "ravel", "unlearning", "meta_structure", "sparse_probing_sae_probes"),
 }
 
 
@@ -75,6 +77,8 @@ def eval_configs(suite: str, overrides: dict[str, dict[str, Any]] | None = None,
                 )
             _check_count(f"{source}.{name}.{key}", value, getattr(cfg, key))
         configs[name] = dataclasses.replace(cfg, **extra)
+        if hasattr(module, "validate"):  # an eval's own rules for its settings
+            module.validate(configs[name], f"{source}.{name}")
     return configs
 
 

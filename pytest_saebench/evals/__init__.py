@@ -18,10 +18,13 @@ EVAL_MODULES: dict[str, str] = {
     "autointerp": "pytest_saebench.evals.autointerp",
     "ravel": "pytest_saebench.evals.ravel",
     "unlearning": "pytest_saebench.evals.unlearning",
+    "sparse_probing_sae_probes": "pytest_saebench.evals.sparse_probing_sae_probes",
+    "meta_structure": "pytest_saebench.evals.meta_structure",
 }
 
 # Short names users may write instead of the SAEBench eval type id.
-EVAL_ALIASES: dict[str, str] = {name: name for name in EVAL_MODULES}
+EVAL_ALIASES: dict[str, str] = {name: name for name in EVAL_MODULES} | {
+    "sae_probes": "sparse_probing_sae_probes", "meta_structure": "meta_structure_decoder_variance"}
 
 
 def get_eval(name: str) -> ModuleType:
