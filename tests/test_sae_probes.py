@@ -177,7 +177,8 @@ def test_trained_sae_beats_random_init_on_the_forty_cheapest_datasets():
 
     sizes = {d: size(d) for d in sae_probes.DATASETS}
     names = tuple(sorted(sizes, key=lambda d: (sizes[d], d))[:40])
-    cfg = dataclasses.replace(M.PRESETS["fast"], dataset_names=names)
+    # each k is fitted on its own, so ks=(5,) gives the same top-5 numbers for a third of the fits
+    cfg = dataclasses.replace(M.PRESETS["fast"], dataset_names=names, ks=(5,))
     ladder = Path(__file__).parents[1] / "example_tests" / "checkpoints" / "ladder"
     paths = [str(ladder / "step_6000"), str(ladder / "step_0000")]
     runner = Runner(Settings(sae_paths=tuple(paths), device="cpu", results_json=None),
