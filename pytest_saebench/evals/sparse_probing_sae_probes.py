@@ -21,6 +21,7 @@ import importlib.util
 import math
 import warnings
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -96,16 +97,19 @@ def available() -> bool:
                for m in ("sae_probes", "xgboost", "zstandard", "sklearn"))
 
 
-def _package():
+def _package() -> SimpleNamespace:
     """The sae-probes modules used here (importing the package reads its size table)."""
     import importlib
 
     import sae_probes
 
     # import_module: the package re-exports functions under its submodules' names
-    mods = [importlib.import_module(f"sae_probes.{m}") for m in
-            ("utils_data", "generate_sae_activations", "run_sae_evals", "utils_training")]
-    return sae_probes, mods[0], mods[1].DATASET_SIZES, mods[2], mods[3]
+    def mod(name: str):
+        return importlib.import_module(f"sae_probes.{name}")
+
+    return SimpleNamespace(datasets=list(sae_probes.DATASETS), data=mod("utils_data"),
+                           sizes=mod("generate_sae_activations").DATASET_SIZES,
+                           ranking=mod("run_sae_evals"), training=mod("utils_training"))
 
 
 def validate(cfg: Config, where: str = f"[tool.pytest-saebench.evals.{EVAL_TYPE_ID}]"
@@ -160,12 +164,13 @@ def last_token_activations(ctx: EvalContext, prompts: list[str], max_len: int,
     return out, truncated
 
 
-def _dataset(ctx: EvalContext, cfg: Config, name: str, pkg: tuple) -> dict[str, Any]:
+def _dataset(ctx: EvalContext, cfg: Config, name: str, pkg: SimpleNamespace
+             ) -> dict[str, Any]:
     """The SAE-independent part of one dataset: activations, labels, split, LLM baseline."""
     key = f"{EVAL_TYPE_ID}/{id(ctx.model)}/{ctx.loaded.hook.name}/{name}/{ctx.seed}/{cfg}"
     if key in ctx.memo:
         return ctx.memo[key]
-    _, utils_data, sizes, _, training = pkg
+    utils_data = pkg.data
     max_len = min(cfg.max_seq_len, int(ctx.model.cfg.n_ctx))
     prompts = [str(p) for p in utils_data.read_numbered_dataset_df(name)["prompt"].tolist()]
     prompts = prompts[:MAX_ROWS]
@@ -180,7 +185,7 @@ def _dataset(ctx: EvalContext, cfg: Config, name: str, pkg: tuple) -> dict[str, 
     acts = ctx.cache.get("sae-probes-acts", parts, compute)
     y = np.asarray(utils_data.get_yvals(name))[:MAX_ROWS]
     n = len(y)
-    num_train = min(sizes[name] - 100, 1024)
+    num_train = min(pkg.sizes[name] - 100, 1024)
     num_test = n - num_train - 1
     if num_train < 1 or num_train + min(100, num_test) > n:
         raise SaebenchError(f"sae-probes dataset '{name}' has {n} rows, too few for "
@@ -191,11 +196,10 @@ def _dataset(ctx: EvalContext, cfg: Config, name: str, pkg: tuple) -> dict[str, 
     if cfg.include_llm_baseline:
         def baseline() -> dict[str, torch.Tensor]:
             x = acts["x"].numpy()
-            with _quiet_sklearn():
-                m = training.find_best_reg(x[train], y[train], x[test], y[test], n_jobs=1,
-                                           parallel=False, seed=ctx.seed).metrics
-            return {"scores": torch.tensor([m.test_acc, m.test_auc, m.test_f1],
-                                           dtype=torch.float64)}
+            with _quiet_sklearn():  # sae-probes' "logreg" baseline: find_best_reg with L2
+                scores = _probe(pkg.training, x[train], y[train], x[test], y[test], "l2",
+                                ctx.seed)
+            return {"scores": torch.tensor([scores[s] for s in SCORES], dtype=torch.float64)}
 
         llm = ctx.cache.get("sae-probes-llm", ctx.cache_parts(
             dataset=name, rows=n, max_seq_len=max_len, sae_probes=PACKAGE_VERSION,
@@ -229,9 +233,10 @@ def _probe(training, x_tr, y_tr, x_te, y_te, penalty: str, seed: int) -> dict[st
     return {"accuracy": m.test_acc, "auc": m.test_auc, "f1": m.test_f1}
 
 
-def _sae_side(ctx: EvalContext, cfg: Config, side: dict, pkg: tuple) -> dict[str, Any]:
+def _sae_side(ctx: EvalContext, cfg: Config, side: dict, pkg: SimpleNamespace
+              ) -> dict[str, Any]:
     """Top-k probes (and, if on, the all-latents probe) on the SAE's codes."""
-    _, _, _, sae_evals, training = pkg
+    sae_evals, training = pkg.ranking, pkg.training
     codes_tr = _encode(ctx, side["x"][side["train"]], cfg.sae_batch_size)
     codes_te = _encode(ctx, side["x"][side["test"]], cfg.sae_batch_size)
     y_tr, y_te = side["y"][side["train"]], side["y"][side["test"]]
@@ -268,7 +273,7 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
         return _unavailable(res)
     validate(cfg)
     pkg = _package()
-    names = _datasets(cfg, list(pkg[0].DATASETS))
+    names = _datasets(cfg, pkg.datasets)
     res.config["dataset_names"] = names
     rows: list[dict[str, float]] = []
     for name in names:
@@ -296,7 +301,7 @@ def _aggregate(res: EvalResult, cfg: Config, rows: list[dict[str, Any]]) -> None
     """Means over datasets (stderr over datasets), per id; ids this config does not compute
     are reported as such."""
     for spec in METRICS:
-        key = spec.id.split(".", 2)[2]
+        key = spec.key
         values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
         if values:
             res.set(spec.id, *mean_stderr(values))
