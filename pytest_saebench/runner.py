@@ -149,6 +149,8 @@ class Runner:
             from pytest_saebench.loading.sae import load_sae
 
             ref = self.ref(sae_id)
+            if ref.error is not None:  # a sweep member that could not be read
+                raise SaebenchError(ref.error)
             if ref.meta.get("hook_head_index") is not None:
                 raise SaebenchError(f"{ref.path}/cfg.json: hook_head_index SAEs are not "
                                     "supported yet; evaluate a full-width hook")

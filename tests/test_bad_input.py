@@ -52,7 +52,8 @@ def test_missing_path(pytester, tmp_path):
 def test_directory_without_checkpoint(pytester, tmp_path):
     (tmp_path / "empty").mkdir()
     result = _run(pytester, f"--sae-path={tmp_path / 'empty'}")
-    _assert_usage_error(result, "no SAE checkpoint found", "cfg.json")
+    _assert_usage_error(result, "no SAE checkpoint in the directory", "found: nothing",
+                        "SAELens: cfg.json + sae_weights.safetensors", "sparsify")
 
 
 def test_cfg_missing_keys(pytester, tiny_world, tmp_path):

@@ -1,8 +1,11 @@
-"""Find SAE checkpoints on disk and read their cfg.json, without importing torch."""
+"""Find SAE checkpoints (any format of :mod:`detect`) and read their cfg.json; torch is
+imported only to convert a non-SAELens checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -10,11 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.loading import hub
+from pytest_saebench.loading.detect import (
+    FORMATS,
+    MARKERS,
+    Format,
+    format_of,
+    looks_like_checkpoint,
+    no_format_message,
+    raw_files,
+)
 from pytest_saebench.loading.schema import read_json_object, validate_cfg
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 _FIRST_INT = re.compile(r"(\d+)")
+FORMATS_BY_NAME = {f.name: f for f in FORMATS}
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,11 @@ class CheckpointRef:
     id: str
     path: Path
     cfg: dict[str, Any] = field(repr=False, hash=False, compare=False)
+    # What the user pointed at (``path`` is its SAELens copy) and the format it was read as.
+    source: Path | None = field(default=None, compare=False)
+    format: str = "SAELens"
+    # Why this sweep member cannot be evaluated: its items fail with this line.
+    error: str | None = field(default=None, compare=False)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -65,17 +84,17 @@ class CheckpointRef:
     @cached_property
     def sha256(self) -> str:
         """SHA-256 over cfg.json and the weights file, in that order (read once per run:
-        evaluation, xdist sharing and JUnit all need it)."""
+        evaluation, xdist sharing and JUnit all need it); for a checkpoint that could not be
+        read, over its path and the reason."""
         digest = hashlib.sha256()
+        if self.error is not None:
+            digest.update(f"{self.path}\0{self.error}".encode())
+            return digest.hexdigest()
         for name in (CFG_FILE, WEIGHTS_FILE):
             with open(self.path / name, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
         return digest.hexdigest()
-
-
-def _is_checkpoint(path: Path) -> bool:
-    return (path / CFG_FILE).is_file()
 
 
 def _read_cfg(path: Path) -> dict[str, Any]:
@@ -87,57 +106,113 @@ def _read_cfg(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def discover(path_arg: str | Path) -> list[CheckpointRef]:
-    """Checkpoints under ``path_arg``: the directory itself, or each sub-directory holding one.
+def _sae_lens_dir(path: Path, fmt: Format) -> Path:
+    """``path`` itself for a SAELens folder, else its converted SAELens copy."""
+    if fmt.name == "SAELens":
+        return path
+    from pytest_saebench.loading import formats, published
 
-    A sweep directory yields one checkpoint per sub-directory with a cfg.json, ids
-    ``<sweep>/<relative path>`` in sorted order.
-    """
-    if str(path_arg).startswith("sae_lens:"):
-        from pytest_saebench.loading.formats import convert_sae_lens_release
-
-        ref_id, converted = convert_sae_lens_release(str(path_arg))
-        return [CheckpointRef(id=ref_id, path=converted, cfg=_read_cfg(converted))]
-    path = Path(path_arg).expanduser()
-    if not path.exists():
-        raise SaebenchError(f"--sae-path {path_arg}: no such file or directory")
-    if path.is_file() and path.name in (CFG_FILE, WEIGHTS_FILE):
-        path = path.parent
-    path = path.resolve()
-    if _is_checkpoint(path):
-        return [CheckpointRef(id=path.name, path=path, cfg=_read_cfg(path))]
-    converted = _convert_foreign(path)
-    if converted is not None:
-        name = path.stem if path.is_file() else path.name
-        return [CheckpointRef(id=name, path=converted, cfg=_read_cfg(converted))]
-    if path.is_file():
-        raise SaebenchError(
-            f"--sae-path {path_arg}: expected a checkpoint directory holding {CFG_FILE} and "
-            f"{WEIGHTS_FILE} (or ae.pt + config.json, or X.safetensors + X.json), got a file"
-        )
-    found = sorted({p.parent for p in path.rglob(CFG_FILE)}
-                   | {p.parent for p in path.rglob("ae.pt") if (p.parent / "config.json").exists()})
-    if not found:
-        raise SaebenchError(
-            f"--sae-path {path_arg}: no SAE checkpoint found (no {CFG_FILE} in the directory "
-            "or below it); point it at a SAELens checkpoint or a directory of them"
-        )
-    refs = []
-    for p in found:
-        target = p if _is_checkpoint(p) else _convert_foreign(p)
-        refs.append(CheckpointRef(id=f"{path.name}/{p.relative_to(path).as_posix()}",
-                                  path=target, cfg=_read_cfg(target)))
-    return refs
-
-
-def _convert_foreign(path: Path) -> Path | None:
-    """A SAELens copy of a dictionary_learning or raw safetensors checkpoint, else None."""
-    from pytest_saebench.loading import formats
-
-    if path.is_dir() and formats.is_dictionary_learning(path):
+    if fmt.name == "dictionary_learning":
         return formats.convert_dictionary_learning(path)
-    raw = formats.raw_files(path)
-    return formats.convert_raw(*raw) if raw else None
+    if fmt.name == "raw safetensors":
+        found = raw_files(path)
+        assert found is not None
+        return formats.convert_raw(*found)
+    convert = {"sparsify": published.convert_sparsify,
+               "Gemma Scope": published.convert_gemma_scope,
+               "Gemma Scope 2": published.convert_gemma_scope,
+               "Llama Scope": published.convert_llama_scope,
+               "Goodfire": published.convert_goodfire}[fmt.name]
+    return convert(path, formats.out_dir(path))
+
+
+def _one(ref_id: str, path: Path) -> CheckpointRef:
+    """The checkpoint in folder (or Goodfire/raw file) ``path``; raises for a bad one."""
+    if path.is_file():
+        fmt = FORMATS_BY_NAME["Goodfire" if path.suffix in (".pt", ".pth")
+                              else "raw safetensors"]
+    else:
+        fmt = format_of(path)
+        if fmt is None:
+            raise SaebenchError(f"{path}: {no_format_message(path)}")
+    target = _sae_lens_dir(path, fmt)
+    return CheckpointRef(id=ref_id, path=target, cfg=_read_cfg(target), source=path,
+                         format=fmt.name)
+
+
+def _members(root: Path) -> list[Path]:
+    """Folders under ``root`` holding a checkpoint (or looking like a broken one), sorted;
+    a matching folder is not searched further."""
+    found: list[Path] = []
+    for dirpath, dirnames, _files in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if here != root and (format_of(here) is not None or looks_like_checkpoint(here)):
+            found.append(here)
+            dirnames[:] = []
+    return sorted(found)
+
+
+def _file_arg(path: Path) -> Path | None:
+    """What a file argument stands for: its folder, itself (Goodfire/raw), or None."""
+    if path.name in MARKERS or path.name == "config.json":
+        return path.parent
+    if path.suffix in (".pt", ".pth") or raw_files(path):
+        return path
+    return None
+
+
+def discover(path_arg: str | Path) -> list[CheckpointRef]:
+    """Checkpoints under ``path_arg``: the folder (or file) itself, or every folder below it
+    that holds one, in any format of :mod:`detect`, ids ``<sweep>/<relative path>``.
+
+    A single checkpoint that cannot be read raises; a sweep member that cannot be read is
+    returned with ``error`` set, so the others are still evaluated.
+    """
+    spec = str(path_arg)
+    if spec.startswith(hub.SAE_LENS_PREFIX):
+        from pytest_saebench.loading.formats import converted_root
+
+        ref_id, converted = hub.convert_sae_lens_release(spec, converted_root())
+        return [CheckpointRef(id=ref_id, path=converted, cfg=_read_cfg(converted),
+                              source=converted, format="SAELens")]
+    if spec.startswith(hub.HF_PREFIX):
+        ref_id, path = hub.cached_repo_path(spec)
+        return [_renamed(ref, ref_id) for ref in _discover_path(path, spec)]
+    return _discover_path(Path(path_arg).expanduser(), spec)
+
+
+def _renamed(ref: CheckpointRef, repo_id: str) -> CheckpointRef:
+    head, _, rest = ref.id.partition("/")
+    return dataclasses.replace(ref, id=f"{repo_id}/{rest}" if rest else repo_id)
+
+
+def _discover_path(path: Path, spec: str) -> list[CheckpointRef]:
+    if not path.exists():
+        raise SaebenchError(f"--sae-path {spec}: no such file or directory")
+    if path.is_file():
+        target = _file_arg(path)
+        if target is None:
+            raise SaebenchError(f"--sae-path {spec}: {no_format_message(path)}")
+        path = target
+    path = path.resolve()
+    if path.is_file() or format_of(path) is not None:
+        return [_one(path.stem if path.is_file() else path.name, path)]
+    members = _members(path)
+    if not members and looks_like_checkpoint(path):
+        return [_one(path.name, path)]  # raises: a broken checkpoint, not a sweep
+    if not members:
+        raise SaebenchError(f"--sae-path {spec}: no SAE checkpoint in the directory or below "
+                            f"it; {no_format_message(path)}")
+    refs = []
+    for member in members:
+        ref_id = f"{path.name}/{member.relative_to(path).as_posix()}"
+        try:
+            refs.append(_one(ref_id, member))
+        except SaebenchError as exc:
+            refs.append(CheckpointRef(id=ref_id, path=member, cfg={}, source=member,
+                                      format="unreadable", error=str(exc)))
+    return refs
 
 
 def discover_all(paths: list[str]) -> list[CheckpointRef]:
@@ -153,6 +228,6 @@ def discover_all(paths: list[str]) -> list[CheckpointRef]:
             n = seen.get(ref.id, 0) + 1
             seen[ref.id] = n
             if n > 1:
-                ref = CheckpointRef(id=f"{ref.id}-{n}", path=ref.path, cfg=ref.cfg)
+                ref = dataclasses.replace(ref, id=f"{ref.id}-{n}")
             refs.append(ref)
     return refs

@@ -1,10 +1,12 @@
-"""Checkpoint formats other than SAELens, converted to a SAELens directory on discovery.
+"""dictionary_learning and raw safetensors checkpoints, converted to a SAELens directory.
 
 - dictionary_learning: ``ae.pt`` (a state dict, read with ``torch.load(weights_only=True)``,
   so nothing but tensors is ever unpickled) plus ``config.json`` with a ``trainer`` table;
-  classes AutoEncoder, AutoEncoderTopK, BatchTopKSAE and JumpReluAutoEncoder.
-- ``sae_lens:RELEASE/SAE_ID``: a pretrained SAELens release, loaded with
-  ``SAE.from_pretrained`` from the local Hugging Face cache (offline runs cannot download).
+  classes AutoEncoder, AutoEncoderTopK, BatchTopKSAE, MatryoshkaBatchTopKSAE (its
+  ``group_sizes`` become the nested prefix widths) and JumpReluAutoEncoder. Converted here,
+  not by sae_lens's ``dictionary_learning_1`` loader: that one maps every SAE to
+  ``blocks.{layer}.hook_resid_post`` whatever its ``submodule_name`` (mlp_out, attn_out),
+  and drops the Matryoshka group sizes.
 - raw: one ``.safetensors`` file holding ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec`` (and
   ``threshold`` for JumpReLU) next to one JSON config with ``d_in``, ``d_sae``, ``hook_name``
   and optionally ``model_name``, ``architecture`` and ``k``.
@@ -38,6 +40,9 @@ DL_CLASSES: dict[str, tuple[str, dict[str, tuple[str, bool]], bool]] = {
     "AutoEncoder": ("standard", {**_LINEAR, "b_dec": ("bias", False)}, True),
     "AutoEncoderTopK": ("topk", _LINEAR, True),
     "BatchTopKSAE": ("jumprelu", {**_LINEAR, "threshold": ("threshold", False)}, True),
+    "MatryoshkaBatchTopKSAE": ("jumprelu", {"W_enc": ("W_enc", False), "b_enc": ("b_enc", False),
+                                            "W_dec": ("W_dec", False), "b_dec": ("b_dec", False),
+                                            "threshold": ("threshold", False)}, True),
     "JumpReluAutoEncoder": ("jumprelu", {"W_enc": ("W_enc", False), "b_enc": ("b_enc", False),
                                          "W_dec": ("W_dec", False), "b_dec": ("b_dec", False),
                                          "threshold": ("threshold", False)}, False),
@@ -50,29 +55,21 @@ def is_dictionary_learning(path: Path) -> bool:
     return (path / DL_WEIGHTS).is_file() and (path / DL_CONFIG).is_file()
 
 
-def raw_files(path: Path) -> tuple[Path, Path] | None:
-    """``(weights, config)`` if ``path`` is a raw safetensors checkpoint (a ``.safetensors``
-    file with a same-stem ``.json``, or a directory holding exactly one of each)."""
-    if path.is_file() and path.suffix == ".safetensors":
-        cfg = path.with_suffix(".json")
-        return (path, cfg) if cfg.is_file() else None
-    if path.is_dir():
-        weights, cfgs = list(path.glob("*.safetensors")), list(path.glob("*.json"))
-        if len(weights) == 1 and len(cfgs) == 1:
-            return weights[0], cfgs[0]
-    return None
-
-
-def _out_dir(*sources: Path) -> Path:
-    """A fresh directory for a converted copy, named by the sources' content."""
-    if not _ROOT:
-        _ROOT.append(Path(tempfile.mkdtemp(prefix="saebench-converted-")))
-        atexit.register(shutil.rmtree, _ROOT[0], True)
+def out_dir(*sources: Path) -> Path:
+    """A fresh directory for a converted copy, named by the sources' paths and content
+    (a directory source by its files' names and sizes)."""
+    root = converted_root()
     digest = hashlib.sha256()
     for src in sources:
         digest.update(str(src.resolve()).encode())
-        digest.update(src.read_bytes())
-    return _ROOT[0] / digest.hexdigest()[:20]
+        if src.is_dir():
+            for f in sorted(src.rglob("*")):
+                if f.is_file():
+                    digest.update(f"{f.relative_to(src)}:{f.stat().st_size}:"
+                                  f"{f.stat().st_mtime_ns}".encode())
+        else:
+            digest.update(src.read_bytes())
+    return root / digest.hexdigest()[:20]
 
 
 def _hook_of(trainer: dict[str, Any], where: Path) -> str:
@@ -159,13 +156,19 @@ def convert_dictionary_learning(path: Path) -> Path:
                         "context_size": (raw.get("buffer") or {}).get("ctx_len", 128),
                         "prepend_bos": True, "source_format": "dictionary_learning",
                         "source_path": str(path)}}
+    if "group_sizes" in state:
+        sizes = [int(g) for g in state["group_sizes"].reshape(-1).tolist()]
+        if not sizes or min(sizes) < 1 or sum(sizes) != d_sae:
+            raise SaebenchError(f"{weights}: group_sizes {sizes} must be positive and sum to "
+                                f"trainer.dict_size = {d_sae}")
+        cfg["metadata"]["matryoshka_widths"] = [sum(sizes[:i + 1]) for i in range(len(sizes))]
     if arch == "topk":
         k = trainer.get("k", state.get("k"))
         if k is None:
             raise SaebenchError(f"{cfg_path}: missing trainer.k for {cls}")
         cfg["k"] = int(k.item()) if isinstance(k, torch.Tensor) and k.numel() == 1 else k
     validate_cfg(cfg_path, cfg)
-    return _write(_out_dir(weights, cfg_path), tensors, cfg)
+    return _write(out_dir(weights, cfg_path), tensors, cfg)
 
 
 def convert_raw(weights: Path, cfg_path: Path) -> Path:
@@ -200,37 +203,12 @@ def convert_raw(weights: Path, cfg_path: Path) -> Path:
     if "k" in raw or arch == "topk":
         cfg["k"] = raw.get("k")
     validate_cfg(cfg_path, cfg)
-    return _write(_out_dir(weights, cfg_path), {k: tensors[k].float() for k in need}, cfg)
+    return _write(out_dir(weights, cfg_path), {k: tensors[k].float() for k in need}, cfg)
 
 
-SAE_LENS_PREFIX = "sae_lens:"
-
-
-def convert_sae_lens_release(spec: str) -> tuple[str, Path]:
-    """``(id, SAELens directory)`` for ``sae_lens:RELEASE/SAE_ID`` (the id may hold ``/``)."""
-    import os
-    import warnings
-
-    release, _, sae_id = spec[len(SAE_LENS_PREFIX):].partition("/")
-    if not release or not sae_id:
-        raise SaebenchError(f"--sae-path {spec}: expected sae_lens:RELEASE/SAE_ID, e.g. "
-                            "sae_lens:pythia-70m-deduped-res-sm/blocks.3.hook_resid_post")
-    try:
-        from sae_lens import SAE
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sae = SAE.from_pretrained(release, sae_id, device="cpu")
-    except Exception as exc:  # unknown release/id, or not in the offline cache
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-        hint = (" With HF_HUB_OFFLINE=1 it must already be in the local Hugging Face cache: "
-                f"download it once with SAE.from_pretrained('{release}', '{sae_id}')."
-                if offline else "")
-        raise SaebenchError(f"--sae-path {spec}: sae_lens cannot load it "
-                            f"({type(exc).__name__}: {first}).{hint}") from None
+def converted_root() -> Path:
+    """The per-process directory that holds converted copies (removed at exit)."""
     if not _ROOT:
-        _out_dir()
-    out = _ROOT[0] / hashlib.sha256(spec.encode()).hexdigest()[:20]
-    sae.save_model(out)
-    return f"{release}/{sae_id}", out
+        _ROOT.append(Path(tempfile.mkdtemp(prefix="saebench-converted-")))
+        atexit.register(shutil.rmtree, _ROOT[0], True)
+    return _ROOT[0]

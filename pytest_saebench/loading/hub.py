@@ -1,0 +1,98 @@
+"""``sae_lens:RELEASE/SAE_ID`` and ``hf:REPO[/PATH]``: SAEs in the local Hugging Face cache.
+
+``sae_lens:`` goes through ``SAE.from_pretrained``, whose release is either a name in
+sae_lens's pretrained directory or a Hub repository id (``owner/name``, holding a ``/``), as
+sae_lens itself reads it. ``hf:`` finds the repository's cached snapshot and discovers the
+checkpoint(s) in it by content, like a local folder. Offline, nothing is downloaded: a
+missing SAE fails in one line with the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+from pytest_saebench.errors import SaebenchError, did_you_mean
+
+SAE_LENS_PREFIX = "sae_lens:"
+HF_PREFIX = "hf:"
+EXAMPLE = "sae_lens:pythia-70m-deduped-res-sm/blocks.3.hook_resid_post"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+
+
+def split_release(body: str, releases: set[str]) -> tuple[str, str]:
+    """``(release, sae_id)``: the longest leading ``/``-joined part that is a known release;
+    else a repository id ``owner/name`` and the rest, as ``SAE.from_pretrained`` reads it."""
+    parts = body.split("/")
+    for cut in range(len(parts) - 1, 0, -1):
+        release = "/".join(parts[:cut])
+        if release in releases:
+            return release, "/".join(parts[cut:])
+    if len(parts) >= 3 and all(parts[:3]):
+        return "/".join(parts[:2]), "/".join(parts[2:])
+    hint = did_you_mean(parts[0], releases)
+    raise SaebenchError(f"--sae-path {SAE_LENS_PREFIX}{body}: '{parts[0]}' is neither a "
+                        f"release sae_lens knows{hint} nor a Hub repository id (owner/name); "
+                        f"expected sae_lens:RELEASE/SAE_ID, e.g. {EXAMPLE}")
+
+
+def fetch_command(release: str, sae_id: str) -> str:
+    """The one command that puts the SAE into the local cache."""
+    return (f"HF_HUB_OFFLINE=0 python -c \"from sae_lens import SAE; "
+            f"SAE.from_pretrained('{release}', '{sae_id}')\"")
+
+
+def convert_sae_lens_release(spec: str, out_root: Path) -> tuple[str, Path]:
+    """``(id, SAELens directory)`` for ``sae_lens:RELEASE/SAE_ID``."""
+    body = spec[len(SAE_LENS_PREFIX):]
+    if body.count("/") < 1 or not all(body.split("/")):
+        raise SaebenchError(f"--sae-path {spec}: expected sae_lens:RELEASE/SAE_ID, e.g. "
+                            f"{EXAMPLE}")
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    from pytest_saebench.quiet_sae_lens import SAE
+
+    release, sae_id = split_release(body, set(get_pretrained_saes_directory()))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sae = SAE.from_pretrained(release, sae_id, device="cpu")
+    except Exception as exc:  # unknown release/id, or not in the offline cache
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        hint = (" With HF_HUB_OFFLINE=1 it must already be in the local Hugging Face cache; "
+                f"fetch it once with: {fetch_command(release, sae_id)}" if _offline() else "")
+        raise SaebenchError(f"--sae-path {spec}: sae_lens cannot load release '{release}', "
+                            f"SAE '{sae_id}' ({type(exc).__name__}: {first}).{hint}") from None
+    out = out_root / hashlib.sha256(spec.encode()).hexdigest()[:20]
+    sae.save_model(out)
+    return f"{release}/{sae_id}", out
+
+
+def cached_repo_path(spec: str) -> tuple[str, Path]:
+    """``(id, local path)`` for ``hf:OWNER/NAME[/PATH]`` from the local Hugging Face cache."""
+    parts = spec[len(HF_PREFIX):].strip("/").split("/")
+    if len(parts) < 2 or not all(parts):
+        raise SaebenchError(f"--sae-path {spec}: expected hf:OWNER/NAME[/PATH], e.g. "
+                            "hf:google/gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82")
+    repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
+    from huggingface_hub import snapshot_download
+
+    try:
+        root = Path(snapshot_download(repo, local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError and friends: not cached
+        include = f" --include '{sub}/*'" if sub else ""
+        raise SaebenchError(f"--sae-path {spec}: repository {repo} is not in the local Hugging "
+                            f"Face cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}); "
+                            f"fetch it once with: HF_HUB_OFFLINE=0 hf download {repo}{include}"
+                            ) from None
+    path = root / sub if sub else root
+    if not path.exists():
+        raise SaebenchError(f"--sae-path {spec}: the cached snapshot of {repo} has no '{sub}'; "
+                            f"fetch it with: HF_HUB_OFFLINE=0 hf download {repo} "
+                            f"--include '{sub}/*'")
+    return "/".join(parts), path
