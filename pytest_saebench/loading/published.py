@@ -59,8 +59,8 @@ def repo_root(path: Path, prefix: str) -> tuple[str, Path] | None:
 def _local_hub(root: Path) -> Iterator[None]:
     """sae_lens's Hub loaders, answered from ``root`` (the repository's local copy)."""
     from huggingface_hub.utils import EntryNotFoundError
-    from safetensors import safe_open
     from sae_lens.loading import pretrained_sae_loaders as psl
+    from safetensors import safe_open
 
     def download(repo_id: str, filename: str, *, subfolder: str | None = None,
                  **_: Any) -> str:
