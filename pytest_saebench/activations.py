@@ -54,17 +54,23 @@ def hook_activations(
     model: HookedTransformer, tokens: torch.Tensor, hook: HookSpec
 ) -> torch.Tensor:
     """Activation at ``hook`` for ``tokens`` ``[B, C]`` as ``[B, C, d_in]`` (float32)."""
+    return hooks_activations(model, tokens, [hook])[0]
+
+
+@torch.inference_mode()
+def hooks_activations(
+    model: HookedTransformer, tokens: torch.Tensor, hooks: list[HookSpec]
+) -> list[torch.Tensor]:
+    """Activations at each of ``hooks`` from one forward that stops after the last of them."""
     store: dict[str, torch.Tensor] = {}
 
     def save(act: torch.Tensor, hook: object) -> None:
-        store["act"] = act
+        store[hook.name] = act  # type: ignore[attr-defined]
 
-    if hook.stop_layer == 0:
-        # A hook before block 0 still needs the embedding pass; stop_at_layer=0 would skip it.
-        model.run_with_hooks(tokens, fwd_hooks=[(hook.name, save)], stop_at_layer=1)
-    else:
-        model.run_with_hooks(tokens, fwd_hooks=[(hook.name, save)], stop_at_layer=hook.stop_layer)
-    return flatten(store["act"]).float()
+    # A hook before block 0 still needs the embedding pass; stop_at_layer=0 would skip it.
+    stop = max(1, *(h.stop_layer for h in hooks))
+    model.run_with_hooks(tokens, fwd_hooks=[(h.name, save) for h in hooks], stop_at_layer=stop)
+    return [flatten(store[h.name]).float() for h in hooks]
 
 
 @torch.inference_mode()
@@ -88,16 +94,17 @@ def logits_with_replacement(
 
 @torch.inference_mode()
 def clean_logits_and_activations(
-    model: HookedTransformer, tokens: torch.Tensor, hook: HookSpec
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One clean forward: ``(logits [B, C, V], activation [B, C, d_in])``."""
+    model: HookedTransformer, tokens: torch.Tensor, hook: HookSpec, *more: HookSpec
+) -> tuple[torch.Tensor, ...]:
+    """One clean forward: ``(logits [B, C, V], activation [B, C, d] at each hook)``."""
     store: dict[str, torch.Tensor] = {}
 
     def save(act: torch.Tensor, hook: object) -> None:
-        store["act"] = act
+        store[hook.name] = act  # type: ignore[attr-defined]
 
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(hook.name, save)])
-    return logits, flatten(store["act"]).float()
+    hooks = (hook, *more)
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(h.name, save) for h in hooks])
+    return (logits, *(flatten(store[h.name]).float() for h in hooks))
 
 
 def right_pad(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -316,12 +316,19 @@ class Runner:
         if getattr(module, "NEEDS_MODEL", True):
             model = self.model_for(sae_id)
             check_hook(model, loaded.hook, loaded.d_in, str(ref.path))
+            if loaded.hook_out is not None:
+                check_hook(model, loaded.hook_out, loaded.d_out, str(ref.path), "d_out")
             tok = model.tokenizer
             special = frozenset(i for i in (tok.pad_token_id, tok.eos_token_id,
                                             tok.bos_token_id) if i is not None)
         else:  # e.g. synthetic ground truth: the checkpoint alone is evaluated
             model, special = None, frozenset()
         seeds = [self.settings.seed + i for i in range(max(1, self.settings.repeats))]
+        why_not = getattr(module, "NOT_FOR_TRANSCODERS", None)
+        if loaded.is_transcoder and why_not:
+            res.evals[module.EVAL_TYPE_ID] = _not_applicable(module, why_not)
+            self._results[(sae_id, suite)] = res
+            return
         outs = []
         for seed in seeds:
             ctx = EvalContext(loaded=loaded, model=model,
@@ -336,6 +343,16 @@ class Runner:
             outs, seeds)
         res.seconds += time.perf_counter() - started
         self._results[(sae_id, suite)] = res
+
+
+def _not_applicable(module: Any, why: str) -> Any:
+    """An eval's result for a transcoder it cannot measure: every id not computed."""
+    from pytest_saebench.evals.base import EvalResult
+
+    res = EvalResult(module.EVAL_TYPE_ID, {"not_applicable": why})
+    for spec in module.METRICS:
+        res.not_computed[spec.id] = f"does not apply to a transcoder: {why}"
+    return res
 
 
 def _short(path: str) -> str:

@@ -150,24 +150,57 @@ def make_sae(d_in: int, d_sae: int, architecture: str = "standard", k: int = 8,
     return sae
 
 
-def train_sae(sae: SAE, acts: torch.Tensor, steps: int = 500, batch_size: int = 256,
-              lr: float = 3e-3, l1_coefficient: float = 1e-3, seed: int = 0,
-              on_step: Callable[[int], None] | None = None) -> list[float]:
-    """Train ``sae`` on ``acts`` ``[N, d_in]`` (MSE plus L1 on decoder-norm-weighted codes;
-    TopK SAEs use MSE only); returns the loss curve. ``on_step(n)`` is called after the
-    initialisation (n = 0) and after every step, e.g. to save snapshots of one run."""
+def make_transcoder(d_in: int, d_sae: int, d_out: int, skip: bool = False,
+                    metadata: dict[str, Any] | None = None, seed: int = 0) -> SAE:
+    """A randomly initialised sae_lens (skip) transcoder: ReLU latents of the input hook,
+    decoded into the ``d_out``-wide output hook (``metadata`` names ``hook_name_out``)."""
+    from sae_lens.saes.transcoder import (
+        SkipTranscoder,
+        SkipTranscoderConfig,
+        Transcoder,
+        TranscoderConfig,
+    )
+
+    cls, cfg_cls = (SkipTranscoder, SkipTranscoderConfig) if skip else (Transcoder,
+                                                                       TranscoderConfig)
+    sae = cls(cfg_cls(d_in=d_in, d_sae=d_sae, d_out=d_out, apply_b_dec_to_input=False,
+                      metadata=SAEMetadata(
+        **(metadata or {}))))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        sae.b_dec.copy_(acts.mean(0))
+        for name, param in sae.named_parameters():
+            if name.startswith("W_"):
+                param.copy_(torch.randn(param.shape, generator=gen) / param.shape[-1] ** 0.5)
+            else:
+                param.zero_()
+    return sae
+
+
+def train_sae(sae: SAE, acts: torch.Tensor, steps: int = 500, batch_size: int = 256,
+              lr: float = 3e-3, l1_coefficient: float = 1e-3, seed: int = 0,
+              on_step: Callable[[int], None] | None = None,
+              targets: torch.Tensor | None = None) -> list[float]:
+    """Train ``sae`` on ``acts`` ``[N, d_in]`` (MSE plus L1 on decoder-norm-weighted codes;
+    TopK SAEs use MSE only); returns the loss curve. ``on_step(n)`` is called after the
+    initialisation (n = 0) and after every step, e.g. to save snapshots of one run. A
+    transcoder learns ``targets`` ``[N, d_out]`` (another hook's activations) from ``acts``."""
+    gen = torch.Generator().manual_seed(seed)
+    goal = acts if targets is None else targets
+    skip = getattr(sae, "W_skip", None)
+    with torch.no_grad():
+        sae.b_dec.copy_(goal.mean(0))
     if on_step:
         on_step(0)
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
-    sparse_penalty = sae.cfg.architecture() in ("standard", "gated", "jumprelu")
+    sparse_penalty = sae.cfg.architecture() in ("standard", "gated", "jumprelu", "transcoder",
+                                                 "skip_transcoder")
     losses = []
     for _ in range(steps):
-        x = acts[torch.randint(0, acts.shape[0], (batch_size,), generator=gen)]
+        idx = torch.randint(0, acts.shape[0], (batch_size,), generator=gen)
+        x, y = acts[idx], goal[idx]
         feats = sae.encode(x)
-        loss = (sae.decode(feats) - x).pow(2).sum(-1).mean()
+        out = sae.decode(feats) + (x @ skip.T if skip is not None else 0)
+        loss = (out - y).pow(2).sum(-1).mean()
         if sparse_penalty:
             loss = loss + l1_coefficient * (feats * sae.W_dec.norm(dim=-1)).sum(-1).mean()
         opt.zero_grad()

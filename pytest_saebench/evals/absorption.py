@@ -33,6 +33,10 @@ from pytest_saebench.evals.probing import derive_seed
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "absorption_first_letter"
+# Reported as not computed for a transcoder (it reads one hook and writes another):
+NOT_FOR_TRANSCODERS = (
+    "it compares decoder rows with probe directions in the input hook's space, and a "
+    "transcoder's decoder writes another hook")
 LETTERS = string.ascii_lowercase
 
 

@@ -45,10 +45,13 @@ class EvalContext:
 
     def cache_parts(self, **extra: Any) -> dict[str, Any]:
         """What SAE-independent work depends on, plus ``extra``; never the checkpoint."""
-        return {"model": self.model_key or f"unhashed:{id(self.model)}",
-                "hook": self.loaded.hook.name, "dtype": str(self.model.cfg.dtype),
-                "device": str(self.device), "seed": self.seed,
-                "special_ids": sorted(self.special_ids), **extra}
+        out = {"model": self.model_key or f"unhashed:{id(self.model)}",
+               "hook": self.loaded.hook.name, "dtype": str(self.model.cfg.dtype),
+               "device": str(self.device), "seed": self.seed,
+               "special_ids": sorted(self.special_ids), **extra}
+        if self.loaded.hook_out is not None:  # a transcoder's work reads two hooks
+            out["hook_out"] = self.loaded.hook_out.name
+        return out
 
 
 @dataclass

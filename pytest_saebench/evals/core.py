@@ -103,18 +103,19 @@ def _loss_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config
                 ) -> dict[str, torch.Tensor]:
     """Per-context sums of CE (clean / SAE / ablated) and KL (SAE / ablated); only the
     SAE's own forward from the hook layer on is computed here."""
-    sae, hook = ctx.loaded.sae, ctx.loaded.hook
+    loaded = ctx.loaded
     rows: dict[str, list[torch.Tensor]] = {}
     bsz = cfg.batch_size_prompts
     for start in range(0, side["tokens"].shape[0], bsz):
         t = side["tokens"][start:start + bsz].to(ctx.device)
         v = side["valid"][start:start + bsz].to(ctx.device)
         act = side["act"][start:start + bsz].to(ctx.device)
-        x_hat = sae.decode(sae.encode(act.to(sae.dtype))).float()
+        target = side.get("act_out", side["act"])[start:start + bsz].to(ctx.device)
+        x_hat = loaded.reconstruct(act.to(loaded.sae.dtype)).float()
         if cfg.exclude_special_tokens_from_reconstruction:
-            x_hat = torch.where(v[..., None], x_hat, act)
+            x_hat = torch.where(v[..., None], x_hat, target)
         lp_clean = core_side.clean_logprobs(ctx, side, start, bsz)
-        lp = logits_with_replacement(ctx.model, t, hook, x_hat).float().log_softmax(-1)
+        lp = logits_with_replacement(ctx.model, t, loaded.target, x_hat).float().log_softmax(-1)
         ce = -lp[:, :-1].gather(-1, t[:, 1:, None])[..., 0]
         kl = (lp_clean.exp() * (lp_clean - lp)).sum(-1)
         rows.setdefault("ce_sae", []).append((ce.double() * v[:, :-1].double()).sum(1).cpu())
@@ -139,8 +140,10 @@ def _encode_chunked(ctx: EvalContext, act: torch.Tensor, v: torch.Tensor,
     step = max(1, LATENT_CHUNK_ELEMENTS // (act.shape[1] * ctx.loaded.d_sae))
     x_hat, l0, l1 = [], [], []
     for i in range(0, act.shape[0], step):
-        feats = sae.encode(act[i:i + step].to(sae.dtype))
-        x_hat.append(sae.decode(feats).float())
+        x_in = act[i:i + step].to(sae.dtype)
+        feats = sae.encode(x_in)
+        out = sae.decode(feats)
+        x_hat.append((out + ctx.loaded.skip(x_in) if ctx.loaded.has_skip else out).float())
         feats = feats.float()
         nz = feats != 0
         # Casting reductions over the latent axis take a slow kernel path (50x); counts are
@@ -164,11 +167,11 @@ def _variance_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config
     bsz = cfg.batch_size_prompts
     for start in range(0, side["tokens"].shape[0], bsz):
         v = side["valid"][start:start + bsz].to(ctx.device)
-        act = core_side.variance_activations(ctx, side, start, bsz)
+        act, target = core_side.variance_activations(ctx, side, start, bsz)
         x_hat, l0, l1 = _encode_chunked(ctx, act, v, totals)
         w = v.double()  # [B, C]
         n_b = w.sum()
-        x, xh = act.double(), x_hat.double()
+        x, xh = target.double(), x_hat.double()
         err = (x - xh).pow(2).sum(-1)
         x2 = x.pow(2).sum(-1)
         xh2 = xh.pow(2).sum(-1)

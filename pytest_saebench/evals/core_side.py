@@ -4,6 +4,9 @@ per-context CE / KL sums of the clean and zero-ablated runs (METRICS.md §2).
 
 Per checkpoint, core then only encodes and decodes the cached activations and runs the model
 from the hook layer on with the reconstruction spliced in.
+
+A transcoder reads one hook and writes another: ``act`` is its input, ``act_out`` the output
+hook's activation it reconstructs, and the clean/ablated runs replace the output hook.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import torch
 
 from pytest_saebench.activations import (
     clean_logits_and_activations,
-    hook_activations,
+    hooks_activations,
     logits_with_replacement,
 )
 from pytest_saebench.evals.base import EvalContext
@@ -44,20 +47,23 @@ def loss_side(ctx: EvalContext, n_rec: int, n_total: int, context: int, batch: i
 @torch.inference_mode()
 def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_lp: bool
                        ) -> dict[str, torch.Tensor]:
-    hook, model = ctx.loaded.hook, ctx.model
+    loaded, model = ctx.loaded, ctx.model
     valid = ctx.valid(tokens)
     rows: dict[str, list[torch.Tensor]] = {}
+    extra = (loaded.hook_out,) if loaded.hook_out is not None else ()
     for start in range(0, tokens.shape[0], batch):
         t = tokens[start:start + batch].to(ctx.device)
         v = valid[start:start + batch].to(ctx.device)
-        logits, act = clean_logits_and_activations(model, t, hook)
+        logits, act, *outs = clean_logits_and_activations(model, t, loaded.hook, *extra)
+        target = outs[0] if outs else act
         lp_clean = logits.float().log_softmax(-1)
-        target = t[:, 1:, None]
+        next_tok = t[:, 1:, None]
         ce_mask, kl_mask = v[:, :-1].double(), v.double()
-        lp_abl = logits_with_replacement(model, t, hook, torch.zeros_like(act)).float()
+        lp_abl = logits_with_replacement(model, t, loaded.target,
+                                         torch.zeros_like(target)).float()
         lp_abl = lp_abl.log_softmax(-1)
-        out = {"ce_clean": -lp_clean[:, :-1].gather(-1, target)[..., 0],
-               "ce_abl": -lp_abl[:, :-1].gather(-1, target)[..., 0],
+        out = {"ce_clean": -lp_clean[:, :-1].gather(-1, next_tok)[..., 0],
+               "ce_abl": -lp_abl[:, :-1].gather(-1, next_tok)[..., 0],
                "kl_abl": (lp_clean.exp() * (lp_clean - lp_abl)).sum(-1)}
         for key, val in out.items():
             mask = ce_mask if key.startswith("ce") else kl_mask
@@ -65,6 +71,8 @@ def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_
         rows.setdefault("n_ce", []).append(ce_mask.sum(1).cpu())
         rows.setdefault("n_kl", []).append(kl_mask.sum(1).cpu())
         rows.setdefault("act", []).append(act.cpu())
+        if outs:
+            rows.setdefault("act_out", []).append(target.cpu())
         if keep_lp:
             rows.setdefault("lp_clean", []).append(lp_clean.cpu())
     side = {k: torch.cat(v) for k, v in rows.items()}
@@ -74,7 +82,7 @@ def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_
 def variance_side(ctx: EvalContext, n_rec: int, n_var: int, context: int, batch: int
                   ) -> dict[str, torch.Tensor]:
     """Tokens, validity and (when they fit) activations of the variance phase."""
-    width = ctx.loaded.d_in
+    width = ctx.loaded.d_in + (ctx.loaded.d_out if ctx.loaded.is_transcoder else 0)
     keep_act = n_var * context * width * 4 <= MAX_ACTIVATION_BYTES
     parts = ctx.cache_parts(dataset=ctx.dataset_key or ctx.dataset, windows=n_rec + n_var,
                             rows=[n_rec, n_rec + n_var], context=context,
@@ -89,20 +97,33 @@ def _compute_variance_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, k
                            ) -> dict[str, torch.Tensor]:
     side = {"tokens": tokens.cpu(), "valid": ctx.valid(tokens)}
     if keep_act:
-        side["act"] = torch.cat([
-            hook_activations(ctx.model, tokens[i:i + batch].to(ctx.device),
-                             ctx.loaded.hook).cpu()
-            for i in range(0, tokens.shape[0], batch)])
+        parts = [_acts(ctx, tokens[i:i + batch].to(ctx.device))
+                 for i in range(0, tokens.shape[0], batch)]
+        side["act"] = torch.cat([p[0].cpu() for p in parts])
+        if ctx.loaded.is_transcoder:
+            side["act_out"] = torch.cat([p[1].cpu() for p in parts])
     return side
 
 
+def _acts(ctx: EvalContext, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input, target)`` activations: the same tensor for an SAE."""
+    loaded = ctx.loaded
+    if loaded.hook_out is None:
+        act = hooks_activations(ctx.model, tokens, [loaded.hook])[0]
+        return act, act
+    act, out = hooks_activations(ctx.model, tokens, [loaded.hook, loaded.hook_out])
+    return act, out
+
+
 def variance_activations(ctx: EvalContext, side: dict[str, torch.Tensor], start: int,
-                         batch: int) -> torch.Tensor:
-    """Activations of rows ``start .. start + batch``: cached, or recomputed."""
+                         batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input, target)`` activations of rows ``start .. start + batch``: cached, or
+    recomputed."""
     if "act" in side:
-        return side["act"][start:start + batch].to(ctx.device)
-    return hook_activations(ctx.model, side["tokens"][start:start + batch].to(ctx.device),
-                            ctx.loaded.hook)
+        act = side["act"][start:start + batch].to(ctx.device)
+        out = side.get("act_out")
+        return act, (out[start:start + batch].to(ctx.device) if out is not None else act)
+    return _acts(ctx, side["tokens"][start:start + batch].to(ctx.device))
 
 
 def clean_logprobs(ctx: EvalContext, side: dict[str, torch.Tensor], start: int, batch: int
@@ -112,5 +133,5 @@ def clean_logprobs(ctx: EvalContext, side: dict[str, torch.Tensor], start: int, 
     if "lp_clean" in side:
         return side["lp_clean"][start:start + batch].to(ctx.device)
     t = side["tokens"][start:start + batch].to(ctx.device)
-    act = side["act"][start:start + batch].to(ctx.device)
-    return logits_with_replacement(ctx.model, t, ctx.loaded.hook, act).float().log_softmax(-1)
+    act = side.get("act_out", side["act"])[start:start + batch].to(ctx.device)
+    return logits_with_replacement(ctx.model, t, ctx.loaded.target, act).float().log_softmax(-1)

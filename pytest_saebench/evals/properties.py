@@ -25,6 +25,9 @@ from pytest_saebench.evals.base import EvalContext, EvalResult
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "properties"
+# Reported as not computed for a transcoder (it reads one hook and writes another):
+NOT_FOR_TRANSCODERS = (
+    "its contracts compare the reconstruction with the input activation")
 SCALES = (0.0, 1e-3, 1.0, 10.0, 1e4)
 
 

@@ -37,6 +37,9 @@ from pytest_saebench.evals.base import EvalContext, EvalResult
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "ravel"
+# Reported as not computed for a transcoder (it reads one hook and writes another):
+NOT_FOR_TRANSCODERS = (
+    "it intervenes on latents and splices the decoded result back at the input hook")
 CITIES = Path(__file__).parents[1] / "reference" / "ravel" / "cities.tsv"
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "country": ("{city} is a city in the country of",

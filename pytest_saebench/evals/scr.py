@@ -23,6 +23,9 @@ from pytest_saebench.evals.base import EvalContext, EvalResult, mean_stderr
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "scr"
+# Reported as not computed for a transcoder (it reads one hook and writes another):
+NOT_FOR_TRANSCODERS = (
+    "it ablates latents and splices the decoded result back at the input hook")
 SCHEMA_N = (2, 5, 10, 20, 50, 100, 500)
 DATASET = "genre_form_shakespeare"
 FORMS = ("verse", "prose")  # (m, f): the spurious attribute

@@ -15,6 +15,9 @@ from pytest_saebench.evals.base import EvalContext, EvalResult
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "synthetic"
+# Reported as not computed for a transcoder (it reads one hook and writes another):
+NOT_FOR_TRANSCODERS = (
+    "its planted dictionary lives in the input space, a transcoder decodes into another")
 NEEDS_MODEL = False
 PREFIX = "synthetic:"
 

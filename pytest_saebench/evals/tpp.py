@@ -19,6 +19,9 @@ from pytest_saebench.evals.base import EvalContext, EvalResult, mean_stderr
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "tpp"
+# Reported as not computed for a transcoder (it reads one hook and writes another):
+NOT_FOR_TRANSCODERS = (
+    "it ablates latents and splices the decoded result back at the input hook")
 SCHEMA_N = (2, 5, 10, 20, 50, 100, 500)
 CLASSES = {"supersense_wordnet": ("animal", "artifact", "food", "person", "plant"),
            "genre_shakespeare": ("comedies", "histories", "romances", "roman", "tragedies")}

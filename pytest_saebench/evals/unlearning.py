@@ -31,6 +31,9 @@ from pytest_saebench.evals.base import EvalContext, EvalResult
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "unlearning"
+# Reported as not computed for a transcoder (it reads one hook and writes another):
+NOT_FOR_TRANSCODERS = (
+    "it clamps latents and splices the decoded result back at the input hook")
 SCORE = "unlearning.unlearning.unlearning_score"
 LETTERS = ("A", "B", "C", "D")
 

@@ -27,7 +27,7 @@ from pytest_saebench.loading.schema import read_json_object, validate_cfg
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
-_FIRST_INT = re.compile(r"(\d+)")
+FIRST_INT = re.compile(r"(\d+)")
 FORMATS_BY_NAME = {f.name: f for f in FORMATS}
 
 
@@ -61,7 +61,7 @@ class CheckpointRef:
         m = self.meta
         if m.get("hook_layer") is not None:
             return int(m["hook_layer"])
-        found = _FIRST_INT.search(self.hook_name)
+        found = FIRST_INT.search(self.hook_name)
         return int(found.group(1)) if found else 0
 
     @property

@@ -79,8 +79,10 @@ def load_model(
     return model
 
 
-def check_hook(model: HookedTransformer, hook: HookSpec, d_in: int, checkpoint: str) -> None:
-    """Fail clearly if the model has no such hook or its width is not the SAE's ``d_in``."""
+def check_hook(model: HookedTransformer, hook: HookSpec, d_in: int, checkpoint: str,
+               key: str = "d_in") -> None:
+    """Fail clearly if the model has no such hook or its width is not the SAE's ``d_in``
+    (``key`` = ``d_out`` for a transcoder's output hook)."""
     if hook.name not in model.hook_dict:
         hint = did_you_mean(hook.name, model.hook_dict)
         raise SaebenchError(
@@ -91,7 +93,7 @@ def check_hook(model: HookedTransformer, hook: HookSpec, d_in: int, checkpoint: 
     width = hook_activations(model, probe, hook).shape[-1]
     if width != d_in:
         raise SaebenchError(
-            f"{checkpoint}/cfg.json: d_in={d_in} but hook '{hook.name}' of model "
+            f"{checkpoint}/cfg.json: {key}={d_in} but hook '{hook.name}' of model "
             f"'{model.cfg.model_name}' has width {width}; the SAE was trained on another "
             "model or hook (check metadata.model_name / --saebench-model)"
         )

@@ -10,7 +10,7 @@ from safetensors import SafetensorError, safe_open
 
 from pytest_saebench.activations import HookSpec
 from pytest_saebench.errors import SaebenchError
-from pytest_saebench.loading.checkpoints import WEIGHTS_FILE, CheckpointRef
+from pytest_saebench.loading.checkpoints import FIRST_INT, WEIGHTS_FILE, CheckpointRef
 from pytest_saebench.loading.schema import check_tensor_shapes
 from pytest_saebench.quiet_sae_lens import SAE, SAE_CLASS_REGISTRY
 
@@ -24,6 +24,37 @@ class LoadedSAE:
     hook: HookSpec
     folded: bool
     decoder_norm_max_deviation: float
+    # Transcoders read ``hook`` and write ``hook_out`` (None: an SAE, which writes ``hook``).
+    hook_out: HookSpec | None = None
+
+    @property
+    def is_transcoder(self) -> bool:
+        """True when the output hook is not the input hook."""
+        return self.hook_out is not None
+
+    @property
+    def target(self) -> HookSpec:
+        """The hook whose activation the SAE reconstructs and replaces."""
+        return self.hook_out or self.hook
+
+    @property
+    def d_out(self) -> int:
+        """Output width (``d_in`` for an SAE)."""
+        return int(getattr(self.sae.cfg, "d_out", None) or self.sae.cfg.d_in)
+
+    def reconstruct(self, x):
+        """The SAE's (transcoder's) output for input activations ``x``."""
+        out = self.sae.decode(self.sae.encode(x))
+        return out + self.skip(x) if self.has_skip else out
+
+    @property
+    def has_skip(self) -> bool:
+        """A skip transcoder: ``reconstruct`` adds ``x @ W_skip.T``."""
+        return getattr(self.sae, "W_skip", None) is not None
+
+    def skip(self, x):
+        """The skip connection's term for input ``x``."""
+        return x @ self.sae.W_skip.T.to(x.dtype)
 
     @property
     def d_in(self) -> int:
@@ -44,6 +75,7 @@ class LoadedSAE:
 def _check_weights_file(ref: CheckpointRef) -> None:
     path = ref.path / WEIGHTS_FILE
     d_in, d_sae = int(ref.cfg["d_in"]), int(ref.cfg["d_sae"])
+    d_out = ref.cfg.get("d_out")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
@@ -52,7 +84,7 @@ def _check_weights_file(ref: CheckpointRef) -> None:
             f"{path}: corrupt or truncated safetensors file ({exc}); re-save the checkpoint"
         ) from None
     check_tensor_shapes(path, shapes, ["W_enc", "W_dec", "b_dec"], d_in, d_sae, "cfg.json",
-                        "cfg.json")
+                        "cfg.json", d_out=int(d_out) if isinstance(d_out, int) else None)
 
 
 def _check_finite(ref: CheckpointRef, sae: SAE) -> None:
@@ -115,4 +147,17 @@ def load_sae(ref: CheckpointRef, device: str, dtype: str = "float32") -> LoadedS
         hook=HookSpec(ref.hook_name, ref.hook_layer),
         folded=folded,
         decoder_norm_max_deviation=deviation,
+        hook_out=_hook_out(ref),
     )
+
+
+def _hook_out(ref: CheckpointRef) -> HookSpec | None:
+    """The transcoder's output hook (``metadata.hook_name_out``), None for an SAE."""
+    name = ref.meta.get("hook_name_out")
+    if not name or name == ref.hook_name:
+        return None
+    if not isinstance(name, str):
+        raise SaebenchError(f"{ref.path / 'cfg.json'}: 'hook_name_out' must be a string, "
+                            f"got {name!r}")
+    found = FIRST_INT.search(name)
+    return HookSpec(name, int(found.group(1)) if found else ref.hook_layer)

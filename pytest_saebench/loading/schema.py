@@ -70,7 +70,8 @@ def validate_cfg(cfg_path: Path, cfg: dict[str, Any]) -> None:
 
 
 def check_tensor_shapes(weights: Path, shapes: dict[str, tuple[int, ...]], required: list[str],
-                        d_in: int, d_sae: int, cfg_name: str, keys: str) -> None:
+                        d_in: int, d_sae: int, cfg_name: str, keys: str,
+                        d_out: int | None = None) -> None:
     """Every format's weights against its config, naming the user's files (never a converted
     copy): required tensors present, none of size zero, encoder/decoder/biases of the shape
     ``cfg_name`` (whose ``keys`` give the sizes) says."""
@@ -82,10 +83,12 @@ def check_tensor_shapes(weights: Path, shapes: dict[str, tuple[int, ...]], requi
     if empty:
         raise SaebenchError(f"{weights}: tensor '{empty[0]}' has size zero "
                             f"{list(shapes[empty[0]])}; re-save the checkpoint")
-    expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,),
-                "b_dec": (d_in,)}
+    d_out = d_in if d_out is None else d_out  # a transcoder writes d_out-wide activations
+    expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_out), "b_enc": (d_sae,),
+                "b_dec": (d_out,), "W_skip": (d_out, d_in)}
     for name, shape in expected.items():
         if name in shapes and tuple(shapes[name]) != shape:
             raise SaebenchError(
                 f"{weights}: tensor '{name}' has shape {list(shapes[name])} but {cfg_name} says "
-                f"d_in={d_in}, d_sae={d_sae} (expected {list(shape)}); fix {keys} or the weights")
+                f"d_in={d_in}, d_sae={d_sae}, d_out={d_out} (expected {list(shape)}); fix {keys} "
+                    "or the weights")
