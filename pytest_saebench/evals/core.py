@@ -132,18 +132,27 @@ LATENT_CHUNK_ELEMENTS = 1 << 22
 
 
 def _encode_chunked(ctx: EvalContext, act: torch.Tensor, v: torch.Tensor,
-                    totals: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor,
-                                                              torch.Tensor]:
+                    totals: dict[str, torch.Tensor], prefixes: list[int] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                               dict[int, tuple[torch.Tensor, torch.Tensor]]]:
     """``x_hat``, per-token L0 and L1 of ``act`` ``[B, C, D]``, a few contexts at a time;
-    adds each latent's valid firing count and firing-context count to ``totals``."""
+    adds each latent's valid firing count and firing-context count to ``totals``. For each
+    width in ``prefixes`` also ``(x_hat, L0)`` decoded from the first ``width`` latents."""
     sae = ctx.loaded.sae
     step = max(1, LATENT_CHUNK_ELEMENTS // (act.shape[1] * ctx.loaded.d_sae))
     x_hat, l0, l1 = [], [], []
+    nested: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {
+        w: ([], []) for w in prefixes or ()}
     for i in range(0, act.shape[0], step):
         x_in = act[i:i + step].to(sae.dtype)
         feats = sae.encode(x_in)
         out = sae.decode(feats)
         x_hat.append((out + ctx.loaded.skip(x_in) if ctx.loaded.has_skip else out).float())
+        for w, (xs, ls) in nested.items():
+            head = feats.clone()
+            head[..., w:] = 0
+            xs.append(sae.decode(head).float())
+            ls.append((head != 0).float().sum(-1).double())
         feats = feats.float()
         nz = feats != 0
         # Casting reductions over the latent axis take a slow kernel path (50x); counts are
@@ -153,12 +162,15 @@ def _encode_chunked(ctx: EvalContext, act: torch.Tensor, v: torch.Tensor,
         nz_valid = nz & v[i:i + step, :, None]
         totals["active"] += nz_valid.reshape(-1, nz.shape[-1]).sum(0, dtype=torch.int32).cpu()
         totals["prompts"] += nz_valid.any(1).sum(0, dtype=torch.float64).cpu()
-    return torch.cat(x_hat), torch.cat(l0), torch.cat(l1)
+    return torch.cat(x_hat), torch.cat(l0), torch.cat(l1), {
+        w: (torch.cat(xs), torch.cat(ls)) for w, (xs, ls) in nested.items()}
 
 
 @torch.inference_mode()
-def _variance_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config):
-    """Per-context sums for reconstruction/sparsity metrics, per-batch values, densities."""
+def _variance_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config,
+                    prefixes: list[int] | None = None):
+    """Per-context sums for reconstruction/sparsity metrics (and per Matryoshka prefix
+    width), per-batch values, densities."""
     rows: dict[str, list[torch.Tensor]] = {}
     rrb, ev_v06 = [], {"S": [], "m": [], "R": []}
     d_sae = ctx.loaded.d_sae
@@ -168,7 +180,7 @@ def _variance_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config
     for start in range(0, side["tokens"].shape[0], bsz):
         v = side["valid"][start:start + bsz].to(ctx.device)
         act, target = core_side.variance_activations(ctx, side, start, bsz)
-        x_hat, l0, l1 = _encode_chunked(ctx, act, v, totals)
+        x_hat, l0, l1, nested = _encode_chunked(ctx, act, v, totals, prefixes)
         w = v.double()  # [B, C]
         n_b = w.sum()
         x, xh = target.double(), x_hat.double()
@@ -186,6 +198,13 @@ def _variance_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config
             "ratio": ratio, "l0": l0, "l1": l1, "legacy": legacy,
             "err_nb": err / n_b.clamp_min(1),
         }
+        for width, (xh_w, l0_w) in nested.items():
+            xh_w = xh_w.double()
+            per_token[f"err@{width}"] = (x - xh_w).pow(2).sum(-1)
+            norm_w = xh_w.pow(2).sum(-1).sqrt()
+            per_token[f"cos@{width}"] = torch.where(
+                norm_w > 0, (x * xh_w).sum(-1) / (n_in * norm_w).clamp_min(1e-30), 0.0)
+            per_token[f"l0@{width}"] = l0_w
         for key, val in per_token.items():
             rows.setdefault(key, []).append(torch.where(w > 0, val * w, 0).sum(1))
         rows.setdefault("sum_x", []).append((x * w[..., None]).sum(1))
@@ -233,17 +252,35 @@ def _record_loss(res: EvalResult, stats: dict[str, torch.Tensor], groups: int) -
             stats, lambda s: _safe_div(s["kl_abl"] - s["kl_sae"], s["kl_abl"]), groups))
 
 
+def _explained_variance(s, err: str = "err") -> float:
+    n = float(s["n"])
+    var = float(s["x2"]) / n - float((s["sum_x"] / n).pow(2).sum())
+    return 1 - float(s[err]) / n / var if var >= 1e-10 else float("nan")
+
+
+def _record_prefixes(res: EvalResult, stats, widths: list[int], groups: int) -> None:
+    """Reconstruction from each nested Matryoshka prefix (``unstructured``, with stderrs)."""
+    rows = []
+    for i, width in enumerate(widths):
+        at = "" if i == len(widths) - 1 else f"@{width}"  # the full width: the main sums
+        row: dict[str, float | int] = {"width": width}
+        for name, fn in (
+                ("explained_variance", lambda s, a=at: _explained_variance(s, f"err{a}")),
+                ("mse", lambda s, a=at: _safe_div(s[f"err{a}"], s["n"])),
+                ("cossim", lambda s, a=at: _safe_div(s[f"cos{a}"], s["n"])),
+                ("l0", lambda s, a=at: _safe_div(s[f"l0{a}"], s["n"]))):
+            value, stderr = grouped_jackknife(stats, fn, groups)
+            row[name], row[f"{name}_stderr"] = value, stderr
+        rows.append(row)
+    res.unstructured["matryoshka_prefixes"] = rows
+
+
 def _record_variance(res: EvalResult, stats, rrb, ev_v06, groups: int) -> None:
     def per_token(key: str):
         return lambda s: _safe_div(s[key], s["n"])
 
-    def explained_variance(s) -> float:
-        n = float(s["n"])
-        var = float(s["x2"]) / n - float((s["sum_x"] / n).pow(2).sum())
-        return 1 - float(s["err"]) / n / var if var >= 1e-10 else float("nan")
-
     rq = "core.reconstruction_quality"
-    res.set(f"{rq}.explained_variance", *grouped_jackknife(stats, explained_variance, groups),
+    res.set(f"{rq}.explained_variance", *grouped_jackknife(stats, _explained_variance, groups),
             reason="activation variance is ~0")
     for key, metric in (("legacy", f"{rq}.explained_variance_legacy"), ("err", f"{rq}.mse"),
                         ("err_nb", f"{rq}.mse_saebench_v0_6"), ("cos", f"{rq}.cossim"),
@@ -324,8 +361,11 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
         _record_loss(res, _loss_phase(ctx, side, cfg), groups)
     if n_var:
         side = core_side.variance_side(ctx, n_rec, n_var, context, cfg.batch_size_prompts)
-        stats, rrb, ev_v06, active, prompts = _variance_phase(ctx, side, cfg)
+        widths = ref.matryoshka_widths  # the last is d_sae: the main metrics
+        stats, rrb, ev_v06, active, prompts = _variance_phase(ctx, side, cfg, widths[:-1])
         _record_variance(res, stats, rrb, ev_v06, groups)
+        if widths:
+            _record_prefixes(res, stats, widths, groups)
         density, cah = _record_density(res, active, prompts, float(stats["n"].sum()))
     else:
         density = cah = torch.full((ctx.loaded.d_sae,), float("nan"))

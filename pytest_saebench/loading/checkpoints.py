@@ -81,6 +81,25 @@ class CheckpointRef:
         value = self.meta.get("prepend_bos")
         return True if value is None else bool(value)
 
+    @property
+    def matryoshka_widths(self) -> list[int]:
+        """Nested prefix widths a Matryoshka SAE declares (``metadata.matryoshka_widths``, or
+        SAELens's ``training_architecture_details``), ending at ``d_sae``; [] if none."""
+        m = self.meta
+        widths = m.get("matryoshka_widths") or (
+            m.get("training_architecture_details") or {}).get("matryoshka_widths")
+        d_sae = int(self.cfg.get("d_sae") or 0)
+        if not widths:
+            return []
+        ok = (isinstance(widths, list) and all(isinstance(w, int) and not isinstance(w, bool)
+                                               for w in widths)
+              and all(0 < a < b for a, b in zip(widths, widths[1:], strict=False))
+              and widths[0] > 0 and widths[-1] <= d_sae)
+        if not ok:
+            raise SaebenchError(f"{self.path / CFG_FILE}: matryoshka_widths must be strictly "
+                                f"increasing integers in 1..d_sae={d_sae}, got {widths!r}")
+        return widths if widths[-1] == d_sae else [*widths, d_sae]
+
     @cached_property
     def sha256(self) -> str:
         """SHA-256 over cfg.json and the weights file, in that order (read once per run:
@@ -136,8 +155,10 @@ def _one(ref_id: str, path: Path) -> CheckpointRef:
         if fmt is None:
             raise SaebenchError(f"{path}: {no_format_message(path)}")
     target = _sae_lens_dir(path, fmt)
-    return CheckpointRef(id=ref_id, path=target, cfg=_read_cfg(target), source=path,
-                         format=fmt.name)
+    ref = CheckpointRef(id=ref_id, path=target, cfg=_read_cfg(target), source=path,
+                        format=fmt.name)
+    _ = ref.matryoshka_widths  # validated where it enters, not mid-evaluation
+    return ref
 
 
 def _members(root: Path) -> list[Path]:
