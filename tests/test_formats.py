@@ -178,6 +178,8 @@ def test_sae_lens_release_from_the_local_cache(tiny_world, tmp_path):
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.stdout.startswith("ERROR --sae-path sae_lens:pythia-70m-deduped-res-sm/blocks.1")
     assert "must already be in the local Hugging Face cache" in out.stdout
+    assert ("fetch it once with: HF_HUB_OFFLINE=0 python -c \"from sae_lens import SAE; "
+            "SAE.from_pretrained('pythia-70m-deduped-res-sm', 'blocks.1.hook_resid_post')") in out.stdout
 
 
 def _broken_dl_config_list(dl: Path) -> None:
@@ -224,3 +226,54 @@ def test_broken_raw_checkpoints_are_one_line(tiny_world, tmp_path):
     (raw / "my_sae.json").write_text(json.dumps({**cfg, "d_sae": "128"}))
     with pytest.raises(SaebenchError, match=r"my_sae\.json: 'd_sae' must be an integer"):
         discover(raw)
+
+
+MANY = """
+import json, sys
+from pytest_saebench.loading.checkpoints import discover
+from pytest_saebench.errors import SaebenchError
+for spec in sys.argv[1:]:
+    try:
+        refs = discover(spec)
+    except SaebenchError as exc:
+        print(json.dumps({"error": str(exc)}))
+    else:
+        print(json.dumps({"id": refs[0].id, "hook": refs[0].hook_name, "n": len(refs)}))
+"""
+
+
+def test_hf_repo_and_sae_lens_repo_id_from_the_local_cache(tiny_world, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _fake_hf_cache(tmp_path / "hf", tiny_world.trained)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    repo = "ctigges/pythia-70m-deduped__res-sm_processed"
+    specs = {f"hf:{repo}/0-res-sm": f"{repo}/0-res-sm", f"hf:{repo}": f"{repo}/0-res-sm",
+             f"sae_lens:{repo}/0-res-sm": f"{repo}/0-res-sm",
+             "hf:someone/not-cached/layer_3": None}
+    out = subprocess.run([sys.executable, "-c", MANY, *specs], env=env, capture_output=True,
+                         text=True, timeout=300)
+    found = [json.loads(line) for line in out.stdout.strip().splitlines()[-len(specs):]]
+    for (spec, want), got in zip(specs.items(), found, strict=True):
+        if want is not None:
+            assert (got.get("id"), got.get("hook"), got.get("n")) == (want, HOOK, 1), spec
+    error = found[-1]["error"]
+    assert error.startswith("--sae-path hf:someone/not-cached/layer_3: repository "
+                            "someone/not-cached is not in the local Hugging Face cache")
+    assert "HF_HUB_OFFLINE=0 hf download someone/not-cached --include 'layer_3/*'" in error
+
+
+def test_sae_lens_release_is_split_as_sae_lens_reads_it():
+    from pytest_saebench.loading.hub import fetch_command, split_release
+
+    known = {"gemma-scope-2b-pt-res", "pythia-70m-deduped-res-sm"}
+    assert split_release("gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82", known) == (
+        "gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82")
+    assert split_release("ctigges/pythia-70m-deduped__res-sm_processed/3-res-sm", known) == (
+        "ctigges/pythia-70m-deduped__res-sm_processed", "3-res-sm")
+    with pytest.raises(SaebenchError, match="did you mean 'pythia-70m-deduped-res-sm'"):
+        split_release("pythia-70m-dedup-res-sm/blocks.3.hook_resid_post", known)
+    assert fetch_command("r", "a/b") == ("HF_HUB_OFFLINE=0 python -c \"from sae_lens import "
+                                         "SAE; SAE.from_pretrained('r', 'a/b')\"")
