@@ -179,7 +179,8 @@ def test_sae_lens_release_from_the_local_cache(tiny_world, tmp_path):
     assert out.stdout.startswith("ERROR --sae-path sae_lens:pythia-70m-deduped-res-sm/blocks.1")
     assert "must already be in the local Hugging Face cache" in out.stdout
     assert ("fetch it once with: HF_HUB_OFFLINE=0 python -c \"from sae_lens import SAE; "
-            "SAE.from_pretrained('pythia-70m-deduped-res-sm', 'blocks.1.hook_resid_post')") in out.stdout
+            "SAE.from_pretrained('pythia-70m-deduped-res-sm', 'blocks.1.hook_resid_post')"
+            ) in out.stdout
 
 
 def _broken_dl_config_list(dl: Path) -> None:
