@@ -69,6 +69,17 @@ def test_no_import_cycles_in_the_package():
     assert _cycles(graph) == []
 
 
+def test_loading_is_one_directional():
+    """Model-specific loaders sit below the name resolver; format converters below discovery."""
+    graph = _import_graph()
+    loading = "pytest_saebench.loading."
+    assert loading + "smollm2" in graph[loading + "model"]
+    assert loading + "model" not in graph[loading + "smollm2"]
+    for low in ("detect", "schema", "hub", "formats", "published"):
+        assert loading + "checkpoints" not in graph[loading + low], low
+        assert loading + "sae" not in graph[loading + low], low
+
+
 def test_atomic_writes_keep_the_mode_or_follow_the_umask(tmp_path):
     from pytest_saebench.atomic import write_text_atomic
 
