@@ -213,9 +213,10 @@ def test_local_transformers_judge_is_offline_and_deterministic(tmp_path):
 
 
 def test_latents_scored_in_memory_bounded_groups_give_the_same_records(monkeypatch):
-    cfg = ai.Config(n_latents=12, total_tokens=20_000, llm_context_size=64)
+    cfg = ai.Config(n_latents=12, total_tokens=8_000, llm_context_size=64)
     whole = _score(GOOD, ScriptedJudge(), cfg)
-    n_tokens = (20_000 // 64) * 64
+    assert len(whole.unstructured["latents"]) == 12
+    n_tokens = (8_000 // 64) * 64
     # Five latents per group; the LLM activations no longer fit either, so they are recomputed.
     monkeypatch.setattr(ai, "MAX_ACTIVATION_BYTES", n_tokens * 4 * 5)
     grouped = _score(GOOD, ScriptedJudge(), cfg)

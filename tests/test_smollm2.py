@@ -41,12 +41,12 @@ n_eval_sparsity_variance_batches = 8
 
 [tool.pytest-saebench.evals.sparse_probing]
 dataset_names = ["supersense_wordnet"]
-probe_train_set_size = 300
-probe_test_set_size = 100
+probe_train_set_size = 160
+probe_test_set_size = 80
 context_length = 32
 
 [tool.pytest-saebench.evals.absorption]
-max_vocab_words = 400
+max_vocab_words = 200
 """
 
 
@@ -79,12 +79,13 @@ def test_converted_model_is_smollm2(model):
 def test_fast_suite_passes_the_trained_sae_and_fails_a_random_one(pytester, model,
                                                                    random_sae):
     pytester.makefile(".toml", pyproject=SMALL_FAST)
-    # Subprocesses, like a user's CI run; the second reuses the first one's disk cache.
+    # A subprocess, like a user's CI run; the second run (in this process, to save the
+    # start-up) reuses the first one's disk cache.
     good = pytester.runpytest_subprocess(f"--sae-path={TRAINED}", "--saebench-json=good.json",
                                          "-q")
     assert good.ret == 0, good.stdout.str()[-3000:]
-    bad = pytester.runpytest_subprocess(f"--sae-path={random_sae}", "--saebench-json=bad.json",
-                                        "-q", "--saebench-evals=core")
+    bad = pytester.runpytest_inprocess(f"--sae-path={random_sae}", "--saebench-json=bad.json",
+                                       "-q", "--saebench-evals=core")
     assert bad.ret == 1
     bad.stdout.fnmatch_lines(["*explained_variance = * < min 0.8*"])
     metrics = {}
@@ -106,8 +107,8 @@ def test_ravel_reports_knowledge_and_prefers_the_trained_sae(model, random_sae):
     from pytest_saebench.loading.checkpoints import discover_all
     from pytest_saebench.runner import Runner
 
-    cfg = dataclasses.replace(ravel.PRESETS["fast"], top_n_entities=100,
-                              num_pairs_per_attribute=40)
+    cfg = dataclasses.replace(ravel.PRESETS["fast"], top_n_entities=50,
+                              num_pairs_per_attribute=20)
     paths = [str(TRAINED), str(random_sae)]
     runner = Runner(Settings(sae_paths=tuple(paths), device="cpu", results_json=None),
                     discover_all(paths), {"ravel": cfg}, metric_registry())

@@ -117,3 +117,32 @@ def test_evals_that_splice_at_the_input_are_not_applicable(transcoders):
     reasons = set(absorption.not_computed.values())
     assert len(reasons) == 1 and "does not apply to a transcoder" in reasons.pop()
     assert len(absorption.not_computed) == len(get_eval("absorption").METRICS)
+
+
+def test_gemma_scope_transcoder_reads_and_writes_its_two_hooks(tiny_world, transcoders,
+                                                                tmp_path):
+    """Layout of google/gemma-scope-2b-pt-transcoders: layer_N/width_W/average_l0_L/params.npz
+    (W_enc, W_dec, b_enc, b_dec, threshold); sae_lens maps it to ln2.hook_normalized ->
+    hook_mlp_out. With zero thresholds it is the ReLU transcoder it was made from."""
+    from safetensors.torch import load_file
+
+    from pytest_saebench.loading.checkpoints import discover
+
+    w = load_file(str(transcoders["trained"] / "sae_weights.safetensors"))
+    folder = tmp_path / "gemma-scope-2b-pt-transcoders" / "layer_0" / "width_16k" / "l0_9"
+    folder.mkdir(parents=True)
+    np.savez(folder / "params.npz", threshold=np.zeros(w["W_enc"].shape[1], np.float32),
+             **{k: v.numpy() for k, v in w.items()})
+    ref = discover(folder)[0]
+    assert (ref.format, ref.hook_name, ref.meta["hook_name_out"]) == (
+        "Gemma Scope", HOOK_IN, HOOK_OUT)
+    assert ref.cfg["architecture"] == "jumprelu_transcoder"
+    import dataclasses
+
+    runner = make_runner(folder, model=str(tiny_world.model_dir), dataset=str(tiny_world.corpus),
+                         cfg=dataclasses.replace(SMALL, context_size=CONTEXT))
+    ours = runner.results(next(iter(runner.checkpoints))).evals["core"].metrics
+    theirs, _ = _core(transcoders["trained"])
+    for key in ("core.reconstruction_quality.explained_variance",
+                "core.model_performance_preservation.ce_loss_score", "core.sparsity.l0"):
+        assert ours[key] == pytest.approx(theirs.metrics[key], abs=1e-5), key
