@@ -1,5 +1,5 @@
-"""Command line: ``python -m pytest_saebench demo [DIR]``, ``show RESULTS.json`` and
-``compare NEW.json OLD.json [--fail]``."""
+"""Command line: ``python -m pytest_saebench demo [DIR]``, ``show RESULTS.json``,
+``compare NEW.json OLD.json [--fail]`` and ``merge SHARD.json... -o ALL.json``."""
 
 from __future__ import annotations
 
@@ -118,6 +118,41 @@ def _rules(fc, registry) -> list:
     return list(regression_rules(fc, registry.resolve, gated))
 
 
+def _merge(paths: list[str], out: str, html: str | None, gh_summary: bool) -> int:
+    """Combine shard results into one envelope, and optionally its HTML and step summary,
+    written as one step."""
+    import os
+
+    from pytest_saebench.atomic import json_bytes, write_many_atomic
+    from pytest_saebench.errors import SaebenchError
+    from pytest_saebench.evals import metric_registry
+    from pytest_saebench.reporting import github
+    from pytest_saebench.reporting import html as html_report
+    from pytest_saebench.results import envelope_results
+    from pytest_saebench.sharding import merge
+
+    try:
+        if gh_summary and not os.environ.get("GITHUB_STEP_SUMMARY"):
+            raise SaebenchError("merge --gh-summary: GITHUB_STEP_SUMMARY is not set (it is "
+                                "inside a GitHub Actions step)")
+        data = merge(paths)
+    except SaebenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    files = [(Path(out), json_bytes(data))]
+    results, checks, suite = envelope_results(data), data["checks"], data["suite"]
+    errors = {k: v["error"] for k, v in data["saes"].items() if v.get("error")}
+    if html:
+        files += html_report.staged(html, results, checks, suite, errors, metric_registry())
+    if gh_summary:
+        files += github.staged(checks, results, suite)
+    write_many_atomic(files)
+    failed = sum(c["status"] in ("fail", "error") for c in checks)
+    print(f"{out}: {len(results)} checkpoint(s) from {len(paths)} shard(s), "
+          f"{len(checks)} gate(s), {failed} failed" + (f"; {html}" if html else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m pytest_saebench")
@@ -133,7 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("--fail", action="store_true", help="exit 1 when a rule is broken")
     comp.add_argument("--config", metavar="PYPROJECT",
                       help="pyproject.toml with the rules (default: nearest from here)")
+    mrg = sub.add_parser("merge", help="combine the results JSONs of the shards of one run")
+    mrg.add_argument("shards", nargs="+", help="results JSON of each shard")
+    mrg.add_argument("-o", "--output", required=True, help="where the merged JSON goes")
+    mrg.add_argument("--html", metavar="PATH", help="also write the combined HTML report")
+    mrg.add_argument("--gh-summary", action="store_true",
+                     help="append the combined summary to $GITHUB_STEP_SUMMARY")
     args = parser.parse_args(argv)
+    if args.command == "merge":
+        return _merge(args.shards, args.output, args.html, args.gh_summary)
     if args.command == "compare":
         return _compare(args.new, args.old, args.fail, args.config)
     if args.command == "show":

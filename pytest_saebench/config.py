@@ -65,6 +65,7 @@ class Settings:
     cache: bool = True  # False: --saebench-no-cache
     cache_size_mb: int = 4096
     repeats: int = 1  # --saebench-repeats: run every eval with seeds seed .. seed + N - 1
+    shard: tuple[int, int] | None = None  # --saebench-shard K/N: evaluate shard K of N
 
     @property
     def active(self) -> bool:
@@ -270,7 +271,14 @@ def build_settings(
     if values["on-missing-baseline"] not in ("skip", "fail"):
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
                             f"got {values['on-missing-baseline']!r}")
+    shard = _shard(options, env)
+    if shard is not None and update:
+        raise SaebenchError("--saebench-update-baseline with --saebench-shard would write one "
+                            "shard's checkpoints as the whole baseline; write it from the "
+                            "merged results: python -m pytest_saebench merge SHARD.json... "
+                            f"-o {update}")
     return Settings(
+        shard=shard,
         baseline=baseline, update_baseline=update, regressions=regressions,
         html=values["html"], cache_dir=values["cache-dir"],
         cache=not options.get("saebench_no_cache"), cache_size_mb=int(values["cache-size-mb"]),
@@ -367,3 +375,14 @@ def _select_evals(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, 
     if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
         raise SaebenchError(f"{fc.label}: 'select-evals' must be a list of eval names")
     return tuple(listed)
+
+
+def _shard(options: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, int] | None:
+    """``--saebench-shard K/N`` > ``SAEBENCH_SHARD``; None: every checkpoint."""
+    from pytest_saebench.sharding import parse_shard
+
+    if options.get("saebench_shard"):
+        return parse_shard(options["saebench_shard"], "--saebench-shard")
+    if env.get("SAEBENCH_SHARD"):
+        return parse_shard(env["SAEBENCH_SHARD"], "SAEBENCH_SHARD")
+    return None

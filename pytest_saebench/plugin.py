@@ -63,6 +63,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "sets); default: .pytest_cache/d/saebench")
     group.addoption("--saebench-no-cache", action="store_true",
                     help="neither read nor write the on-disk cache")
+    group.addoption("--saebench-shard", metavar="K/N",
+                    help="evaluate only shard K of N of the checkpoints (a stable round-robin "
+                         "over their ids), e.g. one job of a CI matrix; combine the shards' "
+                         "results with: python -m pytest_saebench merge")
     group.addoption("--saebench-json", metavar="PATH",
                     help="results JSON path (default: saebench-results.json; 'none' disables)")
 
@@ -136,7 +140,13 @@ def _build_runner(config: pytest.Config):
         if value and not Path(value).is_absolute():
             settings = dataclasses.replace(
                 settings, **{key: str(config.invocation_params.dir / value)})
-    return Runner(settings, discover_all(list(settings.sae_paths)), configs, registry)
+    from pytest_saebench.sharding import in_shard
+
+    refs = discover_all(list(settings.sae_paths))
+    mine = set(in_shard([r.id for r in refs], settings.shard))
+    runner = Runner(settings, [r for r in refs if r.id in mine], configs, registry)
+    runner.other_shards = [r.id for r in refs if r.id not in mine]
+    return runner
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -147,6 +157,12 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     s = runner.settings
     line = (f"saebench: suite {s.suite}, {len(runner.checkpoints)} checkpoint(s), "
             f"{len(s.thresholds)} threshold(s), device {s.device}, seed {s.seed}")
+    if s.shard is not None:
+        k, n = s.shard
+        others = runner.other_shards
+        line += (f"\nsaebench: shard {k}/{n}: {len(runner.checkpoints)} of "
+                 f"{len(runner.checkpoints) + len(others)} checkpoint(s); deselected (other "
+                 f"shards): {', '.join(others) or 'none'}")
     if s.update_baseline:
         return line + f"\nsaebench: writing the baseline {s.update_baseline}"
     if s.baseline:

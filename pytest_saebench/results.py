@@ -111,8 +111,9 @@ def saebench_output(res: SaeResults, eval_result: Any, eval_id: str, with_detail
 
 
 def envelope(results: list[SaeResults], suite: str, checks: list[dict[str, Any]],
-             errors: dict[str, str], eval_id: str) -> dict[str, Any]:
-    """The whole run as our JSON envelope."""
+             errors: dict[str, str], eval_id: str,
+             run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole run as our JSON envelope (``run``: what shards of one run share)."""
     saes: dict[str, Any] = {}
     for res in results:
         saes[res.sae_id] = {
@@ -130,7 +131,7 @@ def envelope(results: list[SaeResults], suite: str, checks: list[dict[str, Any]]
     return {
         "schema_version": SCHEMA_VERSION, "tool": "pytest-saebench", "version": __version__,
         "created_epoch_millis": int(time.time() * 1000), "suite": suite, "eval_id": eval_id,
-        "saes": saes, "checks": checks,
+        "saes": saes, "checks": checks, **({"run": run} if run is not None else {}),
     }
 
 
@@ -166,6 +167,11 @@ def load_envelope(path: str | Path) -> tuple[list[SaeResults], list[dict[str, An
         raise SaebenchError(f"{path}: malformed results entry ({type(exc).__name__}: {exc}); "
                             "re-create the file with --saebench-update-baseline") from None
     return results, data.get("checks", []), data.get("suite", "")
+
+
+def envelope_results(data: dict[str, Any]) -> list[SaeResults]:
+    """The checkpoints' results of an envelope already checked by :func:`load_envelope`."""
+    return _envelope_results(data)
 
 
 def _envelope_results(data: dict[str, Any]) -> list[SaeResults]:

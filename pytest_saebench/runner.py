@@ -27,6 +27,7 @@ class Runner:
         self.settings = settings
         self.registry = registry
         self.checkpoints = {ref.id: ref for ref in checkpoints}
+        self.other_shards: list[str] = []  # --saebench-shard: ids left to the other shards
         # ckpt:PATH baselines: evaluated like checkpoints but given no gate items.
         self.baseline_checkpoints: dict[str, CheckpointRef] | None = None
         self._baseline_file: dict[str, SaeResults] | None = None
@@ -81,6 +82,15 @@ class Runner:
         suite = self.settings.suite
         return [self._results[(k, suite)] for k in self.checkpoints
                 if (k, suite) in self._results]
+
+    def run_info(self) -> dict[str, Any]:
+        """What makes this run's results comparable with another's (merging shards)."""
+        s = self.settings
+        configs = {name: dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+                   for name, cfg in self.configs_for(s.suite).items()}
+        return {"eval_configs": configs, "model": s.model, "dataset": s.dataset,
+                "seed": s.seed, "dtype": s.dtype,
+                "shard": f"{s.shard[0]}/{s.shard[1]}" if s.shard else None}
 
     def configs_for(self, suite: str) -> dict[str, Any]:
         """Eval configs of ``suite`` with the file's per-eval overrides applied."""

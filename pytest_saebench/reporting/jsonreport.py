@@ -20,7 +20,8 @@ def results_files(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> St
     """
     path = Path(runner.settings.results_json)
     results = runner.evaluated()
-    data = envelope(results, runner.settings.suite, checks, runner.errors(), eval_id)
+    data = envelope(results, runner.settings.suite, checks, runner.errors(), eval_id,
+                    runner.run_info())
     if runner.evaluation_counts:
         data["evaluation_counts"] = runner.evaluation_counts
     per_eval_dir = path.with_suffix("")
@@ -37,5 +38,5 @@ def baseline_file(runner: Any, eval_id: str) -> Staged:
     results = runner.evaluated()
     if not results:
         return []
-    data = envelope(results, runner.settings.suite, [], {}, eval_id)
+    data = envelope(results, runner.settings.suite, [], {}, eval_id, runner.run_info())
     return [(Path(runner.settings.update_baseline), json_bytes(data))]

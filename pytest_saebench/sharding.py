@@ -1,0 +1,88 @@
+"""Shards of a sweep for a CI job matrix (``--saebench-shard K/N``) and merging their results.
+
+The partition is round-robin over the sorted checkpoint ids: stable for a given set of
+checkpoints (every job of a matrix computes the same one), and shard sizes differ by at most
+one. Merging refuses shards that were not parts of one run: a different suite, eval configs,
+model, dataset, seed, dtype or plugin version, or a checkpoint in two shards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pytest_saebench.errors import SaebenchError
+
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+# What must agree between shards of one run (the envelope's "run" table, besides "shard").
+SAME = ("eval_configs", "model", "dataset", "seed", "dtype")
+
+
+def parse_shard(raw: str, where: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)`` with ``1 <= K <= N``; one line naming ``where`` otherwise."""
+    m = _SHARD.match(str(raw))
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise SaebenchError(f"{where}: expected K/N with 1 <= K <= N (e.g. 2/3: the second of "
+                            f"three shards), got {raw!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def in_shard(ids: list[str], shard: tuple[int, int] | None) -> list[str]:
+    """The ids of shard ``K`` of ``N`` (all of them when ``shard`` is None), in input order."""
+    if shard is None:
+        return list(ids)
+    k, n = shard
+    mine = {sid for i, sid in enumerate(sorted(ids)) if i % n == k - 1}
+    return [sid for sid in ids if sid in mine]
+
+
+def merge(paths: list[str]) -> dict[str, Any]:
+    """One envelope from shard results files; raises :class:`SaebenchError` with the reason
+    when they are not parts of one run or overlap."""
+    from pytest_saebench.results import load_envelope
+
+    if not paths:
+        raise SaebenchError("merge: no results files given")
+    merged: dict[str, Any] | None = None
+    owner: dict[str, str] = {}
+    for path in paths:
+        load_envelope(path)  # the schema check, with its one-line errors
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if merged is None:
+            merged = {**data, "saes": {}, "checks": [],
+                      "run": {**(data.get("run") or {}), "shard": None, "merged_from": []}}
+        else:
+            _same_run(merged, data, paths[0], path)
+        for sae_id, entry in data["saes"].items():
+            if sae_id in owner:
+                raise SaebenchError(f"merge: checkpoint '{sae_id}' is in both {owner[sae_id]} "
+                                    f"and {path}; shards of one run never overlap")
+            owner[sae_id] = path
+            merged["saes"][sae_id] = entry
+        merged["checks"].extend(data.get("checks", []))
+        merged["run"]["merged_from"].append(
+            {"file": Path(path).name, "shard": (data.get("run") or {}).get("shard")})
+    assert merged is not None
+    merged.pop("evaluation_counts", None)
+    return merged
+
+
+def _same_run(first: dict[str, Any], other: dict[str, Any], first_path: str,
+              path: str) -> None:
+    for key in ("suite", "version"):  # eval_id is per job: each shard has its own
+        if first.get(key) != other.get(key):
+            raise SaebenchError(f"merge: {path} has {key} {other.get(key)!r} but {first_path} "
+                                f"has {first.get(key)!r}; merge shards of one run only")
+    a, b = first.get("run") or {}, other.get("run") or {}
+    for key in SAME:
+        if json.dumps(a.get(key), sort_keys=True) != json.dumps(b.get(key), sort_keys=True):
+            raise SaebenchError(f"merge: {path} was run with another {key} than {first_path} "
+                                f"({_short(b.get(key))} vs {_short(a.get(key))}); merge shards "
+                                "of one run only")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
