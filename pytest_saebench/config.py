@@ -25,7 +25,7 @@ SCALAR_KEYS: dict[str, type] = {
     "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
     "cache-dir": str, "cache-size-mb": int, "repeats": int,
 }
-TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression")
+TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression", "frontier")
 DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
@@ -66,6 +66,7 @@ class Settings:
     cache_size_mb: int = 4096
     repeats: int = 1  # --saebench-repeats: run every eval with seeds seed .. seed + N - 1
     shard: tuple[int, int] | None = None  # --saebench-shard K/N: evaluate shard K of N
+    frontier: tuple[Any, ...] = ()  # [tool.pytest-saebench.frontier] rules (frontier.py)
 
     @property
     def active(self) -> bool:
@@ -223,6 +224,7 @@ def build_settings(
     resolve_metric=None,
     default_severity=None,
     volatile=None,
+    direction_of=None,
 ) -> Settings:
     """Merge CLI ``options`` (argparse dests), ``env`` and the file into :class:`Settings`.
 
@@ -272,13 +274,14 @@ def build_settings(
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
                             f"got {values['on-missing-baseline']!r}")
     shard = _shard(options, env)
+    frontier = _frontier(fc, resolve_metric, direction_of)
     if shard is not None and update:
         raise SaebenchError("--saebench-update-baseline with --saebench-shard would write one "
                             "shard's checkpoints as the whole baseline; write it from the "
                             "merged results: python -m pytest_saebench merge SHARD.json... "
                             f"-o {update}")
     return Settings(
-        shard=shard,
+        shard=shard, frontier=frontier,
         baseline=baseline, update_baseline=update, regressions=regressions,
         html=values["html"], cache_dir=values["cache-dir"],
         cache=not options.get("saebench_no_cache"), cache_size_mb=int(values["cache-size-mb"]),
@@ -386,3 +389,16 @@ def _shard(options: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, int
     if env.get("SAEBENCH_SHARD"):
         return parse_shard(env["SAEBENCH_SHARD"], "SAEBENCH_SHARD")
     return None
+
+
+def _frontier(fc: FileConfig, resolve, direction_of) -> tuple[Any, ...]:
+    """``[tool.pytest-saebench.frontier]`` rules, ``against`` relative to the file."""
+    from pytest_saebench.frontier import parse_frontier
+
+    table = fc.table.get("frontier")
+    if table is None:
+        return ()
+    return parse_frontier(table, fc.section_label("frontier"), resolve or (lambda n: n),
+                          direction_of or (lambda m: "up"),
+                          fc.path.parent if fc.path else None,
+                          lambda key: fc.line_of(key, "frontier"), str(fc.path or ""))

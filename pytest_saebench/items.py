@@ -68,6 +68,10 @@ class SaebenchCollector(pytest.Collector):
                 items.append(RegressionItem.from_parent(
                     self, name=f"regression[{sae_id}::{rule.metric}]", sae_id=sae_id,
                     rule=rule, nodeid=f"saebench::regression[{sae_id}::{rule.metric}]"))
+            for frule in runner.settings.frontier:
+                items.append(FrontierItem.from_parent(
+                    self, name=f"frontier[{sae_id}::{frule.metric}]", sae_id=sae_id,
+                    rule=frule, nodeid=f"saebench::frontier[{sae_id}::{frule.metric}]"))
         for item in items:
             item.add_marker("saebench")
             item.add_marker(pytest.mark.xdist_group(item.sae_id))  # type: ignore[attr-defined]
@@ -213,6 +217,38 @@ class RegressionItem(_MetricGate):
                                      else "null"))
         if stderr is not None:
             self.user_properties.append(("stderr", repr(stderr)))
+        self._conclude(outcome)
+        self.user_properties.append(("message", outcome.message))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        """Location: the pyproject line of the rule when known."""
+        return _location(self, self.rule.source)
+
+
+class FrontierItem(_MetricGate):
+    """Checks one metric of one checkpoint against a baseline sweep's frontier at its x."""
+
+    def __init__(self, *, rule: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.rule = rule
+
+    def runtest(self) -> None:
+        """Skip outside the frontier's range, else gate the distance below it."""
+        from pytest_saebench.frontier import check
+
+        runner, rule, res = _runner(self.config), self.rule, self.results
+        context = self._start(rule.metric, rule.limit_text())
+        self._skip_unless_computed(rule.metric, context)
+        self._skip_unless_computed(rule.x, context)
+        value, stderr, x = res.value(rule.metric), res.stderr(rule.metric), res.value(rule.x)
+        self.user_properties.append(("value", "null" if value is None else repr(value)))
+        if stderr is not None:
+            self.user_properties.append(("stderr", repr(stderr)))
+        spec = runner.registry.get(rule.metric)
+        outcome = check(rule, spec.direction if spec else "up", x, value, stderr,
+                        runner.frontier_points(rule), context)
+        if outcome.status == "skip":
+            self._skip(outcome.message)
         self._conclude(outcome)
         self.user_properties.append(("message", outcome.message))
 

@@ -126,7 +126,8 @@ def _build_runner(config: pytest.Config):
     registry = metric_registry()
     settings = build_settings(options, fc, os.environ, resolve_metric=registry.resolve,
                               default_severity=lambda m: registry[m].default_severity,
-                              volatile=lambda m: registry[m].volatile)
+                              volatile=lambda m: registry[m].volatile,
+                              direction_of=lambda m: registry[m].direction)
     check_suite(settings.suite, settings.sources.get("suite", ""))
     configs = eval_configs(settings.suite, dict(settings.eval_overrides),
                            fc.section_label("evals"),
@@ -219,7 +220,8 @@ class GateRecorder:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Turn a threshold item's call (or failed setup) report into a check record."""
         kind = report.nodeid[len(GATE_PREFIX):].split("[", 1)[0]
-        if not report.nodeid.startswith(GATE_PREFIX) or kind not in ("threshold", "regression"):
+        if not report.nodeid.startswith(GATE_PREFIX) or kind not in ("threshold", "regression",
+                                                                      "frontier"):
             return
         if report.when != "call" and (report.when != "setup" or report.passed):
             return
@@ -259,6 +261,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     junit.add_suite_properties(config, runner)
     sources = {("threshold", t.metric): t.source for t in runner.settings.thresholds}
     sources.update({("regression", r.metric): r.source for r in runner.settings.regressions})
+    sources.update({("frontier", r.metric): r.source for r in runner.settings.frontier})
     config.stash[OUTPUTS_KEY] = outputs.write_outputs(
         runner, config.stash[CHECKS_KEY], _why_not_written(session, exitstatus, runner),
         f"the run stopped early: {session.shouldfail}" if session.shouldfail else "",

@@ -92,6 +92,16 @@ class Runner:
                 "seed": s.seed, "dtype": s.dtype,
                 "shard": f"{s.shard[0]}/{s.shard[1]}" if s.shard else None}
 
+    def frontier_points(self, rule: Any) -> list[tuple[float, float, float]]:
+        """The Pareto frontier of ``rule.against``'s checkpoints (read once per file)."""
+        from pytest_saebench.frontier import load_frontier
+
+        key = ("frontier", rule.against, rule.metric, rule.x)
+        if key not in self._memo:
+            spec = self.registry.get(rule.metric)
+            self._memo[key] = load_frontier(rule, spec is None or spec.direction == "up")
+        return self._memo[key]
+
     def configs_for(self, suite: str) -> dict[str, Any]:
         """Eval configs of ``suite`` with the file's per-eval overrides applied."""
         if suite not in self._suite_configs:
