@@ -70,8 +70,9 @@ def _compare(new_path: str, old_path: str, fail: bool, config: str | None) -> in
     try:
         new_all, _, suite = load_envelope(new_path)
         old_all = {r.sae_id: r for r in load_envelope(old_path)[0]}
-        rules = _rules(read_file_config(Path(config).parent if config else Path.cwd()),
-                       registry)
+        fc = read_file_config(Path(config).parent if config else Path.cwd())
+        rules = _rules(fc, registry)
+        frontier_table, frontier_messages = _frontier_rows(fc, registry, new_all, suite)
     except SaebenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -101,6 +102,8 @@ def _compare(new_path: str, old_path: str, fail: bool, config: str | None) -> in
                           out.status.upper()])
             if out.status in ("fail", "warn", "skip"):
                 messages.append(out.message)
+    table += frontier_table
+    messages += frontier_messages
     print(f"{new_path} vs {old_path}")
     for line in align(["sae", "metric", "old", "new", "Δ", "rule", "status"], table):
         print(line)
@@ -109,6 +112,32 @@ def _compare(new_path: str, old_path: str, fail: bool, config: str | None) -> in
     failed = sum(row[-1] == "FAIL" for row in table)
     print(f"{failed} regression(s) in {len(table)} comparison(s)")
     return 1 if fail and failed else 0
+
+
+def _frontier_rows(fc, registry, results: list, suite: str) -> tuple[list, list[str]]:
+    """Rows for the file's frontier rules: each checkpoint against its sweep's frontier."""
+    from pytest_saebench.config import frontier_rules
+    from pytest_saebench.frontier import check, interpolate, load_frontier
+    from pytest_saebench.thresholds import fmt
+
+    rows, messages = [], []
+    for rule in frontier_rules(fc, registry.resolve, lambda m: registry[m].direction):
+        direction = registry[rule.metric].direction
+        front = load_frontier(rule, direction == "up")
+        for res in results:
+            if not (res.computed(rule.metric) and res.computed(rule.x)):
+                continue
+            x, y = res.value(rule.x), res.value(rule.metric)
+            out = check(rule, direction, x, y, res.stderr(rule.metric), front,
+                        f"(sae {res.sae_id}, suite {suite})")
+            at = interpolate(front, x) if x is not None else None
+            rows.append([res.sae_id, rule.metric, fmt(at[0]) if at else "-", fmt(y),
+                         f"{y - at[0]:+.4g}" if at and y is not None else "",
+                         f"{rule.limit_text()} ({Path(rule.against).name})",
+                         out.status.upper()])
+            if out.status in ("fail", "warn", "skip"):
+                messages.append(out.message)
+    return rows, messages
 
 
 def _rules(fc, registry) -> list:

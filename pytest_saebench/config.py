@@ -274,7 +274,7 @@ def build_settings(
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
                             f"got {values['on-missing-baseline']!r}")
     shard = _shard(options, env)
-    frontier = _frontier(fc, resolve_metric, direction_of)
+    frontier = frontier_rules(fc, resolve_metric, direction_of)
     if shard is not None and update:
         raise SaebenchError("--saebench-update-baseline with --saebench-shard would write one "
                             "shard's checkpoints as the whole baseline; write it from the "
@@ -391,7 +391,7 @@ def _shard(options: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, int
     return None
 
 
-def _frontier(fc: FileConfig, resolve, direction_of) -> tuple[Any, ...]:
+def frontier_rules(fc: FileConfig, resolve, direction_of) -> tuple[Any, ...]:
     """``[tool.pytest-saebench.frontier]`` rules, ``against`` relative to the file."""
     from pytest_saebench.frontier import parse_frontier
 

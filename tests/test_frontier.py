@@ -81,3 +81,10 @@ def test_sweep_member_passes_and_undertrained_fails_against_the_sweep(pytester):
     dense = pytester.runpytest(f"--sae-path={CHECKPOINTS / 'dense'}", "-rs")
     dense.stdout.fnmatch_lines(["*core.sparsity.l0 = * is outside the frontier's range "
                                 "[[]8, 64[]]*"])
+    # compare applies the same rules to a results file
+    from pytest_saebench.cli import main as cli
+
+    code = cli(["compare", str(pytester.path / "off.json"),
+                str(pytester.path / "baselines" / "sweep.json"), "--fail",
+                "--config", str(pytester.path / "pyproject.toml")])
+    assert code == 1
