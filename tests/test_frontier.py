@@ -70,11 +70,14 @@ def test_sweep_member_passes_and_undertrained_fails_against_the_sweep(pytester):
     on.stdout.fnmatch_lines([f"*frontier[[]k16::{EV}[]] PASSED*"])
     assert on.ret == 0
     off = pytester.runpytest(f"--sae-path={CHECKPOINTS / 'undertrained'}", "-v",
-                             "--saebench-json=off.json")
+                             "--saebench-json=off.json", "--saebench-html=off.html")
     assert off.ret == 1
     off.stdout.fnmatch_lines([f"*frontier[[]undertrained::{EV}[]] FAILED*",
                               f"{EV} = * at core.sparsity.l0 = 32; frontier * (below by *) > "
                               "max_below 0.01 (sae undertrained, suite fast)"])
+    report = (pytester.path / "off.html").read_text()
+    assert "<h2>Frontier</h2>" in report and "frontier of sweep.json" in report
+    assert report.count('class="pt"') >= 4  # the sweep's frontier points and this run's
     checks = json.loads((pytester.path / "off.json").read_text())["checks"]
     assert [(c["kind"], c["status"]) for c in checks if c["kind"] == "frontier"] == [
         ("frontier", "fail")]

@@ -39,8 +39,10 @@ code{font-size:12px}
 
 
 def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
-           errors: dict[str, str], registry: Any = None) -> str:
-    """The whole report as an HTML document."""
+           errors: dict[str, str], registry: Any = None,
+           frontiers: list[tuple[Any, list]] | None = None) -> str:
+    """The whole report as an HTML document (``frontiers``: each frontier rule with its
+    baseline frontier, drawn with this run's points)."""
     counts: dict[str, int] = {}
     for c in checks:
         counts[c["status"]] = counts.get(c["status"], 0) + 1
@@ -54,6 +56,9 @@ def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
                     f"{escape(message)}</p>")
     if checks:
         body.append("<h2>Gates</h2>" + _gates(checks))
+    charts = [_frontier(rule, front, results) for rule, front in frontiers or []]
+    if any(charts):
+        body.append("<h2>Frontier</h2>" + "".join(charts))
     sweep = _sweep(results)
     if sweep:
         body.append("<h2>Sweep</h2>" + sweep)
@@ -92,6 +97,17 @@ def _sweep(results: list[Any]) -> str:
             charts.append(svg.lines(f"{label} against L0", series, "L0 (log scale)", label,
                                     log_x=True, label_points=True))
     return "".join(charts)
+
+
+def _frontier(rule: Any, front: list, results: list[Any]) -> str:
+    mine = [(r.value(rule.x), r.value(rule.metric), r.sae_id) for r in results
+            if r.value(rule.x) is not None and r.value(rule.metric) is not None]
+    if not front and not mine:
+        return ""
+    series = {f"frontier of {Path(rule.against).name}": [(x, y, "") for x, y, _ in front],
+              "this run": mine}
+    return svg.lines(f"{rule.metric} against {rule.x}", series, f"{rule.x} (log scale)",
+                     rule.metric.rsplit(".", 1)[-1], log_x=True, label_points=True)
 
 
 def _checkpoint(res: Any, registry: Any) -> str:
@@ -173,6 +189,8 @@ def _finite(x: Any) -> float | None:
 
 
 def staged(path: str, results: list[Any], checks: list[dict[str, Any]], suite: str,
-           errors: dict[str, str], registry: Any = None) -> list[tuple[Path, bytes]]:
+           errors: dict[str, str], registry: Any = None,
+           frontiers: list[tuple[Any, list]] | None = None) -> list[tuple[Path, bytes]]:
     """The report as a file to write (see outputs.py)."""
-    return [(Path(path), render(results, checks, suite, errors, registry).encode("utf-8"))]
+    return [(Path(path), render(results, checks, suite, errors, registry,
+                                frontiers).encode("utf-8"))]

@@ -40,7 +40,7 @@ def write_outputs(runner: Any, checks: list[dict[str, Any]], why_not: str, stopp
     if settings.html:
         parts.append(("html report", lambda: html.staged(
             settings.html, runner.evaluated(), checks, settings.suite, runner.errors(),
-            runner.registry)))
+            runner.registry, _frontiers(runner))))
     if settings.update_baseline:
         parts.append(("baseline", lambda: jsonreport.baseline_file(runner, eval_id)))
     if gh_summary:
@@ -78,3 +78,17 @@ def _wrote(label: str, files: list[tuple[Path, bytes]], n_results: int) -> str:
     if label == "results" and len(files) > 1:
         return f"results: {main} (+{len(files) - 1} SAEBench file(s))"
     return f"{label}: {main}"
+
+
+def _frontiers(runner: Any) -> list[tuple[Any, list]]:
+    """Each frontier rule with its baseline frontier (rules whose file is missing left out:
+    their gates already say so)."""
+    from pytest_saebench.errors import SaebenchError
+
+    out = []
+    for rule in runner.settings.frontier:
+        try:
+            out.append((rule, runner.frontier_points(rule)))
+        except SaebenchError:
+            continue
+    return out
