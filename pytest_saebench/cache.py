@@ -23,21 +23,11 @@ from filelock import FileLock
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from pytest_saebench import __version__
 from pytest_saebench.atomic import write_bytes_atomic
+from pytest_saebench.versions import library_versions
 
 Tensors = dict[str, torch.Tensor]
 DEFAULT_MAX_BYTES = 4 << 30
-
-
-def library_versions() -> dict[str, str]:
-    """Versions whose change may change cached numbers."""
-    import sae_lens
-    import transformer_lens
-
-    return {"torch": torch.__version__, "sae_lens": sae_lens.__version__,
-            "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
-            "pytest_saebench": __version__}
 
 
 @torch.inference_mode()

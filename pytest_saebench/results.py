@@ -79,15 +79,11 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def environment(device: str, dtype: str, seed: int) -> dict[str, Any]:
     """Library versions and run settings that change numbers."""
-    import sae_lens
-    import torch
-    import transformer_lens
+    from pytest_saebench.versions import library_versions
 
     return {
-        "python": platform.python_version(), "torch": torch.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
-        "sae_lens": sae_lens.__version__, "device": device, "dtype": dtype, "seed": seed,
-        "platform": platform.platform(terse=True), "pytest_saebench": __version__,
+        "python": platform.python_version(), **library_versions(), "device": device,
+        "dtype": dtype, "seed": seed, "platform": platform.platform(terse=True),
     }
 
 

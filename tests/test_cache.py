@@ -40,8 +40,12 @@ def test_hit_after_miss_and_miss_on_any_key_change(tmp_path):
 
 
 def test_library_version_is_part_of_the_key(tmp_path, monkeypatch):
+    from pytest_saebench import versions
+
     key = TensorCache.key("act", PARTS)
-    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    real = versions.metadata.version
+    monkeypatch.setattr(versions.metadata, "version",
+                        lambda dist: "0.0.1" if dist == "torch" else real(dist))
     assert TensorCache.key("act", PARTS) != key
 
 
@@ -177,3 +181,20 @@ def test_no_cache_option_and_default_location(pytester, tiny_world):
                        "--saebench-cache-dir=elsewhere").assert_outcomes(passed=1)
     assert not (pytester.path / "elsewhere").exists()
 
+
+
+def test_versions_come_from_package_metadata_and_key_the_cache(monkeypatch):
+    """transformer_lens has no __version__; its installed version still keys the cache."""
+    from importlib import metadata
+
+    from pytest_saebench import cache, versions
+    from pytest_saebench.results import environment
+
+    assert versions.library_versions()["transformer_lens"] == metadata.version("transformer-lens")
+    assert environment("cpu", "float32", 0)["transformer_lens"] != "unknown"
+    store = cache.TensorCache(None)
+    before = store.key("core-loss", {"a": 1})
+    real = metadata.version
+    monkeypatch.setattr(versions.metadata, "version",
+                        lambda dist: "99.0" if dist == "transformer-lens" else real(dist))
+    assert store.key("core-loss", {"a": 1}) != before
