@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_saebench.baseline import _resolve
 from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.thresholds import Outcome, fmt
 
@@ -57,7 +58,7 @@ def parse_frontier(table: Any, label: str, resolve, direction_of, base: Path | N
         if unknown:
             raise SaebenchError(f"{where}: unknown key '{unknown[0]}'"
                                 f"{did_you_mean(unknown[0], list(FRONTIER_KEYS))}")
-        metric, x = _resolved(resolve, name, where), _resolved(
+        metric, x = _resolve(resolve, name, where), _resolve(
             resolve, str(spec.get("x", "core.sparsity.l0")), f"{where} x")
         if direction_of(metric) not in ("up", "down"):
             raise SaebenchError(f"{where}: '{metric}' has no better direction "
@@ -81,13 +82,6 @@ def parse_frontier(table: Any, label: str, resolve, direction_of, base: Path | N
                                   float(spec.get("z", 0.0)), sev,
                                   f"{path}:{line}" if path and line else path))
     return tuple(rules)
-
-
-def _resolved(resolve, name: str, where: str) -> str:
-    try:
-        return resolve(name)
-    except SaebenchError as exc:
-        raise SaebenchError(f"{where}: {exc}") from None
 
 
 def load_frontier(rule: FrontierRule, higher_is_better: bool) -> list[Point]:

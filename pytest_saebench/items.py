@@ -171,12 +171,22 @@ class ThresholdItem(_MetricGate):
         return _location(self, self.threshold.source)
 
 
-class RegressionItem(_MetricGate):
-    """Checks one metric of one checkpoint against its value in the baseline."""
+class _RuleGate(_MetricGate):
+    """A gate driven by one rule of the pyproject (regression or frontier)."""
 
-    def __init__(self, *, rule: RegressionRule, **kwargs: Any):
+    def __init__(self, *, rule: Any, **kwargs: Any):
         super().__init__(**kwargs)
         self.rule = rule
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        """Location: the pyproject line of the rule when known."""
+        return _location(self, self.rule.source)
+
+
+class RegressionItem(_RuleGate):
+    """Checks one metric of one checkpoint against its value in the baseline."""
+
+    rule: RegressionRule
 
     def runtest(self) -> None:
         """Skip when there is nothing comparable, else apply the rule."""
@@ -220,17 +230,9 @@ class RegressionItem(_MetricGate):
         self._conclude(outcome)
         self.user_properties.append(("message", outcome.message))
 
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        """Location: the pyproject line of the rule when known."""
-        return _location(self, self.rule.source)
 
-
-class FrontierItem(_MetricGate):
+class FrontierItem(_RuleGate):
     """Checks one metric of one checkpoint against a baseline sweep's frontier at its x."""
-
-    def __init__(self, *, rule: Any, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.rule = rule
 
     def runtest(self) -> None:
         """Skip outside the frontier's range, else gate the distance below it."""
@@ -251,10 +253,6 @@ class FrontierItem(_MetricGate):
             self._skip(outcome.message)
         self._conclude(outcome)
         self.user_properties.append(("message", outcome.message))
-
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        """Location: the pyproject line of the rule when known."""
-        return _location(self, self.rule.source)
 
 
 def _location(item: pytest.Item, source: str) -> tuple[Path, int | None, str]:
