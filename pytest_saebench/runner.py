@@ -39,6 +39,7 @@ class Runner:
         self._tokens: dict[tuple, Any] = {}
         self._loaded: dict[str, Any] = {}
         self._memo: dict[str, Any] = {}
+        self._sae_memo: tuple[str, dict[str, Any]] = ("", {})
         self._model_keys: dict[int, str] = {}
         self.cache = None  # TensorCache, made on first use (it imports torch)
         self._device: str | None = None
@@ -349,11 +350,14 @@ class Runner:
             res.evals[module.EVAL_TYPE_ID] = _not_applicable(module, why_not)
             self._results[(sae_id, suite)] = res
             return
+        if self._sae_memo[0] != sae_id:
+            self._sae_memo = (sae_id, {})
         outs = []
         for seed in seeds:
             ctx = EvalContext(loaded=loaded, model=model,
                               tokens=self._token_source(model, spec, seed), device=self.device,
                               seed=seed, special_ids=special, dataset=spec, memo=self._memo,
+                              sae_memo=self._sae_memo[1],
                               cache=self.tensor_cache(),
                               model_key=self._model_key(model) if model is not None else "",
                               dataset_key=_dataset_key(spec), judge=self.judge)

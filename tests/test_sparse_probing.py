@@ -89,3 +89,58 @@ def test_pooling_ignores_zeroed_positions_and_remasks_codes():
         sae.b_enc.fill_(5.0)  # encode(0) = 5 at the padded positions
     pooled = probing.sae_pool(sae, acts, batch_size=1)
     assert torch.allclose(pooled, torch.tensor([[7.0, 7.0, 7.0]]))
+
+
+def _pool_every_position(sae, acts: torch.Tensor) -> torch.Tensor:
+    """The pooled codes as first written: encode every position, mask, average."""
+    valid = probing.valid_positions(acts)
+    with torch.no_grad():
+        codes = sae.encode(acts) * valid[..., None]
+    return codes.sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
+
+
+@pytest.mark.parametrize("arch", ["topk", "standard"])
+def test_pooling_only_valid_positions_equals_encoding_every_position(arch):
+    torch.manual_seed(0)
+    sae = T.make_sae(8, 32, arch, k=4)
+    with torch.no_grad():
+        sae.b_enc.uniform_(0.1, 0.5)  # encode(0) != 0: padding would leak in if not masked
+    acts = torch.randn(9, 6, 8)
+    acts[:, 4:] = 0
+    acts[2, 1:] = 0
+    acts[5] = 0  # a text with no valid position pools to 0
+    for batch_size in (1, 2, 50):
+        got = probing.sae_pool(sae, acts, batch_size)
+        torch.testing.assert_close(got, _pool_every_position(sae, acts), rtol=1e-6, atol=1e-6)
+    assert torch.equal(got[5], torch.zeros(32))
+
+
+def test_pooled_codes_are_shared_within_a_checkpoint_by_tensor():
+    sae = T.make_sae(8, 64, "topk", k=2)
+    acts, other = torch.randn(4, 3, 8), torch.randn(4, 3, 8)
+    memo: dict = {}
+    first = probing.sae_pool(sae, acts, 2, memo)
+    assert len(memo) == 1 and next(iter(memo.values()))[1].is_sparse  # 2 of 64 latents
+    with torch.no_grad():
+        sae.W_enc.zero_()  # a recomputation would now differ: the memo must answer
+    assert torch.equal(probing.sae_pool(sae, acts, 2, memo), first)
+    probing.sae_pool(sae, other, 2, memo)  # another tensor is encoded anew
+    assert len(memo) == 2
+
+
+def test_sparse_probing_and_tpp_give_the_same_numbers_with_shared_codes(tiny_world):
+    from pytest_saebench.evals import tpp
+
+    sp_cfg = dataclasses.replace(TINY, dataset_names=("supersense_wordnet",),
+                                 probe_train_set_size=200, probe_test_set_size=100,
+                                 probe_epochs=5)
+    tpp_cfg = dataclasses.replace(tpp.PRESETS["fast"], train_set_size=200, test_set_size=100,
+                                  context_length=32, probe_epochs=5, n_values=(2, 20))
+    together = make_runner(tiny_world.trained, sparse_probing=sp_cfg, tpp=tpp_cfg)
+    sae_id = next(iter(together.checkpoints))
+    shared = together.results(sae_id, ["sparse_probing", "tpp"])
+    assert any(k.startswith("sae_pool/") for k in together._sae_memo[1])
+    for name in ("sparse_probing", "tpp"):
+        alone = make_runner(tiny_world.trained, **{name: sp_cfg if name != "tpp" else tpp_cfg})
+        assert alone.results(sae_id, [name]).evals[name].metrics == \
+            shared.evals[name].metrics

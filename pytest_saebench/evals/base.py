@@ -31,6 +31,9 @@ class EvalContext:
     # SAE-independent results shared by all checkpoints of a run (probe activations,
     # LLM-side probes); keys must name the model, hook and config they depend on.
     memo: dict[str, Any] = field(default_factory=dict)
+    # This checkpoint's work that several evals read (pooled SAE codes of the probing texts);
+    # the runner drops it when it moves to another checkpoint.
+    sae_memo: dict[str, Any] = field(default_factory=dict)
     # Disk (or in-memory) cache of SAE-independent tensors, and the model's identity in keys.
     cache: TensorCache = field(default_factory=lambda: TensorCache(None))
     model_key: str = ""

@@ -129,7 +129,8 @@ def _pair_scores(ctx: EvalContext, cfg: Config, pair: tuple[str, str]) -> dict[s
     sae = ctx.loaded.sae
     w_dec = sae.W_dec.detach().float().cpu()
     enc0 = probing.sae_codes_at_zero(sae)
-    codes = {s: probing.sae_pool(sae, side[f"{s}_acts"], cfg.sae_batch_size)
+    codes = {s: probing.sae_pool(sae, side[f"{s}_acts"], cfg.sae_batch_size,
+                                    ctx.sae_memo)
              for s in ("train", "test")}
     test = side["test_tasks"]
 

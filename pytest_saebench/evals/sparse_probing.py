@@ -116,8 +116,8 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     for name in cfg.dataset_names:
         side = _llm_side(ctx, cfg, name)
         sae = ctx.loaded.sae
-        sae_tr = probing.sae_pool(sae, side["train_acts"], cfg.sae_batch_size)
-        sae_te = probing.sae_pool(sae, side["test_acts"], cfg.sae_batch_size)
+        sae_tr = probing.sae_pool(sae, side["train_acts"], cfg.sae_batch_size, ctx.sae_memo)
+        sae_te = probing.sae_pool(sae, side["test_acts"], cfg.sae_batch_size, ctx.sae_memo)
         sae_rows = _probe_all(side, "sae_train", "sae_test", cfg, ctx.seed, name, sae_tr, sae_te)
         row: dict[str, float] = {}
         for prefix, rows in (("llm", side["llm"]), ("sae", sae_rows)):

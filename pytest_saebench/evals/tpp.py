@@ -95,7 +95,8 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     for name in cfg.dataset_names:
         side = _llm_side(ctx, cfg, name)
         classes = side["classes"]
-        codes = {s: probing.sae_pool(sae, side[f"{s}_acts"], cfg.sae_batch_size)
+        codes = {s: probing.sae_pool(sae, side[f"{s}_acts"], cfg.sae_batch_size,
+                                    ctx.sae_memo)
                  for s in ("train", "test")}
         clean = {c: probing.accuracy(side["test_pooled"][side["tasks"][c]["test"][0]],
                                      side["tasks"][c]["test"][1], *side["probes"][c][1:])
