@@ -169,3 +169,14 @@ def test_numpy_values_are_recorded_as_python_floats():
     res.set("m", np.float64(0.25), np.float32(0.5))
     assert type(res.metrics["m"]) is float and type(res.stderr["m"]) is float
     assert repr(res.stderr["m"]) == "0.5"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=40))
+def test_binary_f1_equals_sklearn(pairs):
+    from sklearn.metrics import f1_score
+
+    truth = np.array([t for t, _ in pairs], dtype=bool)
+    pred = np.array([p for _, p in pairs], dtype=bool)
+    want = f1_score(truth.astype(int), pred.astype(int), zero_division=0.0) if pairs else 0.0
+    assert ab.binary_f1(truth, pred) == pytest.approx(want, abs=1e-12)

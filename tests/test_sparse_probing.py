@@ -115,7 +115,8 @@ def test_pooling_only_valid_positions_equals_encoding_every_position(arch):
     assert torch.equal(got[5], torch.zeros(32))
 
 
-def test_pooled_codes_are_shared_within_a_checkpoint_by_tensor():
+def test_pooled_codes_are_shared_within_a_checkpoint_by_tensor(monkeypatch):
+    monkeypatch.setattr(probing, "SPARSE_MEMO_BYTES", 0)  # as for a 16k-latent SAE
     sae = T.make_sae(8, 64, "topk", k=2)
     acts, other = torch.randn(4, 3, 8), torch.randn(4, 3, 8)
     memo: dict = {}

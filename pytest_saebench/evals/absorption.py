@@ -246,7 +246,6 @@ def split_features(codes_train, y_train, codes_test, y_test, weights: torch.Tens
     """Feature splitting: grow k while the k-sparse probe's test F1 jumps by more than
     ``f1_jump_threshold``; return the latents of the last accepted k."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
 
     ranked = torch.argsort(weights[letter], descending=True, stable=True).tolist()
     best, chosen = -100.0, ranked[:1]
@@ -254,19 +253,34 @@ def split_features(codes_train, y_train, codes_test, y_test, weights: torch.Tens
         feats = ranked[:k]
         clf = LogisticRegression(max_iter=500, class_weight="balanced")
         clf.fit(codes_train[:, feats], (y_train == letter).astype(int))
-        f1 = f1_score((y_test == letter).astype(int), clf.predict(codes_test[:, feats]),
-                      zero_division=0.0)
+        f1 = binary_f1(y_test == letter, clf.predict(codes_test[:, feats]) == 1)
         if f1 <= best + cfg.f1_jump_threshold:
             break
         best, chosen = f1, feats
     return chosen
 
 
-def absorption_of(x: torch.Tensor, codes: torch.Tensor, direction: torch.Tensor,
-                  w_dec: torch.Tensor, split: list[int]) -> tuple[float, bool]:
-    """Absorption fraction and full-absorption flag of one word (METRICS.md §7.2 step 9)."""
+def binary_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    """F1 of boolean ``pred`` against ``truth``; 0 when undefined (sklearn's
+    ``zero_division=0``), without sklearn's per-call input validation."""
+    tp = int((truth & pred).sum())
+    denom = int(truth.sum()) + int(pred.sum())
+    return 2 * tp / denom if denom else 0.0
+
+
+def letter_cosines(direction: torch.Tensor, w_dec: torch.Tensor) -> tuple[torch.Tensor,
+                                                                         torch.Tensor]:
+    """The unit probe direction and every latent's decoder cosine with it."""
     d = direction / direction.norm()
-    cos = (w_dec @ d) / w_dec.norm(dim=-1).clamp_min(1e-12)
+    return d, (w_dec @ d) / w_dec.norm(dim=-1).clamp_min(1e-12)
+
+
+def absorption_of(x: torch.Tensor, codes: torch.Tensor, direction: torch.Tensor,
+                  w_dec: torch.Tensor, split: list[int],
+                  cosines: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[float, bool]:
+    """Absorption fraction and full-absorption flag of one word (METRICS.md §7.2 step 9);
+    ``cosines``: :func:`letter_cosines` of the letter, when already computed."""
+    d, cos = cosines or letter_cosines(direction, w_dec)
     proj = codes * cos
     total = float(x @ d)
     main = float(proj[split].sum())
@@ -321,7 +335,8 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
             continue
         split = split_features(c_train.numpy(), side["y_train"].numpy(), c_test.numpy(),
                                side["y_test"].numpy(), weights, letter, cfg)
-        scores = [absorption_of(side["x_tp"][i], c_tp[i], gt_w[letter], w_dec, split)
+        cosines = letter_cosines(gt_w[letter], w_dec)
+        scores = [absorption_of(side["x_tp"][i], c_tp[i], gt_w[letter], w_dec, split, cosines)
                   for i in idx]
         rows.append({"first_letter": name,
                      "mean_absorption_fraction": float(np.mean([s[0] for s in scores])),

@@ -94,6 +94,9 @@ def pool(acts: torch.Tensor) -> torch.Tensor:
     return acts.sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
 
 
+SPARSE_MEMO_BYTES = 64 * 2**20
+
+
 @torch.inference_mode()
 def sae_pool(sae, acts: torch.Tensor, batch_size: int,
              memo: dict | None = None) -> torch.Tensor:
@@ -119,9 +122,11 @@ def sae_pool(sae, acts: torch.Tensor, batch_size: int,
         out.index_add_(0, r, codes)
     out /= valid.sum(1, keepdim=True).clamp_min(1)
     if memo is not None:
-        # Sparse when that is smaller: a 16k-latent TopK SAE's pooled codes are ~97% zero.
-        density = float((out != 0).float().mean()) if out.numel() else 1.0
-        memo[key] = (acts, out.to_sparse() if density < 0.1 else out)
+        # Large and mostly zero (a 16k-latent TopK SAE's codes are ~97% zero): kept sparse,
+        # as densifying costs less than holding them; small ones are kept as they are.
+        big = out.numel() * 4 > SPARSE_MEMO_BYTES
+        memo[key] = (acts, out.to_sparse() if big and float((out != 0).float().mean()) < 0.1
+                     else out)
     return out
 
 

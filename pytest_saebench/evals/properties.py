@@ -200,7 +200,16 @@ def static_checks(sae, promise_unit: bool, k: int | None) -> dict[str, str | Non
 
 
 def reference_activations(ctx: EvalContext, cfg: Config) -> torch.Tensor:
-    """``[n, d_in]`` real activations: the first few positions of some token windows."""
+    """``[n, d_in]`` real activations: the first few positions of some token windows (once per
+    run for a model, hook and seed)."""
+    key = (f"properties/{id(ctx.model)}/{ctx.loaded.hook.name}/{ctx.seed}/"
+           f"{cfg.n_reference_contexts}/{cfg.context_size}/{ctx.loaded.ref.prepend_bos}")
+    if key not in ctx.memo:
+        ctx.memo[key] = _reference_activations(ctx, cfg)
+    return ctx.memo[key]
+
+
+def _reference_activations(ctx: EvalContext, cfg: Config) -> torch.Tensor:
     tokens = ctx.tokens(cfg.n_reference_contexts, cfg.context_size, ctx.loaded.ref.prepend_bos)
     acts = hook_activations(ctx.model, tokens.to(ctx.device), ctx.loaded.hook).cpu()
     return acts[:, 1:5].reshape(-1, acts.shape[-1])  # skip BOS: its norm is atypical
