@@ -19,9 +19,13 @@ def test_reconstruction_is_good_enough(saebench_check):
     saebench_check("core.model_performance_preservation.ce_loss_score", min=0.98)
 
 
-def test_sparsity_in_the_comparable_band(sae_metrics):
-    """SAEBench compares SAEs at L0 between 20 and 200; assert messages show value ± stderr."""
-    assert 20 <= sae_metrics["l0"] <= 200
+def test_sparsity_in_a_sane_band(sae_metrics):
+    """Between 4 and 200 active latents per token; assert messages show value ± stderr.
+
+    SAEBench compares SAEs at L0 20 to 200; the shipped sweep goes down to k = 8, so this
+    band is wider. Narrow it to the sparsity your training targets.
+    """
+    assert 4 <= sae_metrics["l0"] <= 200
 
 
 def test_few_dead_latents(sae_metrics):
@@ -29,8 +33,18 @@ def test_few_dead_latents(sae_metrics):
     assert sae_metrics["core.misc_metrics.frac_dead"] <= 0.10
 
 
-def test_encoding_zero_is_silent(sae):
-    """A latent that fires on the zero vector fires everywhere."""
+def test_encoding_zero(sae):
+    """What ``encode(0)`` may do depends on the architecture (the plugin's
+    ``properties.checks.zero_input`` checks the same):
+
+    - TopK / BatchTopK keep k latents for every input, zero included: at most k active;
+    - ReLU and JumpReLU: a latent active at zero is active on almost every input, so at most
+      5% of the latents may be.
+    """
     with torch.no_grad():
-        codes = sae.encode(torch.zeros(1, sae.cfg.d_in))
-    assert (codes == 0).float().mean() > 0.95
+        codes = sae.encode(torch.zeros(1, sae.cfg.d_in, dtype=sae.dtype, device=sae.W_dec.device))
+    assert torch.isfinite(codes).all()
+    active = int((codes != 0).sum())
+    k = getattr(sae.cfg, "k", None)
+    limit = int(k) if k is not None else int(0.05 * sae.cfg.d_sae)
+    assert active <= limit, f"encode(0) has {active} active latents, more than {limit}"

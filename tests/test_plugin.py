@@ -268,6 +268,7 @@ def test_github_step_summary_and_annotations(pytester, tiny_world, monkeypatch, 
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(pytester.path))
     _project(pytester, f'"{EV}" = {{ min = 0.999 }}\n"l0" = {{ max = 128 }}')
     result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
     assert result.ret == 1
@@ -276,10 +277,33 @@ def test_github_step_summary_and_annotations(pytester, tiny_world, monkeypatch, 
     assert "| ✅ pass | threshold | trained | `core.sparsity.l0` |" in text
     pyproject = pytester.path / "pyproject.toml"
     line = next(i for i, t in enumerate(pyproject.read_text().splitlines(), 1) if EV in t)
+    # Relative to the workspace: GitHub attaches annotations only to repository paths.
     result.stdout.fnmatch_lines([
-        f"::error file={pyproject},line={line}::{EV} = * < min 0.999 (sae trained, suite fast)"])
+        f"::error file=pyproject.toml,line={line}::{EV} = * < min 0.999 (sae trained, suite fast)"])
     pytester.runpytest(f"--sae-path={tiny_world.trained}", "--saebench-gh-summary=never")
     assert summary.read_text() == text  # nothing appended
+
+
+def test_annotation_paths_outside_the_workspace_stay_absolute(monkeypatch, tmp_path):
+    from pytest_saebench.reporting.github import annotations
+
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(tmp_path / "repo"))
+    check = {"status": "fail", "metric": "m", "message": "m = 1 < min 2"}
+    inside = {("threshold", "m"): f"{tmp_path}/repo/sub/pyproject.toml:7"}
+    outside = {("threshold", "m"): "/elsewhere/pyproject.toml:7"}
+    assert annotations([check], inside) == ["::error file=sub/pyproject.toml,line=7::m = 1 < min 2"]
+    assert annotations([check], outside) == [
+        "::error file=/elsewhere/pyproject.toml,line=7::m = 1 < min 2"]
+
+
+def test_step_summary_gives_the_reason_of_a_row_without_value():
+    from pytest_saebench.reporting.github import summary_markdown
+
+    skip = {"status": "skip", "sae": "s", "metric": "tpp.x", "value": None, "stderr": None,
+            "limit": ">= 0.1", "message": "tpp.x not computed: N not in n_values | (2, 5)\nmore"}
+    text = summary_markdown([skip], [], "fast")
+    assert "null" not in text
+    assert "| — (tpp.x not computed: N not in n_values \\| (2, 5)) |" in text
 
 
 def test_step_summary_is_size_bounded():

@@ -25,9 +25,11 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
     shown = 0
     for check in checks:
         base, delta = check.get("baseline"), check.get("delta")
+        value = fmt(check["value"], check["stderr"]) if check["value"] is not None else \
+            f"— ({_cell(check.get('message') or 'no value')})"
         row = (f"\n| {ICONS.get(check['status'], '')} {check['status']} | "
                f"{check.get('kind', 'threshold')} | {check['sae']} | "
-               f"`{check['metric']}` | {fmt(check['value'], check['stderr'])} | "
+               f"`{check['metric']}` | {value} | "
                f"{check['limit']} | {'' if base is None else fmt(base)} | "
                f"{'' if delta is None else f'{delta:+.4g}'} |")
         budget = limit - len(tail_note.format(n=len(checks)).encode()) - 1
@@ -41,6 +43,24 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
     return text + (f"\n\nEvaluated: {evaluated}\n" if evaluated else "\n")
 
 
+def _cell(text: str) -> str:
+    """``text`` as one markdown table cell: its first line, pipes escaped, at most 300
+    characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    line = line if len(line) <= 300 else line[:299] + "…"
+    return line.replace("|", "\\|")
+
+
+def workspace_path(path: str) -> str:
+    """``path`` relative to ``$GITHUB_WORKSPACE`` (else the working directory) when it lies
+    below it: GitHub attaches annotations only to paths relative to the repository root."""
+    root = Path(os.environ.get("GITHUB_WORKSPACE") or os.getcwd()).resolve()
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
 def annotations(checks: list[dict[str, Any]], sources: dict[str, str]) -> list[str]:
     """``::error`` lines for failed gates (``::warning`` for warn, ``::notice`` for an
     improvement over the baseline), with the file and line of the rule."""
@@ -52,7 +72,7 @@ def annotations(checks: list[dict[str, Any]], sources: dict[str, str]) -> list[s
         level = levels[check["status"]]
         where = sources.get((check.get("kind", "threshold"), check["metric"]), "")
         path, _, line = where.rpartition(":")
-        loc = f" file={path},line={line}" if path and line.isdigit() else ""
+        loc = f" file={workspace_path(path)},line={line}" if path and line.isdigit() else ""
         message = (check["message"] or f"{check['metric']} {check['status']}").replace("\n", " ")
         lines.append(f"::{level}{loc}::{message}")
     return lines
