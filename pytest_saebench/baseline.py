@@ -8,6 +8,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,7 +204,9 @@ def pick(baseline: dict[str, Any], sae_id: str) -> Any | None:
     return None
 
 
-def create_command(sae_paths: tuple[str, ...], target: str) -> str:
-    """The command that writes a missing baseline."""
-    paths = " ".join(f"--sae-path {p}" for p in sae_paths)
-    return f"pytest {paths} --saebench-update-baseline={target}"
+def create_command(sae_paths: tuple[str, ...], target: str,
+                   config_file: str | None = None) -> str:
+    """The command that writes a missing baseline (with the run's ``-c`` config file)."""
+    paths = " ".join(f"--sae-path {shlex.quote(p)}" for p in sae_paths)
+    config = f"-c {shlex.quote(config_file)} " if config_file else ""
+    return f"pytest {config}{paths} --saebench-update-baseline={shlex.quote(target)}"

@@ -39,6 +39,40 @@ def build_demo(root: Path) -> dict[str, Path]:
     return paths
 
 
+def _demo(directory: str | None, keep: bool) -> int:
+    """Build the demo, gate both SAEs, and say whether the outcome is the designed one:
+    ``trained`` passes, ``random`` fails (exit 0 then, else 1)."""
+    import shutil
+
+    import pytest
+
+    root = Path(directory or tempfile.mkdtemp(prefix="saebench-demo-"))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        print(f"building the demo in {root} ...", flush=True)
+        build_demo(root)
+        results = root / "saebench-results.json"
+        pytest.main([f"--rootdir={root}", "-c", str(root / "pyproject.toml"),
+                     f"--sae-path={root / 'saes'}", "-p", "no:cacheprovider",
+                     "-W", "ignore::pytest.PytestAssertRewriteWarning",
+                     f"--saebench-json={results}", str(root / "tests")])
+        checks = json.loads(results.read_text())["checks"] if results.exists() else []
+        failed = {c["sae"].rsplit("/", 1)[-1] for c in checks
+                  if c["status"] in ("fail", "error")}
+        if checks and failed == {"random"}:
+            print("demo: as designed. 'trained' passed every gate and 'random', an untrained "
+                  "SAE of the same shape, failed: the gates tell them apart. (pytest's FAILED "
+                  "lines above are the random SAE's.)")
+            return 0
+        print(f"demo: NOT as designed: expected only 'random' to fail, got "
+              f"{sorted(failed) or 'no failures'}")
+        return 1
+    finally:
+        if directory is None and not keep:
+            shutil.rmtree(root, ignore_errors=True)
+            print(f"demo: removed {root} (keep it with --keep, or give a directory)")
+
+
 def _show(path: str, verbose: bool) -> int:
     from pytest_saebench.errors import SaebenchError
     from pytest_saebench.evals import metric_registry
@@ -187,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_saebench")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="build a tiny model and two SAEs, then gate them")
-    demo.add_argument("directory", nargs="?", help="where to build (default: a temp dir)")
+    demo.add_argument("directory", nargs="?",
+                      help="where to build and keep it (default: a temporary directory, "
+                           "removed afterwards)")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
     show = sub.add_parser("show", help="print the metric table of a results JSON")
     show.add_argument("results", help="a saebench-results.json written by the plugin")
     show.add_argument("-v", "--verbose", action="store_true", help="every metric")
@@ -211,17 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show":
         return _show(args.results, args.verbose)
     if args.command == "demo":
-        import pytest
-
-        root = Path(args.directory or tempfile.mkdtemp(prefix="saebench-demo-"))
-        root.mkdir(parents=True, exist_ok=True)
-        print(f"building the demo in {root} ...", flush=True)
-        build_demo(root)
-        return int(pytest.main([f"--rootdir={root}", "-c", str(root / "pyproject.toml"),
-                                f"--sae-path={root / 'saes'}", "-p", "no:cacheprovider",
-                                "-W", "ignore::pytest.PytestAssertRewriteWarning",
-                                f"--saebench-json={root / 'saebench-results.json'}",
-                                str(root / "tests")]))
+        return _demo(args.directory, args.keep)
     return 2
 
 

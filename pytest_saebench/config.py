@@ -59,6 +59,7 @@ class Settings:
     baseline: str | None = None  # results JSON path or ckpt:PATH
     on_missing_baseline: str = "skip"
     update_baseline: str | None = None  # where --saebench-update-baseline writes
+    ini_arg: str | None = None  # pytest's -c, repeated in the commands messages suggest
     regressions: tuple[RegressionRule, ...] = ()
     html: str | None = None  # --saebench-html report path
     cache_dir: str | None = None  # tensor cache; None: in memory only
@@ -281,7 +282,7 @@ def build_settings(
                             "merged results: python -m pytest_saebench merge SHARD.json... "
                             f"-o {update}")
     return Settings(
-        shard=shard, frontier=frontier,
+        ini_arg=options.get("inifilename"), shard=shard, frontier=frontier,
         baseline=baseline, update_baseline=update, regressions=regressions,
         html=values["html"], cache_dir=values["cache-dir"],
         cache=not options.get("saebench_no_cache"), cache_size_mb=int(values["cache-size-mb"]),

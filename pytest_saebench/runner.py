@@ -134,18 +134,18 @@ class Runner:
         if spec.startswith(CKPT_PREFIX):
             return self._checkpoint_baseline(sae_id, spec[len(CKPT_PREFIX):]), spec
         label = _short(spec)
+        again = create_command(self.settings.sae_paths, label, self.settings.ini_arg)
         if self._baseline_file is None:
             from pytest_saebench.results import load_envelope
 
             if not Path(spec).exists():
-                return (f"no baseline at {label}; create it with: "
-                        f"{create_command(self.settings.sae_paths, label)}"), label
+                return f"no baseline at {label}; create it with: {again}", label
             self._baseline_file = {r.sae_id: r for r in load_envelope(spec)[0]}
         found = pick(self._baseline_file, sae_id)
         if found is None:
             return (f"baseline {label} has no checkpoint '{sae_id}' (it has "
                     f"{', '.join(self._baseline_file) or 'none'}); update it with: "
-                    f"{create_command(self.settings.sae_paths, label)}"), label
+                    f"{again}"), label
         return found, label
 
     def _checkpoint_baseline(self, sae_id: str, path: str) -> SaeResults | str:

@@ -83,6 +83,11 @@ def test_missing_baseline_skips_with_the_command(pytester, tiny_world):
     result.stdout.fnmatch_lines([
         "*no baseline at baselines/sb.json; create it with: pytest --sae-path "
         f"{tiny_world.trained} --saebench-update-baseline=baselines/sb.json*"])
+    # Run with -c (as example_tests/ is): the command keeps it.
+    result = pytester.runpytest("-c", "pyproject.toml", f"--sae-path={tiny_world.trained}", "-rs")
+    result.stdout.fnmatch_lines([
+        "*no baseline at baselines/sb.json; create it with: pytest -c pyproject.toml --sae-path "
+        f"{tiny_world.trained} --saebench-update-baseline=baselines/sb.json*"])
 
 
 def test_update_then_compare_workflow(pytester, tiny_world):

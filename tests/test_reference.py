@@ -167,3 +167,19 @@ def test_sweep_orders_by_sparsity(tmp_path):
     # TopK keeps k pre-activations; the rare one that is exactly 0 after the ReLU lowers L0.
     assert l0 == pytest.approx({"sweep/k8": 8, "sweep/k16": 16, "sweep/k64": 64}, abs=0.01)
     assert ev["sweep/k8"] < ev["sweep/k16"] < ev["sweep/k64"]
+
+
+@pytest.mark.slow
+def test_demo_says_the_random_failure_is_designed_and_cleans_up(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest_saebench", "demo"], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "demo: as designed" in done.stdout
+    assert "random::core." in done.stdout  # the random SAE's gates ran and failed
+    assert "demo: removed" in done.stdout
+    assert not list(tmp_path.glob("saebench-demo-*"))
