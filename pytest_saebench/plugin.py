@@ -147,6 +147,12 @@ def _build_runner(config: pytest.Config):
     mine = set(in_shard([r.id for r in refs], settings.shard))
     runner = Runner(settings, [r for r in refs if r.id in mine], configs, registry)
     runner.other_shards = [r.id for r in refs if r.id not in mine]
+    def progress(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and config.get_verbosity() > -2:
+            reporter.ensure_newline()
+            reporter.write_line(line)
+    runner.progress = progress
     return runner
 
 
@@ -301,6 +307,13 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         terminalreporter.write_line(line)
     for sae_id, message in runner.errors().items():
         terminalreporter.write_line(f"{sae_id}: evaluation failed: {message}", red=True)
+    evaluated = runner.evaluated()
+    if evaluated:
+        # pytest books all of it on each checkpoint's first item; this is the split.
+        per = ", ".join(f"{r.sae_id} {r.seconds:.1f} s" for r in evaluated)
+        terminalreporter.write_line(
+            f"saebench: evaluation time {sum(r.seconds for r in evaluated):.1f} s ({per}); "
+            "the gate items themselves take milliseconds")
     written = config.stash.get(OUTPUTS_KEY, None)
     for line in [*written.notes, *written.annotations] if written else []:
         terminalreporter.write_line(line)

@@ -28,6 +28,8 @@ class Runner:
         self.registry = registry
         self.checkpoints = {ref.id: ref for ref in checkpoints}
         self.other_shards: list[str] = []  # --saebench-shard: ids left to the other shards
+        # Called with one line per finished eval (the plugin prints it: progress in CI logs).
+        self.progress: Any = None
         # ckpt:PATH baselines: evaluated like checkpoints but given no gate items.
         self.baseline_checkpoints: dict[str, CheckpointRef] | None = None
         self._baseline_file: dict[str, SaeResults] | None = None
@@ -365,7 +367,12 @@ class Runner:
             outs.append(module.run(ctx, config))
         res.evals[module.EVAL_TYPE_ID] = outs[0] if len(outs) == 1 else combine_repeats(
             outs, seeds)
-        res.seconds += time.perf_counter() - started
+        took = time.perf_counter() - started
+        res.seconds += took
+        if self.progress is not None:
+            done = sum(self._eval_type(n) in res.evals for n in self.configs_for(suite))
+            self.progress(f"saebench: {sae_id}: {name} {took:.1f} s "
+                          f"({done}/{len(self.configs_for(suite))} evals, {res.seconds:.1f} s)")
         self._results[(sae_id, suite)] = res
 
 

@@ -316,3 +316,13 @@ def test_step_summary_is_size_bounded():
     assert "more gate(s) not shown" in text
     small = summary_markdown(checks[:3], [], "fast")
     assert small.count("| ✅ pass |") == 3 and "not shown" not in small
+
+
+def test_progress_line_per_finished_eval_and_evaluation_time(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.5 }}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["saebench: trained: core * s (1/1 evals, * s)",
+                                 "saebench: evaluation time * s (trained * s); the gate items*"])
+    quiet = pytester.runpytest(f"--sae-path={tiny_world.trained}", "-qq")
+    assert "saebench: trained: core" not in quiet.stdout.str()
