@@ -113,6 +113,10 @@ class _MetricGate(_GateItem):
         """Obtain the evaluation; a failed one makes this gate an error, not a failure."""
         self.results = _evaluate(self, self.sae_id)
 
+    def reads(self) -> tuple[str, ...]:
+        """Metric ids this gate reads (which evals it needs)."""
+        raise NotImplementedError
+
     def _start(self, metric: str, limit: str) -> str:
         """Record the gate's identity; returns the ``(sae ..., suite ...)`` context."""
         suite = _runner(self.config).settings.suite
@@ -151,6 +155,9 @@ class ThresholdItem(_MetricGate):
         super().__init__(**kwargs)
         self.threshold = threshold
 
+    def reads(self) -> tuple[str, ...]:  # noqa: D102 - see _MetricGate
+        return (self.threshold.metric,)
+
     def runtest(self) -> None:
         """Skip if the suite does not compute the metric, else check its value."""
         t, res = self.threshold, self.results
@@ -177,6 +184,10 @@ class _RuleGate(_MetricGate):
     def __init__(self, *, rule: Any, **kwargs: Any):
         super().__init__(**kwargs)
         self.rule = rule
+
+    def reads(self) -> tuple[str, ...]:  # noqa: D102 - see _MetricGate
+        x = getattr(self.rule, "x", None)
+        return (self.rule.metric,) if x is None else (self.rule.metric, x)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Location: the pyproject line of the rule when known."""
@@ -253,6 +264,34 @@ class FrontierItem(_RuleGate):
             self._skip(outcome.message)
         self._conclude(outcome)
         self.user_properties.append(("message", outcome.message))
+
+
+RESULT_FIXTURES = frozenset({"saebench_results", "sae_metrics", "saebench_check"})
+
+
+def needed_evals(items: list[pytest.Item], runner: Any) -> tuple[str, ...] | None:
+    """Evals of the run's suite that the selected ``items`` read, or None when one of them
+    reads them all (an evaluate item, an unmarked results test, a baseline being written)."""
+    suite = runner.settings.suite
+    if runner.settings.update_baseline:
+        return None
+    names = runner.configs_for(suite)
+    needed: set[str] = set()
+    for item in items:
+        if isinstance(item, EvaluateItem):
+            return None
+        if isinstance(item, _MetricGate):
+            types = {m.split(".", 1)[0] for m in item.reads()}
+            needed.update(n for n in names if runner.eval_type(n) in types)
+        elif RESULT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            marker = item.get_closest_marker("saebench")
+            kwargs = marker.kwargs if marker else {}
+            if kwargs.get("suite") not in (None, suite):
+                continue  # evaluated in its own suite, on request
+            if kwargs.get("evals") is None:
+                return None
+            needed.update(kwargs["evals"])
+    return tuple(n for n in names if n in needed)
 
 
 def _location(item: pytest.Item, source: str) -> tuple[Path, int | None, str]:

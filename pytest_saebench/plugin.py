@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -149,7 +150,12 @@ def _build_runner(config: pytest.Config):
     runner.other_shards = [r.id for r in refs if r.id not in mine]
     def progress(line: str) -> None:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None and config.get_verbosity() > -2:
+        if reporter is None or config.get_verbosity() <= -2:
+            return
+        # Evaluation runs inside a test, under pytest's output capture: step outside it,
+        # as pytest's live logging does, or the line lands in the test's captured stdout.
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
             reporter.ensure_newline()
             reporter.write_line(line)
     runner.progress = progress
@@ -198,7 +204,30 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     from pytest_saebench.items import SaebenchCollector
 
     collector = SaebenchCollector.from_parent(session, name="saebench", nodeid="saebench")
-    items.extend(collector.collect())
+    generated = collector.collect()
+    items.extend(generated)
+    # Reported like a collected module, so pytest's "collected N items", its deselected
+    # count and --collect-only's total include the gate items.
+    config.hook.pytest_collectreport(report=pytest.CollectReport(
+        collector.nodeid, "passed", None, generated))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Evaluate only the evals the items left after -k/-m/--lf read."""
+    runner = runner_or_none(session.config)
+    if runner is None:
+        return
+    from pytest_saebench.items import needed_evals
+
+    runner.needed = needed_evals(session.items, runner)
+    suite = runner.settings.suite
+    everything = runner.configs_for(suite)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if runner.needed is not None and reporter is not None and \
+            session.config.get_verbosity() > -2 and not session.config.option.collectonly:
+        reporter.write_line(
+            f"saebench: the selected items read {len(runner.needed)} of the "
+            f"{len(everything)} evals of suite {suite}: {', '.join(runner.needed) or 'none'}")
 
 
 class XdistController:

@@ -34,6 +34,8 @@ class Runner:
         self.baseline_checkpoints: dict[str, CheckpointRef] | None = None
         self._baseline_file: dict[str, SaeResults] | None = None
         self._suite_configs: dict[str, dict[str, Any]] = {settings.suite: eval_configs}
+        # Evals of the suite the selected items read (set after collection; None = all).
+        self.needed: tuple[str, ...] | None = None
         self._results: dict[tuple[str, str], SaeResults] = {}
         self._failures: dict[tuple[str, str, str], BaseException] = {}
         self._models: dict[tuple[str, str], Any] = {}
@@ -90,7 +92,8 @@ class Runner:
         """What makes this run's results comparable with another's (merging shards)."""
         s = self.settings
         configs = {name: dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
-                   for name, cfg in self.configs_for(s.suite).items()}
+                   for name, cfg in self.configs_for(s.suite).items()
+                   if name in self.default_evals(s.suite)}
         return {"eval_configs": configs, "model": s.model, "dataset": s.dataset,
                 "seed": s.seed, "dtype": s.dtype,
                 "shard": f"{s.shard[0]}/{s.shard[1]}" if s.shard else None}
@@ -113,6 +116,14 @@ class Runner:
             self._suite_configs[suite] = eval_configs(suite, dict(self.settings.eval_overrides),
                                                       select=self.settings.select_evals)
         return self._suite_configs[suite]
+
+    def default_evals(self, suite: str) -> list[str]:
+        """The evals a plain ``results(sae_id)`` runs: the suite's, less those no selected
+        item reads (``-k``, ``--lf``)."""
+        names = list(self.configs_for(suite))
+        if suite != self.settings.suite or self.needed is None:
+            return names
+        return [n for n in names if n in self.needed]
 
     def ref(self, sae_id: str) -> CheckpointRef:
         """The checkpoint (or ``ckpt:`` baseline checkpoint) with id ``sae_id``."""
@@ -253,7 +264,7 @@ class Runner:
                 and (sae_id, suite) not in self._results):
             return self._shared_results(sae_id, suite)
         configs = self.configs_for(suite)
-        names = list(configs) if evals is None else list(evals)
+        names = self.default_evals(suite) if evals is None else list(evals)
         for name in names:
             if name not in configs:
                 raise SaebenchError(f"eval '{name}' is not part of suite '{suite}' "
@@ -263,7 +274,7 @@ class Runner:
             if failure is not None:
                 raise EvaluationFailed(f"evaluation of '{sae_id}' failed: {failure}")
             res = self._results.get((sae_id, suite))
-            if res is None or self._eval_type(name) not in res.evals:
+            if res is None or self.eval_type(name) not in res.evals:
                 try:
                     self._run_eval(sae_id, suite, name, configs[name])
                 except Exception as exc:
@@ -280,7 +291,7 @@ class Runner:
             stored = shared.read(self.shared_dir, sha, suite)
             if stored is None:
                 try:
-                    stored = self.results(sae_id, list(self.configs_for(suite)), suite)
+                    stored = self.results(sae_id, self.default_evals(suite), suite)
                     stored.evaluated_by = self.worker_id
                 except (SaebenchError, EvaluationFailed) as exc:
                     stored = str(exc)
@@ -312,7 +323,8 @@ class Runner:
             self._judge = self.judge_provider() if self.judge_provider else None
         return self._judge
 
-    def _eval_type(self, name: str) -> str:
+    def eval_type(self, name: str) -> str:
+        """The SAEBench eval type id (metric id prefix) of eval ``name``."""
         from pytest_saebench.evals import get_eval
 
         return get_eval(name).EVAL_TYPE_ID
@@ -370,9 +382,10 @@ class Runner:
         took = time.perf_counter() - started
         res.seconds += took
         if self.progress is not None:
-            done = sum(self._eval_type(n) in res.evals for n in self.configs_for(suite))
+            planned = self.default_evals(suite)
+            done = sum(self.eval_type(n) in res.evals for n in planned)
             self.progress(f"saebench: {sae_id}: {name} {took:.1f} s "
-                          f"({done}/{len(self.configs_for(suite))} evals, {res.seconds:.1f} s)")
+                          f"({done}/{len(planned)} evals, {res.seconds:.1f} s)")
         self._results[(sae_id, suite)] = res
 
 
