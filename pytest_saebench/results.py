@@ -191,8 +191,12 @@ def _envelope_results(data: dict[str, Any]) -> list[SaeResults]:
                 {k: v for k, v in entry.get("reasons", {}).items() if k.startswith(prefix)},
                 {k: v for k, v in entry.get("not_computed", {}).items() if k.startswith(prefix)},
                 [], out.get("eval_result_unstructured") or {})
+        # every SAEBench eval output repeats the checkpoint's cfg (the report groups by it)
+        cfgs = [out.get("sae_cfg_dict") for out in entry.get("evals", {}).values()]
+        sae_cfg = next((c for c in cfgs if isinstance(c, dict) and c), {})
         results.append(SaeResults(sae_id, entry.get("path", ""), entry.get("sha256", ""),
                                   entry.get("suite", data.get("suite", "")), evals,
+                                  sae_cfg=sae_cfg,
                                   env=entry.get("env", {}), seconds=entry.get("seconds", 0.0),
                                   evaluated_by=entry.get("evaluated_by", "main")))
     return results

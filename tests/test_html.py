@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import struct
 import subprocess
 import zlib
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,6 +21,9 @@ from pytest_saebench.results import SaeResults
 from tests.conftest import SMALL_PYPROJECT
 
 EV = "core.reconstruction_quality.explained_variance"
+ABSORPTION = "absorption_first_letter"
+SCORE = f"{ABSORPTION}.mean.mean_absorption_fraction_score"
+WHY_NO_ABSORPTION = "no letter could be scored (26 skipped; see eval_result_unstructured)"
 
 
 class _Collect(HTMLParser):
@@ -35,7 +42,8 @@ class _Collect(HTMLParser):
         return sum(1 for t, a in self.tags if t == tag and (cls is None or a.get("class") == cls))
 
 
-def _results(sae_id: str, l0: float, ev: float) -> SaeResults:
+def _results(sae_id: str, l0: float, ev: float, arch: str = "topk", width: int = 512,
+             absorbed: bool = True) -> SaeResults:
     core = EvalResult("core", {}, {"core.sparsity.l0": l0, EV: ev,
                                    "core.model_performance_preservation.ce_loss_score": ev})
     core.details = [{"index": i, "feature_density": d}
@@ -46,11 +54,17 @@ def _results(sae_id: str, l0: float, ev: float) -> SaeResults:
         **{f"sparse_probing.llm.llm_top_{k}_test_accuracy": 0.65 + 0.05 * i
            for i, k in enumerate((1, 2, 5))},
         "sparse_probing.sae.sae_top_10_test_accuracy": None})
-    ab = EvalResult("absorption", {}, {}, unstructured={"ground_truth_f1": {"a": 0.9, "b": 0.2}})
-    ab.details = [{"first_letter": "a", "mean_absorption_fraction": 0.25,
-                   "full_absorption_rate": 0.1}]
+    if absorbed:
+        ab = EvalResult(ABSORPTION, {}, {},
+                        unstructured={"ground_truth_f1": {"a": 0.9, "b": 0.2}})
+        ab.details = [{"first_letter": "a", "mean_absorption_fraction": 0.25,
+                       "full_absorption_rate": 0.1}]
+    else:
+        ab = EvalResult(ABSORPTION, {}, {})
+        ab.set(SCORE, None, reason=WHY_NO_ABSORPTION)
     return SaeResults(sae_id, f"/ckpt/{sae_id}", "ab" * 32, "fast",
-                      {"core": core, "sparse_probing": sp, "absorption": ab})
+                      {"core": core, "sparse_probing": sp, ABSORPTION: ab},
+                      sae_cfg={"architecture": arch, "d_sae": width})
 
 
 def _report() -> str:
@@ -58,6 +72,36 @@ def _report() -> str:
                "stderr": 0.01, "limit": ">= 0.8", "message": f"{EV} = 0.7 < min 0.8 <sae>"}]
     return html.render([_results("k8", 8, 0.7), _results("k16", 16, 0.8),
                         _results("k64", 64, 0.9)], checks, "fast", {"bad": "boom"})
+
+
+NO_BASELINE = ("no baseline at baselines/saebench.json; create it with: pytest -c "
+               "example_tests/pyproject.toml " + " ".join(
+                   f"--sae-path example_tests/checkpoints/sweep/k{k}" for k in range(12))
+               + " --saebench-update-baseline=baselines/saebench.json")
+
+
+def _crowded_report() -> str:
+    """What a sweep without a baseline yields: every regression gate skips with the same long
+    reason; two architectures and widths; one checkpoint's absorption undefined."""
+    results = [_results(f"sweep/k{k}", k, 0.7 + 0.02 * i) for i, k in enumerate((8, 16, 64))]
+    results += [_results("wide", 40, 0.93, width=4096),
+                _results("relu-with-a-long-name", 600, 0.99, arch="standard", width=4096,
+                         absorbed=False)]
+    checks = []
+    for r in results:
+        for metric in (EV, "core.sparsity.l0", SCORE):
+            checks.append({"status": "pass", "kind": "threshold", "sae": r.sae_id,
+                           "metric": metric, "value": 0.9, "stderr": 0.01, "limit": ">= 0.8",
+                           "message": ""})
+            checks.append({"status": "skip", "kind": "regression", "sae": r.sae_id,
+                           "metric": metric, "value": 0.9, "stderr": None,
+                           "limit": "drop <= 0.01", "message": NO_BASELINE})
+            checks.append({"status": "skip", "kind": "threshold", "sae": r.sae_id,
+                           "metric": metric, "value": None, "stderr": None, "limit": ">= 1",
+                           "message": f"{metric} not computed (sae {r.sae_id}, suite fast): "
+                                      "architecture 'topk' has no thresholds"})
+    checks[-1] = {**checks[-1], "status": "fail", "message": "a reason of its own"}
+    return html.render(results, checks, "fast", {})
 
 
 def test_report_holds_every_plot_and_escapes_text():
@@ -72,6 +116,47 @@ def test_report_holds_every_plot_and_escapes_text():
     assert "1 fail" in text and "<sae>" in text  # the message is escaped, not markup
     # dead latents get their own bar; bars carry their values in tooltips
     assert "latents dead: 2" in text
+
+
+def test_a_reason_many_gates_share_is_written_once():
+    parsed = _Collect()
+    page = _crowded_report()
+    parsed.feed(page)
+    assert page.count("no baseline at baselines/saebench.json") == 1
+    assert page.count("architecture &#x27;topk&#x27; has no thresholds") == 1
+    notes = [a for t, a in parsed.tags if t == "li" and (a.get("id") or "").startswith("note")]
+    assert len(notes) == 2
+    assert page.count('href="#note-1"') + page.count('href="#note-2"') == 5 * 3 * 2 - 1
+    assert "a reason of its own" in page and "the metric not computed" in page
+    # failures lead the table
+    first_row = page.index('<tr class="fail">')
+    assert first_row < page.index('<tr class="pass">')
+
+
+def test_sweep_draws_one_line_per_architecture_and_width():
+    parsed = _Collect()
+    parsed.feed(_crowded_report())
+    sweep = html._sweep([_results(f"k{k}", k, 0.8) for k in (8, 16, 64)]
+                        + [_results("w1", 30, 0.9, width=4096),
+                           _results("w2", 90, 0.95, width=4096),
+                           _results("relu", 600, 0.99, arch="standard")])
+    charts = sweep.split("</svg>")[:-1]
+    assert len(charts) == 2
+    for chart in charts:
+        assert chart.count("<polyline") == 2  # topk 512 (3 points), topk 4096 (2); relu alone
+        for name in ("topk, 512 latents", "topk, 4,096 latents", "standard, 512 latents"):
+            assert f">{name}</text>" in chart
+
+
+def test_a_missing_plot_says_why_where_it_would_be():
+    res = _results("relu", 600, 0.99, absorbed=False)
+    del res.evals["sparse_probing"]
+    parsed = _Collect()
+    parsed.feed(html.render([res], [], "fast", {}))
+    text = " ".join(parsed.text)
+    assert parsed.count("div", "missing") == 1
+    assert "absorption by first letter: no plot" in text and WHY_NO_ABSORPTION in text
+    assert "Not plotted: probing accuracy (not part of this run)" in text
 
 
 def test_histogram_counts_every_value():
@@ -93,7 +178,7 @@ def test_plugin_writes_the_report(pytester, tiny_world):
     parsed = _Collect()
     parsed.feed((pytester.path / "out" / "r.html").read_text())
     assert parsed.count("svg") == 2 + 2  # density per checkpoint, EV and CE score against L0
-    assert parsed.count("tr", "fail") == 1
+    assert parsed.count("tr", "fail") == 2  # the gate and its message's own row
 
 
 def _png_pixels(path: Path) -> tuple[int, int, bytes]:
@@ -131,8 +216,44 @@ def _png_pixels(path: Path) -> tuple[int, int, bytes]:
     return width, height, bytes(out)
 
 
+# .ci/run installs Debian's chromium and sets this, so there the browser tests cannot skip.
+NEED_BROWSER = os.environ.get("SAEBENCH_REQUIRE_BROWSER") == "1"
+browser = pytest.mark.skipif(shutil.which("chromium") is None and not NEED_BROWSER,
+                             reason="needs Debian's chromium package")
+MEASURE = """<script>
+const clipped = [];
+for (const svg of document.querySelectorAll('svg')) {
+  const box = svg.getBoundingClientRect();
+  for (const t of svg.querySelectorAll('text')) {
+    const b = t.getBoundingClientRect();
+    if (b.left < box.left - 0.5 || b.right > box.right + 0.5 || b.top < box.top - 0.5 ||
+        b.bottom > box.bottom + 0.5) clipped.push(t.textContent);
+  }
+}
+const right = [...document.querySelectorAll('table, svg, .missing')].map(
+  e => e.getBoundingClientRect().right);
+document.body.setAttribute('data-layout', JSON.stringify(
+  {width: document.documentElement.scrollWidth, right: Math.max(...right), clipped}));
+</script>"""
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium package")
+@browser
+def test_crowded_report_stays_within_1280_px_and_clips_no_label(tmp_path):
+    page = tmp_path / "report.html"
+    page.write_text(_crowded_report().replace("</body>", MEASURE + "</body>"))
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                          "--window-size=1280,900", "--dump-dom", page.as_uri()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'data-layout="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    layout = json.loads(unescape(found.group(1)))
+    assert layout["width"] <= 1280 and layout["right"] <= 1280, layout
+    assert layout["clipped"] == [], layout
+
+
+@pytest.mark.slow
+@browser
 def test_report_renders_in_headless_chromium(tmp_path):
     page = tmp_path / "report.html"
     page.write_text(_report())

@@ -8,6 +8,7 @@ against L0. Inline SVG and CSS only: the file opens offline and attaches to a CI
 from __future__ import annotations
 
 import math
+import re
 import time
 from html import escape
 from pathlib import Path
@@ -18,22 +19,34 @@ from pytest_saebench.reporting import svg
 from pytest_saebench.thresholds import fmt
 
 L0 = "core.sparsity.l0"
+# eval type ids (the keys of SaeResults.evals) of the per-checkpoint plots
+CORE, PROBING, ABSORPTION = "core", "sparse_probing", "absorption_first_letter"
+ABSORPTION_SCORE = f"{ABSORPTION}.mean.mean_absorption_fraction_score"
+STATUS_ORDER = {"error": 0, "fail": 1, "warn": 2}
+PLOTTED = ((CORE, "latent density"), (PROBING, "probing accuracy"),
+           (ABSORPTION, "absorption by first letter"))
 SWEEP_Y = (("core.reconstruction_quality.explained_variance", "explained variance"),
            ("core.model_performance_preservation.ce_loss_score", "CE-loss score"))
 DENSITY_EDGES = [10.0 ** e for e in range(-6, 1)]  # 1e-6 .. 1
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+.wide{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;margin:8px 0 20px}
 td:not(.note){white-space:nowrap}
+td.note{overflow-wrap:anywhere;min-width:14em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 th{background:#f2f2f2}
 .pass,.improved{color:#17692a}
 .fail,.error{color:#b00020;font-weight:600}
 .warn{color:#9a6200}
 .skip,.note{color:#666}
-svg{border:1px solid #eee;margin:4px}
+ol.notes li{overflow-wrap:anywhere;color:#444;margin:4px 0}
+svg{border:1px solid #eee;margin:4px;vertical-align:top}
 svg text{font-size:11px;fill:#333}
 svg .title{font-size:13px;font-weight:600}
+.missing{display:inline-block;box-sizing:border-box;width:560px;min-height:120px;margin:4px;
+ padding:12px 16px;border:1px dashed #bbb;vertical-align:top;color:#555}
+.missing b{display:block;color:#333;margin-bottom:6px}
 code{font-size:12px}
 """
 
@@ -70,33 +83,74 @@ def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
 
 
 def _gates(checks: list[dict[str, Any]]) -> str:
+    """Failures first; a message several gates share is written once, below the table."""
+    ordered = sorted(checks, key=lambda c: STATUS_ORDER.get(c["status"], 3))
+    general = [_general(c) for c in ordered]
+    uses: dict[str, int] = {}
+    for text in general:
+        if text:
+            uses[text] = uses.get(text, 0) + 1
+    shared = {text: i + 1 for i, text in enumerate(t for t, n in uses.items() if n > 1)}
+    compared = any(c.get("baseline") is not None or c.get("delta") is not None for c in checks)
+    heads = ["status", "gate", "sae", "metric", "value ± stderr", "limit",
+             *(("baseline", "Δ") if compared else ()), "note"]
     rows = []
-    for c in checks:
+    for c, text in zip(ordered, general, strict=True):
         base, delta = c.get("baseline"), c.get("delta")
-        cells = [c["status"], c.get("kind", "threshold"), c["sae"], f"<code>{c['metric']}</code>",
-                 fmt(c["value"], c["stderr"]), c["limit"],
-                 "" if base is None else fmt(base), "" if delta is None else f"{delta:+.4g}"]
-        rows.append(f'<tr class="{escape(c["status"])}">'
-                    + "".join(f"<td>{x if i == 3 else escape(str(x))}</td>"
-                              for i, x in enumerate(cells))
-                    + f'<td class="note">{escape(c.get("message") or "")}</td></tr>')
-    head = "".join(f"<th>{h}</th>" for h in ("status", "gate", "sae", "metric", "value ± stderr",
-                                            "limit", "baseline", "Δ", "message"))
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        values = [c["status"], c.get("kind", "threshold"), c["sae"], "",
+                  fmt(c["value"], c["stderr"]), c["limit"]]
+        if compared:
+            values += ["" if base is None else fmt(base), "" if delta is None else f"{delta:+.4g}"]
+        cells = [escape(str(x)) for x in values]
+        cells[3] = f"<code>{escape(c['metric'])}</code>"
+        cells.append(f'<a href="#note-{shared[text]}">note {shared[text]}</a>'
+                     if text in shared else "")
+        status = escape(c["status"])
+        rows.append(f'<tr class="{status}">' + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+        if text and text not in shared:  # its own message, on a full-width row of its own
+            rows.append(f'<tr class="{status}"><td></td><td class="note" colspan="'
+                        f'{len(heads) - 1}">{escape(c.get("message") or "")}</td></tr>')
+    head = "".join(f"<th>{h}</th>" for h in heads)
+    table = f'<div class="wide"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
+    if not shared:
+        return table
+    notes = "".join(f'<li id="note-{i}">{escape(text)} <span class="note">({uses[text]} '
+                    "gates)</span></li>" for text, i in shared.items())
+    return table + f'<h3>Notes shared by several gates</h3><ol class="notes">{notes}</ol>'
+
+
+def _general(check: dict[str, Any]) -> str:
+    """The gate's message without its own checkpoint and metric, so that the same reason
+    on many gates reads the same."""
+    text = re.sub(r" ?\(sae [^()]*, suite [^()]*\)", "", check.get("message") or "")
+    return text.replace(check["metric"], "the metric").strip()
 
 
 def _sweep(results: list[Any]) -> str:
+    """EV and CE-loss score against L0, one line per architecture and width: a line joins
+    only checkpoints that differ in sparsity alone."""
     points = [r for r in results if r.value(L0) is not None]
     if len(points) < 2:
         return ""
+    groups = {_family(r): None for r in points}
     charts = []
     for metric, label in SWEEP_Y:
-        series = {label: [(r.value(L0), r.value(metric), r.sae_id) for r in points
-                          if r.value(metric) is not None]}
-        if len(series[label]) >= 2:
+        series: dict[str, list[tuple[float, float, str]]] = {}
+        for r in points:
+            if r.value(metric) is not None:
+                name = _family(r) if len(groups) > 1 else label
+                series.setdefault(name, []).append((r.value(L0), r.value(metric), r.sae_id))
+        if sum(len(v) for v in series.values()) >= 2:
             charts.append(svg.lines(f"{label} against L0", series, "L0 (log scale)", label,
                                     log_x=True, label_points=True))
     return "".join(charts)
+
+
+def _family(res: Any) -> str:
+    cfg = res.sae_cfg or {}
+    arch = str(cfg.get("architecture") or "unknown architecture")
+    width = cfg.get("d_sae")
+    return f"{arch}, {width:,} latents" if isinstance(width, int) else arch
 
 
 def _frontier(rule: Any, front: list, results: list[Any]) -> str:
@@ -114,8 +168,11 @@ def _checkpoint(res: Any, registry: Any) -> str:
     parts = [f'<h2 id="{escape(res.sae_id)}">{escape(res.sae_id)}</h2>',
              f'<p class="note">{escape(res.path)} · sha256 {escape(res.sha256[:16])}… · '
              f"evaluated in {res.seconds:.1f} s</p>"]
-    charts = [c for c in (_density(res), _probing(res), _absorption(res)) if c]
-    parts += charts
+    absent = [title for key, title in PLOTTED if key not in res.evals]
+    parts += [c for c in (_density(res), _probing(res), _absorption(res)) if c]
+    if absent:
+        parts.append(f'<p class="note">Not plotted: {escape(", ".join(absent))} (not part of '
+                     "this run).</p>")
     rows = []
     for metric, value in res.all_metrics().items():
         spec = registry.get(metric) if registry is not None else None
@@ -130,10 +187,19 @@ def _checkpoint(res: Any, registry: Any) -> str:
     return "\n".join(parts)
 
 
+def _missing(title: str, why: str) -> str:
+    """Where a plot would be: its title and why it is not there."""
+    return f'<div class="missing"><b>{escape(title)}: no plot</b>{escape(why)}</div>'
+
+
 def _density(res: Any) -> str:
-    core = res.evals.get("core")
-    if core is None or not core.details:
+    core = res.evals.get(CORE)
+    if core is None:
         return ""
+    title = "latent density"
+    if not core.details:
+        return _missing(title, "these results hold no per-latent densities (a results JSON "
+                               "keeps the summary metrics only)")
     density = [d.get("feature_density") for d in core.details]
     alive = [x for x in density if x is not None and x > 0]
     dead = sum(1 for x in density if x is not None and x == 0)
@@ -141,12 +207,12 @@ def _density(res: Any) -> str:
     low = min(alive, default=1.0)
     while edges[0] > low:
         edges.insert(0, edges[0] / 10)
-    return svg.histogram("latent density (fraction of tokens a latent fires on)", alive, edges,
+    return svg.histogram(f"{title} (fraction of tokens a latent fires on)", alive, edges,
                          "density bin (lower edge, log scale)", ("dead", dead))
 
 
 def _probing(res: Any) -> str:
-    sp = res.evals.get("sparse_probing")
+    sp = res.evals.get(PROBING)
     if sp is None:
         return ""
     series: dict[str, list[tuple[float, float, str]]] = {"SAE": [], "LLM": []}
@@ -157,20 +223,23 @@ def _probing(res: Any) -> str:
                 k = int(metric[len(prefix):].split("_", 1)[0])
                 series[name].append((float(k), value, f"top-{k}"))
     if not series["SAE"]:
-        return ""
+        first = "sparse_probing.sae.sae_top_1_test_accuracy"
+        return _missing("probing accuracy against k", res.reason(first) or next(
+            iter(sp.not_computed.values()), "no top-k accuracy was computed"))
     return svg.lines("probing accuracy against k", series, "k latents / dimensions (log)",
                      "test accuracy", log_x=True)
 
 
 def _absorption(res: Any) -> str:
-    ab = res.evals.get("absorption")
+    ab = res.evals.get(ABSORPTION)
     if ab is None:
         return ""
     f1 = ab.unstructured.get("ground_truth_f1") or {}
     scored = {d["first_letter"]: d for d in ab.details}
     letters = sorted(set(f1) | set(scored))
     if not letters:
-        return ""
+        return _missing("absorption by first letter", res.reason(ABSORPTION_SCORE) or
+                        "no letter was probed")
     series = {
         "absorption fraction": [scored[x]["mean_absorption_fraction"] if x in scored else None
                                 for x in letters],
@@ -178,8 +247,16 @@ def _absorption(res: Any) -> str:
                                  for x in letters],
         "ground-truth probe F1": [_finite(f1.get(x)) for x in letters],
     }
-    note = "" if scored else ('<p class="note">No letter was scored: the model\'s '
-                              "ground-truth spelling probe is too weak (bars show its F1).</p>")
+    if scored:
+        note = ""
+    elif ab.unstructured.get("letters_scored"):
+        note = ('<p class="note">Per-letter absorption is not in these results (read from a '
+                "results JSON, which keeps the mean only); bars show the spelling probe's "
+                "F1.</p>")
+    else:
+        why = res.reason(ABSORPTION_SCORE) or "the ground-truth spelling probe is too weak"
+        note = (f'<p class="note">No letter was scored: {escape(why)} (bars show the '
+                "spelling probe's F1).</p>")
     return note + svg.bars("absorption by first letter", letters, series, "fraction",
                            ylim=(0.0, 1.0))
 

@@ -45,10 +45,27 @@ class _Axes:
         return H - BOTTOM - (v - self.y0) / (self.y1 - self.y0) * (H - TOP - BOTTOM)
 
 
+def _legend(names: Sequence[str]) -> tuple[list[str], float]:
+    """Legend entries in rows under the x label (never over the data); returns the
+    elements and the height they add."""
+    parts, x, y = [], float(LEFT), H + 4.0
+    for i, name in enumerate(names):
+        width = 14 + 6.2 * len(name) + 18
+        if x + width > W - RIGHT and x > LEFT:
+            x, y = float(LEFT), y + 16
+        parts.append(f'<rect x="{x:.0f}" y="{y:.0f}" width="10" height="10" '
+                     f'fill="{COLORS[i % len(COLORS)]}"/>')
+        parts.append(f'<text x="{x + 14:.0f}" y="{y + 9:.0f}">{escape(name)}</text>')
+        x += width
+    return parts, (y - H + 16 if names else 0.0)
+
+
 def _frame(title: str, xlabel: str, ylabel: str, ax: _Axes, xticks: Sequence[tuple[float, str]],
            body: list[str], legend: Sequence[str] = ()) -> str:
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-             f'viewBox="0 0 {W} {H}" role="img" aria-label="{escape(title)}">',
+    keys, extra = _legend(legend)
+    height = H + extra
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height:.0f}" '
+             f'viewBox="0 0 {W} {height:.0f}" role="img" aria-label="{escape(title)}">',
              f'<text x="{W / 2}" y="18" text-anchor="middle" class="title">{escape(title)}</text>',
              f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" '
              'stroke="#333"/>',
@@ -68,13 +85,7 @@ def _frame(title: str, xlabel: str, ylabel: str, ax: _Axes, xticks: Sequence[tup
                  f'{escape(xlabel)}</text>')
     parts.append(f'<text transform="translate(14 {(TOP + H - BOTTOM) / 2}) rotate(-90)" '
                  f'text-anchor="middle">{escape(ylabel)}</text>')
-    parts += body
-    for i, name in enumerate(legend):
-        x = W - RIGHT - 150
-        y = TOP + 4 + 16 * i
-        parts.append(f'<rect x="{x}" y="{y}" width="10" height="10" '
-                     f'fill="{COLORS[i % len(COLORS)]}"/>')
-        parts.append(f'<text x="{x + 14}" y="{y + 9}">{escape(name)}</text>')
+    parts += body + keys
     parts.append("</svg>")
     return "".join(parts)
 
@@ -129,8 +140,11 @@ def lines(title: str, series: dict[str, Sequence[tuple[float, float, str]]], xla
                         f'fill="{color}"><title>{escape(name)} {escape(lab)}: '
                         f'{_num(y)}</title></circle>')
             if label_points:
-                body.append(f'<text x="{ax.x(x) + 6:.1f}" y="{ax.y(y) - 6:.1f}">'
-                            f'{escape(lab)}</text>')
+                # right of the point, or left of it in the right half, so it is never clipped
+                right = ax.x(x) > (LEFT + W - RIGHT) / 2
+                anchor = ' text-anchor="end"' if right else ""
+                body.append(f'<text x="{ax.x(x) + (-6 if right else 6):.1f}" '
+                            f'y="{ax.y(y) - 6:.1f}"{anchor}>{escape(lab)}</text>')
     if log_x:
         xticks = [(t, _num(10 ** t)) for t in sorted(set(xs))][:12]
     else:
