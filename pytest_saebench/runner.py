@@ -10,6 +10,7 @@ from typing import Any
 from pytest_saebench.config import Settings
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.loading.checkpoints import CheckpointRef
+from pytest_saebench.paths import relative_label
 from pytest_saebench.results import SaeResults
 
 _UNASKED = object()  # the judge hook has not been asked yet (None is a valid answer)
@@ -62,7 +63,9 @@ class Runner:
         pytest-xdist worker: ``gwN`` gets ``cuda:N mod count``), else cpu."""
         if self._device is None:
             if self.settings.device != "auto":
-                self._device = _available(self.settings.device)
+                from pytest_saebench.loading.model import available_device
+
+                self._device = available_device(self.settings.device)
             else:
                 import torch
 
@@ -146,7 +149,7 @@ class Runner:
                     "[tool.pytest-saebench] or pass --saebench-baseline PATH"), "-"
         if spec.startswith(CKPT_PREFIX):
             return self._checkpoint_baseline(sae_id, spec[len(CKPT_PREFIX):]), spec
-        label = _short(spec)
+        label = relative_label(spec)
         again = create_command(self.settings.sae_paths, label, self.settings.ini_arg)
         if self._baseline_file is None:
             from pytest_saebench.results import load_envelope
@@ -334,6 +337,7 @@ class Runner:
 
         from pytest_saebench.evals import get_eval
         from pytest_saebench.evals.base import EvalContext, combine_repeats
+        from pytest_saebench.loading.data import dataset_key
         from pytest_saebench.loading.model import check_hook
         from pytest_saebench.results import environment
 
@@ -374,7 +378,7 @@ class Runner:
                               sae_memo=self._sae_memo[1],
                               cache=self.tensor_cache(),
                               model_key=self._model_key(model) if model is not None else "",
-                              dataset_key=_dataset_key(spec), judge=self.judge)
+                              dataset_key=dataset_key(spec), judge=self.judge)
             torch.manual_seed(seed)
             outs.append(module.run(ctx, config))
         res.evals[module.EVAL_TYPE_ID] = outs[0] if len(outs) == 1 else combine_repeats(
@@ -397,44 +401,3 @@ def _not_applicable(module: Any, why: str) -> Any:
     for spec in module.METRICS:
         res.not_computed[spec.id] = f"does not apply to a transcoder: {why}"
     return res
-
-
-def _short(path: str) -> str:
-    """``path`` relative to the working directory when it is below it."""
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return path
-
-
-def _dataset_key(spec: str) -> str:
-    """``spec`` plus the size and modification time of its files when it is a local path, so
-    an edited dataset never hits an old cache entry."""
-    path = Path(spec.split(":", 1)[0] if ":" in spec and not Path(spec).exists() else spec)
-    if spec.startswith("saebench-reference:"):
-        from pytest_saebench import __version__
-
-        return f"{spec}@{__version__}"
-    if not path.exists():
-        return spec
-    files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
-    stamp = [(str(p.relative_to(path) if p != path else p.name), p.stat().st_size,
-              p.stat().st_mtime_ns) for p in files]
-    return f"{spec}@{stamp}"
-
-
-def _available(device: str) -> str:
-    """``device`` when torch can use it; else the one-line reason (not a checkpoint error)."""
-    import torch
-
-    if device.startswith("cuda"):
-        index = int(device.partition(":")[2] or 0)
-        if not torch.cuda.is_available():
-            raise SaebenchError(f"device '{device}': torch {torch.__version__} sees no CUDA "
-                                "GPU; use --saebench-device cpu (or auto)")
-        if index >= torch.cuda.device_count():
-            raise SaebenchError(f"device '{device}': only {torch.cuda.device_count()} CUDA "
-                                "device(s) visible; use cuda:0 or auto")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise SaebenchError("device 'mps': not available in this torch build; use cpu or auto")
-    return device

@@ -130,3 +130,19 @@ def token_windows(
     if not prepend_bos:
         return body_ids
     return torch.cat([torch.full((n_windows, 1), bos, dtype=torch.long), body_ids], dim=1)
+
+
+def dataset_key(spec: str) -> str:
+    """``spec`` plus the size and modification time of its files when it is a local path, so
+    an edited dataset never hits an old cache entry."""
+    path = Path(spec.split(":", 1)[0] if ":" in spec and not Path(spec).exists() else spec)
+    if spec.startswith("saebench-reference:"):
+        from pytest_saebench import __version__
+
+        return f"{spec}@{__version__}"
+    if not path.exists():
+        return spec
+    files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    stamp = [(str(p.relative_to(path) if p != path else p.name), p.stat().st_size,
+              p.stat().st_mtime_ns) for p in files]
+    return f"{spec}@{stamp}"

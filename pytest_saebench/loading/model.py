@@ -97,3 +97,18 @@ def check_hook(model: HookedTransformer, hook: HookSpec, d_in: int, checkpoint: 
             f"'{model.cfg.model_name}' has width {width}; the SAE was trained on another "
             "model or hook (check metadata.model_name / --saebench-model)"
         )
+
+
+def available_device(device: str) -> str:
+    """``device`` when torch can use it; else the one-line reason (not a checkpoint error)."""
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available():
+            raise SaebenchError(f"device '{device}': torch {torch.__version__} sees no CUDA "
+                                "GPU; use --saebench-device cpu (or auto)")
+        if index >= torch.cuda.device_count():
+            raise SaebenchError(f"device '{device}': only {torch.cuda.device_count()} CUDA "
+                                "device(s) visible; use cuda:0 or auto")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise SaebenchError("device 'mps': not available in this torch build; use cpu or auto")
+    return device

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pytest_saebench.paths import relative_label
 from pytest_saebench.thresholds import fmt
 
 MAX_BYTES = 1 << 20  # GitHub rejects step summaries over 1 MiB
@@ -54,11 +55,7 @@ def _cell(text: str) -> str:
 def workspace_path(path: str) -> str:
     """``path`` relative to ``$GITHUB_WORKSPACE`` (else the working directory) when it lies
     below it: GitHub attaches annotations only to paths relative to the repository root."""
-    root = Path(os.environ.get("GITHUB_WORKSPACE") or os.getcwd()).resolve()
-    try:
-        return Path(path).resolve().relative_to(root).as_posix()
-    except ValueError:
-        return path
+    return relative_label(path, os.environ.get("GITHUB_WORKSPACE") or None)
 
 
 def annotations(checks: list[dict[str, Any]], sources: dict[str, str]) -> list[str]:
