@@ -170,6 +170,41 @@ def test_recomputing_clean_logits_from_cached_activations_matches(tiny_world, mo
         assert spliced[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
 
 
+def test_clean_logprobs_too_large_to_cache_are_computed_once_per_sweep(tiny_world, tmp_path,
+                                                                        monkeypatch):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for name in ("trained", "random"):
+        (sweep / name).symlink_to(getattr(tiny_world, name))
+    monkeypatch.setattr(core_side, "MAX_LOGPROB_BYTES", 0)  # never in the cached side
+    calls: list[int] = []
+    real = core_side.logits_with_replacement
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core_side, "logits_with_replacement", counted)
+
+    def sweep_core(held_bytes: int) -> tuple[list[dict], list[int]]:
+        monkeypatch.setattr(core_side, "MAX_HELD_LOGPROB_BYTES", held_bytes)
+        runner = make_runner(sweep)
+        metrics, per_checkpoint = [], []
+        for sae_id in ("sweep/trained", "sweep/random"):
+            before = len(calls)
+            metrics.append(runner.results(sae_id).evals["core"].metrics)
+            per_checkpoint.append(len(calls) - before)
+        return metrics, per_checkpoint
+
+    # each runner computes the SAE-independent side (clean and ablated runs) for its first
+    # checkpoint; the clean forward from the hook layer on then runs per checkpoint, or once
+    held, held_calls = sweep_core(2 << 30)
+    again, again_calls = sweep_core(0)
+    assert held_calls[0] == again_calls[0] > again_calls[1] > 0
+    assert held_calls[1] == 0  # the second checkpoint reuses the first one's
+    assert held == again  # identical numbers, not approximately equal
+
+
 def test_no_cache_option_and_default_location(pytester, tiny_world):
     from tests.conftest import SMALL_PYPROJECT
 

@@ -23,6 +23,9 @@ from pytest_saebench.evals.base import EvalContext
 # Clean log-probabilities are kept when they fit in this many bytes; beyond it (large vocab or
 # budget) the clean logits are recomputed per checkpoint from the cached activations.
 MAX_LOGPROB_BYTES = 512 << 20
+# Beyond it, the run still holds them in memory up to this size (one set at a time), so that
+# a sweep computes them once instead of once per checkpoint.
+MAX_HELD_LOGPROB_BYTES = 2 << 30
 # Variance-phase activations are cached up to this size, else recomputed per batch.
 MAX_ACTIVATION_BYTES = 1 << 30
 
@@ -132,6 +135,17 @@ def clean_logprobs(ctx: EvalContext, side: dict[str, torch.Tensor], start: int, 
     the cached activations from the hook layer on."""
     if "lp_clean" in side:
         return side["lp_clean"][start:start + batch].to(ctx.device)
+    held = None
+    if side["tokens"].numel() * ctx.model.cfg.d_vocab * 4 <= MAX_HELD_LOGPROB_BYTES:
+        slot = ctx.memo.get("core-lp")
+        if slot is None or slot[0] is not side:  # another model, budget or seed: replace
+            slot = ctx.memo["core-lp"] = (side, {})
+        held = slot[1]
+        if (start, batch) in held:
+            return held[(start, batch)].to(ctx.device)
     t = side["tokens"][start:start + batch].to(ctx.device)
     act = side.get("act_out", side["act"])[start:start + batch].to(ctx.device)
-    return logits_with_replacement(ctx.model, t, ctx.loaded.target, act).float().log_softmax(-1)
+    lp = logits_with_replacement(ctx.model, t, ctx.loaded.target, act).float().log_softmax(-1)
+    if held is not None:
+        held[(start, batch)] = lp.cpu()
+    return lp
