@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -148,18 +149,41 @@ def _build_runner(config: pytest.Config):
     mine = set(in_shard([r.id for r in refs], settings.shard))
     runner = Runner(settings, [r for r in refs if r.id in mine], configs, registry)
     runner.other_shards = [r.id for r in refs if r.id not in mine]
-    def progress(line: str) -> None:
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is None or config.get_verbosity() <= -2:
-            return
-        # Evaluation runs inside a test, under pytest's output capture: step outside it,
-        # as pytest's live logging does, or the line lands in the test's captured stdout.
-        capman = config.pluginmanager.get_plugin("capturemanager")
-        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-            reporter.ensure_newline()
-            reporter.write_line(line)
-    runner.progress = progress
+    runner.progress = _progress(config)
     return runner
+
+
+def _progress(config: pytest.Config):
+    """Eval progress on pytest's terminal (nothing at -qq or without a terminal reporter)."""
+    from pytest_saebench.reporting.progress import Progress
+
+    def reporter():
+        found = config.pluginmanager.get_plugin("terminalreporter")
+        return found if found is not None and config.get_verbosity() > -2 else None
+
+    # Evaluation runs inside a test, under pytest's output capture: step outside it, as
+    # pytest's live logging does, or the output lands in the test's captured stdout.
+    def outside_capture():
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        return capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+
+    def write_line(line: str) -> None:
+        shown = reporter()
+        if shown is not None:
+            with outside_capture():
+                shown.ensure_newline()
+                shown.write_line(line)
+
+    def tty() -> bool:
+        shown = reporter()
+        return shown is not None and shown.isatty()
+
+    def newline() -> None:
+        shown = reporter()
+        if shown is not None:
+            shown.ensure_newline()
+
+    return Progress(write_line, tty, outside_capture, lambda: sys.stdout, newline)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -327,6 +351,8 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         return
     from pytest_saebench.reporting import terminal
 
+    if runner.progress is not None:
+        runner.progress.close()
     table = terminal.rows(runner.evaluated(), config.stash[CHECKS_KEY], runner.registry,
                           config.get_verbosity() > 0)
     if not table and not runner.errors():

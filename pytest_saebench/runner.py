@@ -29,7 +29,7 @@ class Runner:
         self.registry = registry
         self.checkpoints = {ref.id: ref for ref in checkpoints}
         self.other_shards: list[str] = []  # --saebench-shard: ids left to the other shards
-        # Called with one line per finished eval (the plugin prints it: progress in CI logs).
+        # reporting.progress.Progress (set by the plugin): told when each eval starts and ends.
         self.progress: Any = None
         # ckpt:PATH baselines: evaluated like checkpoints but given no gate items.
         self.baseline_checkpoints: dict[str, CheckpointRef] | None = None
@@ -349,6 +349,10 @@ class Runner:
                              env=environment(self.device, self.settings.dtype,
                                              self.settings.seed))
         started = time.perf_counter()
+        planned = self.default_evals(suite)
+        if self.progress is not None:
+            self.progress.started(sae_id, name, sum(self.eval_type(n) in res.evals
+                                                    for n in planned), len(planned))
         loaded = self.loaded_sae(sae_id)
         module = get_eval(name)
         spec = self.dataset_for(sae_id)
@@ -386,10 +390,8 @@ class Runner:
         took = time.perf_counter() - started
         res.seconds += took
         if self.progress is not None:
-            planned = self.default_evals(suite)
             done = sum(self.eval_type(n) in res.evals for n in planned)
-            self.progress(f"saebench: {sae_id}: {name} {took:.1f} s "
-                          f"({done}/{len(planned)} evals, {res.seconds:.1f} s)")
+            self.progress.finished(sae_id, name, took, done, len(planned), res.seconds)
         self._results[(sae_id, suite)] = res
 
 

@@ -101,3 +101,26 @@ def test_progress_is_printed_live_not_into_the_captured_output(project, tiny_wor
     live = out.index("saebench: trained: core")
     assert live < out.index("= FAILURES =")
     assert "Captured stdout call" not in out
+
+
+def test_progress_on_a_terminal_draws_a_bar_per_checkpoint_and_keeps_the_lines():
+    import io
+
+    from pytest_saebench.reporting.progress import Progress
+
+    lines: list[str] = []
+    screen = io.StringIO()
+    progress = Progress(lines.append, lambda: True, stream=lambda: screen)
+    progress.started("good", "core", 0, 2)
+    progress.finished("good", "core", 1.5, 1, 2, 1.5)
+    progress.started("good", "tpp", 1, 2)
+    progress.finished("good", "tpp", 0.5, 2, 2, 2.0)
+    out = screen.getvalue()
+    assert "saebench good:" in out and "core" in out and "1/2" in out
+    assert "saebench: good: core 1.5 s (1/2 evals, 1.5 s)\n" in out
+    assert "saebench: good: tpp 0.5 s (2/2 evals, 2.0 s)\n" in out
+    assert lines == [] and progress._bar is None  # written above the bar; closed when done
+    plain = Progress(lines.append, lambda: False, stream=lambda: screen)
+    plain.started("k8", "core", 0, 1)
+    plain.finished("k8", "core", 0.25, 1, 1, 0.25)
+    assert lines == ["saebench: k8: core 0.2 s (1/1 evals, 0.2 s)"]
