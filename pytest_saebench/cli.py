@@ -98,7 +98,7 @@ def _compare(new_path: str, old_path: str, fail: bool, config: str | None) -> in
     from pytest_saebench.evals import metric_registry
     from pytest_saebench.reporting.terminal import align
     from pytest_saebench.results import load_envelope
-    from pytest_saebench.thresholds import fmt
+    from pytest_saebench.thresholds import fmt, gate_context
 
     registry = metric_registry()
     try:
@@ -129,7 +129,7 @@ def _compare(new_path: str, old_path: str, fail: bool, config: str | None) -> in
             spec = registry.get(rule.metric)
             direction = spec.direction if spec else "info"
             out = check_metric(rule, direction, new, old, old_path,
-                               f"(sae {new.sae_id}, suite {suite})")
+                               gate_context(new.sae_id, suite))
             a, b = old.value(rule.metric), new.value(rule.metric)
             delta = f"{b - a:+.4g}" if a is not None and b is not None else ""
             table.append([new.sae_id, rule.metric, fmt(a), fmt(b), delta, rule.limit_text(),
@@ -152,7 +152,7 @@ def _frontier_rows(fc, registry, results: list, suite: str) -> tuple[list, list[
     """Rows for the file's frontier rules: each checkpoint against its sweep's frontier."""
     from pytest_saebench.config import frontier_rules
     from pytest_saebench.frontier import check, interpolate, load_frontier
-    from pytest_saebench.thresholds import fmt
+    from pytest_saebench.thresholds import fmt, gate_context
 
     rows, messages = [], []
     for rule in frontier_rules(fc, registry.resolve, lambda m: registry[m].direction):
@@ -163,7 +163,7 @@ def _frontier_rows(fc, registry, results: list, suite: str) -> tuple[list, list[
                 continue
             x, y = res.value(rule.x), res.value(rule.metric)
             out = check(rule, direction, x, y, res.stderr(rule.metric), front,
-                        f"(sae {res.sae_id}, suite {suite})")
+                        gate_context(res.sae_id, suite))
             at = interpolate(front, x) if x is not None else None
             rows.append([res.sae_id, rule.metric, fmt(at[0]) if at else "-", fmt(y),
                          f"{y - at[0]:+.4g}" if at and y is not None else "",

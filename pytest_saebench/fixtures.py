@@ -11,7 +11,7 @@ import pytest
 
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.session import runner_or_none
-from pytest_saebench.thresholds import check, fmt, make_threshold
+from pytest_saebench.thresholds import check, fmt, gate_context, make_threshold
 
 SAE_FIXTURES = ("saebench_sae_id", "sae", "saebench_model", "saebench_results", "sae_metrics",
                 "saebench_check")
@@ -122,7 +122,7 @@ def sae_metrics(request: pytest.FixtureRequest, saebench_results) -> SaeMetrics:
     """Mapping metric id or alias -> value; values show id, stderr and SAE when an assert
     fails, a metric the suite skipped skips the test, an undefined one fails it."""
     runner = _runner(request.config)
-    context = f"(sae {saebench_results.sae_id}, suite {saebench_results.suite})"
+    context = gate_context(saebench_results.sae_id, saebench_results.suite)
     return SaeMetrics(saebench_results, runner.registry, context)
 
 

@@ -14,7 +14,7 @@ import pytest
 from pytest_saebench.baseline import RegressionRule, check_metric, env_differences
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.session import RUNNER_KEY
-from pytest_saebench.thresholds import Outcome, Threshold, check
+from pytest_saebench.thresholds import Outcome, Threshold, check, gate_context
 
 
 class SaebenchGateWarning(UserWarning):
@@ -122,7 +122,7 @@ class _MetricGate(_GateItem):
         suite = _runner(self.config).settings.suite
         self.user_properties.extend([("saebench_sae", self.sae_id), ("saebench_metric", metric),
                                      ("saebench_suite", suite), ("limit", limit)])
-        return f"(sae {self.sae_id}, suite {suite})"
+        return gate_context(self.sae_id, suite)
 
     def _skip_unless_computed(self, metric: str, context: str) -> None:
         """Skip, with the reason, when the run did not compute ``metric``."""
@@ -275,14 +275,14 @@ def needed_evals(items: list[pytest.Item], runner: Any) -> tuple[str, ...] | Non
     suite = runner.settings.suite
     if runner.settings.update_baseline:
         return None
-    names = runner.configs_for(suite)
+    type_of = {name: runner.eval_type(name) for name in runner.configs_for(suite)}
     needed: set[str] = set()
     for item in items:
         if isinstance(item, EvaluateItem):
             return None
         if isinstance(item, _MetricGate):
             types = {m.split(".", 1)[0] for m in item.reads()}
-            needed.update(n for n in names if runner.eval_type(n) in types)
+            needed.update(n for n, t in type_of.items() if t in types)
         elif RESULT_FIXTURES & set(getattr(item, "fixturenames", ())):
             marker = item.get_closest_marker("saebench")
             kwargs = marker.kwargs if marker else {}
@@ -291,7 +291,7 @@ def needed_evals(items: list[pytest.Item], runner: Any) -> tuple[str, ...] | Non
             if kwargs.get("evals") is None:
                 return None
             needed.update(kwargs["evals"])
-    return tuple(n for n in names if n in needed)
+    return tuple(n for n in type_of if n in needed)
 
 
 def _location(item: pytest.Item, source: str) -> tuple[Path, int | None, str]:

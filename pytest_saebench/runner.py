@@ -94,9 +94,9 @@ class Runner:
     def run_info(self) -> dict[str, Any]:
         """What makes this run's results comparable with another's (merging shards)."""
         s = self.settings
+        run = self.default_evals(s.suite)
         configs = {name: dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
-                   for name, cfg in self.configs_for(s.suite).items()
-                   if name in self.default_evals(s.suite)}
+                   for name, cfg in self.configs_for(s.suite).items() if name in run}
         return {"eval_configs": configs, "model": s.model, "dataset": s.dataset,
                 "seed": s.seed, "dtype": s.dtype,
                 "shard": f"{s.shard[0]}/{s.shard[1]}" if s.shard else None}

@@ -51,6 +51,11 @@ def fmt(value: float | None, stderr: float | None = None) -> str:
     return text
 
 
+def gate_context(sae_id: str, suite: str) -> str:
+    """The ``(sae <id>, suite <suite>)`` every gate message ends its subject with."""
+    return f"(sae {sae_id}, suite {suite})"
+
+
 def check(threshold: Threshold, value: float | None, reason: str | None, context: str) -> Outcome:
     """Check ``value`` against ``threshold``; ``context`` is e.g. ``(sae good, suite fast)``."""
     mid = threshold.metric

@@ -35,10 +35,15 @@ def _tokens(ctx: EvalContext, n_total: int, context: int, lo: int, hi: int) -> t
     return ctx.tokens(n_total, context, ctx.loaded.ref.prepend_bos)[lo:hi]
 
 
+def _logprob_bytes(ctx: EvalContext, n_tokens: int) -> int:
+    """Size of the float32 clean log-probabilities of ``n_tokens`` tokens."""
+    return n_tokens * ctx.model.cfg.d_vocab * 4
+
+
 def loss_side(ctx: EvalContext, n_rec: int, n_total: int, context: int, batch: int
               ) -> dict[str, torch.Tensor]:
     """Tokens, validity, activations, (clean log-probs) and clean/ablated CE-KL sums."""
-    keep_lp = n_rec * context * ctx.model.cfg.d_vocab * 4 <= MAX_LOGPROB_BYTES
+    keep_lp = _logprob_bytes(ctx, n_rec * context) <= MAX_LOGPROB_BYTES
     parts = ctx.cache_parts(dataset=ctx.dataset_key or ctx.dataset, windows=n_total,
                             rows=[0, n_rec],
                             context=context, prepend_bos=ctx.loaded.ref.prepend_bos,
@@ -136,7 +141,7 @@ def clean_logprobs(ctx: EvalContext, side: dict[str, torch.Tensor], start: int, 
     if "lp_clean" in side:
         return side["lp_clean"][start:start + batch].to(ctx.device)
     held = None
-    if side["tokens"].numel() * ctx.model.cfg.d_vocab * 4 <= MAX_HELD_LOGPROB_BYTES:
+    if _logprob_bytes(ctx, side["tokens"].numel()) <= MAX_HELD_LOGPROB_BYTES:
         slot = ctx.memo.get("core-lp")
         if slot is None or slot[0] is not side:  # another model, budget or seed: replace
             slot = ctx.memo["core-lp"] = (side, {})

@@ -8,15 +8,15 @@ against L0. Inline SVG and CSS only: the file opens offline and attaches to a CI
 from __future__ import annotations
 
 import math
-import re
 import time
+from collections import Counter
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from pytest_saebench import __version__
 from pytest_saebench.reporting import svg
-from pytest_saebench.thresholds import fmt
+from pytest_saebench.thresholds import fmt, gate_context
 
 L0 = "core.sparsity.l0"
 # eval type ids (the keys of SaeResults.evals) of the per-checkpoint plots
@@ -68,7 +68,7 @@ def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
         body.append(f'<p class="error">{escape(sae_id)}: evaluation failed: '
                     f"{escape(message)}</p>")
     if checks:
-        body.append("<h2>Gates</h2>" + _gates(checks))
+        body.append("<h2>Gates</h2>" + _gates(checks, suite))
     charts = [_frontier(rule, front, results) for rule, front in frontiers or []]
     if any(charts):
         body.append("<h2>Frontier</h2>" + "".join(charts))
@@ -82,14 +82,11 @@ def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
             "</head><body>" + "\n".join(body) + "</body></html>\n")
 
 
-def _gates(checks: list[dict[str, Any]]) -> str:
+def _gates(checks: list[dict[str, Any]], suite: str) -> str:
     """Failures first; a message several gates share is written once, below the table."""
     ordered = sorted(checks, key=lambda c: STATUS_ORDER.get(c["status"], 3))
-    general = [_general(c) for c in ordered]
-    uses: dict[str, int] = {}
-    for text in general:
-        if text:
-            uses[text] = uses.get(text, 0) + 1
+    general = [_general(c, suite) for c in ordered]
+    uses = Counter(text for text in general if text)
     shared = {text: i + 1 for i, text in enumerate(t for t, n in uses.items() if n > 1)}
     compared = any(c.get("baseline") is not None or c.get("delta") is not None for c in checks)
     heads = ["status", "gate", "sae", "metric", "value ± stderr", "limit",
@@ -119,10 +116,11 @@ def _gates(checks: list[dict[str, Any]]) -> str:
     return table + f'<h3>Notes shared by several gates</h3><ol class="notes">{notes}</ol>'
 
 
-def _general(check: dict[str, Any]) -> str:
+def _general(check: dict[str, Any], suite: str) -> str:
     """The gate's message without its own checkpoint and metric, so that the same reason
     on many gates reads the same."""
-    text = re.sub(r" ?\(sae [^()]*, suite [^()]*\)", "", check.get("message") or "")
+    context = gate_context(check["sae"], suite)
+    text = (check.get("message") or "").replace(f" {context}", "").replace(context, "")
     return text.replace(check["metric"], "the metric").strip()
 
 
