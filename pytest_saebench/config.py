@@ -25,7 +25,8 @@ SCALAR_KEYS: dict[str, type] = {
     "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
     "cache-dir": str, "cache-size-mb": int, "repeats": int,
 }
-TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression", "frontier")
+TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression", "frontier",
+              "model-kwargs")
 DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
@@ -68,6 +69,8 @@ class Settings:
     repeats: int = 1  # --saebench-repeats: run every eval with seeds seed .. seed + N - 1
     shard: tuple[int, int] | None = None  # --saebench-shard K/N: evaluate shard K of N
     frontier: tuple[Any, ...] = ()  # [tool.pytest-saebench.frontier] rules (frontier.py)
+    # Added to the checkpoint's model_from_pretrained_kwargs (TransformerLens names only).
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -289,6 +292,7 @@ def build_settings(
         repeats=_positive(values["repeats"], where["repeats"]),
         on_missing_baseline=values["on-missing-baseline"],
         select_evals=_select_evals(options, fc, env),
+        model_kwargs=model_kwargs(options, fc, env),
         sae_paths=tuple(paths), suite=values["suite"], model=values["model"],
         dataset=values["dataset"], device=values["device"], dtype=values["dtype"],
         seed=int(values["seed"]),
@@ -379,6 +383,36 @@ def _select_evals(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, 
     if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
         raise SaebenchError(f"{fc.label}: 'select-evals' must be a list of eval names")
     return tuple(listed)
+
+
+def model_kwargs(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str]
+                 ) -> dict[str, Any]:
+    """``--saebench-model-kwargs JSON`` > ``SAEBENCH_MODEL_KWARGS`` > the file's
+    ``[tool.pytest-saebench.model-kwargs]``: keyword arguments for
+    ``HookedTransformer.from_pretrained_no_processing``."""
+    import json
+
+    for where, raw in (("--saebench-model-kwargs", options.get("saebench_model_kwargs")),
+                       ("SAEBENCH_MODEL_KWARGS", env.get("SAEBENCH_MODEL_KWARGS"))):
+        if raw:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise SaebenchError(f"{where} {raw!r}: not JSON ({exc.msg}); give an object "
+                                    "such as '{\"fold_ln\": true}'") from None
+            return _kwargs_object(value, where)
+    return _kwargs_object(fc.table.get("model-kwargs", {}), fc.section_label("model-kwargs"))
+
+
+def _kwargs_object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SaebenchError(f"{where}: expected a table of keyword arguments such as "
+                            f"{{ fold_ln = true }}, got {value!r}")
+    for key in ("device", "dtype", "torch_dtype"):
+        if key in value:
+            raise SaebenchError(f"{where}: '{key}' is set by the run; use "
+                                f"--saebench-{'device' if key == 'device' else 'dtype'}")
+    return dict(value)
 
 
 def _shard(options: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, int] | None:

@@ -15,6 +15,7 @@ from pytest_saebench.thresholds import check, fmt, gate_context, make_threshold
 
 SAE_FIXTURES = ("saebench_sae_id", "sae", "saebench_model", "saebench_results", "sae_metrics",
                 "saebench_check")
+_EVALUATE_KEY = pytest.StashKey[dict]()
 
 
 def _runner(config: pytest.Config):
@@ -48,8 +49,9 @@ class MetricValue(float):
 class SaeMetrics(Mapping[str, MetricValue]):
     """Metric id (or unique alias) -> :class:`MetricValue` for one checkpoint."""
 
-    def __init__(self, results, registry, context: str):
+    def __init__(self, results, registry, context: str, thresholds=()):
         self._res, self._registry, self._context = results, registry, context
+        self._thresholds = tuple(thresholds)
 
     def __getitem__(self, name: str) -> MetricValue:
         try:
@@ -73,6 +75,25 @@ class SaeMetrics(Mapping[str, MetricValue]):
 
     def __repr__(self) -> str:
         return f"SaeMetrics({self._res.sae_id}, {len(self)} metrics)"
+
+    def gate(self, thresholds=None) -> None:
+        """Apply ``thresholds`` (default: the run's, from [tool.pytest-saebench.thresholds]
+        and --saebench-threshold) to the metrics computed; fail with every error-severity
+        violation on its own line, warn for the rest. Metrics not computed are not gated."""
+        failures = []
+        for threshold in thresholds if thresholds is not None else self._thresholds:
+            if not self._res.computed(threshold.metric):
+                continue
+            outcome = check(threshold, self._res.value(threshold.metric),
+                            self._res.reason(threshold.metric), self._context)
+            if outcome.status == "fail" and threshold.severity == "error":
+                failures.append(outcome.message)
+            elif outcome.status != "pass":
+                from pytest_saebench.items import SaebenchGateWarning
+
+                warnings.warn(SaebenchGateWarning(outcome.message), stacklevel=2)
+        if failures:
+            pytest.fail("\n".join(failures), pytrace=False)
 
 
 @pytest.fixture
@@ -123,7 +144,7 @@ def sae_metrics(request: pytest.FixtureRequest, saebench_results) -> SaeMetrics:
     fails, a metric the suite skipped skips the test, an undefined one fails it."""
     runner = _runner(request.config)
     context = gate_context(saebench_results.sae_id, saebench_results.suite)
-    return SaeMetrics(saebench_results, runner.registry, context)
+    return SaeMetrics(saebench_results, runner.registry, context, runner.settings.thresholds)
 
 
 @pytest.fixture
@@ -152,6 +173,36 @@ def saebench_check(request: pytest.FixtureRequest, sae_metrics: SaeMetrics):
     return _check
 
 
+
+
+@pytest.fixture
+def saebench_evaluate(request: pytest.FixtureRequest):
+    """``saebench_evaluate(path, evals=None) -> SaeMetrics``: evaluate a checkpoint the test
+    itself made (a training smoke test) with this run's settings (suite, model, dataset,
+    seed from [tool.pytest-saebench] and the command line; no --sae-path needed). Call
+    ``.gate()`` on the result to apply the configured thresholds."""
+    from pytest_saebench.build import build_runner
+    from pytest_saebench.runner import EvaluationFailed
+
+    made = request.config.stash.setdefault(_EVALUATE_KEY, {})
+
+    def _evaluate(path, evals: list[str] | None = None) -> SaeMetrics:
+        key = str(path)
+        try:
+            if key not in made:
+                made[key] = build_runner(request.config, [key])
+            runner = made[key]
+            if len(runner.checkpoints) != 1:
+                raise SaebenchError(f"{len(runner.checkpoints)} checkpoints there; give one "
+                                    "checkpoint folder")
+            sae_id = next(iter(runner.checkpoints))
+            results = runner.results(sae_id, evals)
+        except (SaebenchError, EvaluationFailed) as exc:
+            pytest.fail(f"saebench_evaluate({key!r}): {exc}", pytrace=False)
+        return SaeMetrics(results, runner.registry, gate_context(sae_id, results.suite),
+                          runner.settings.thresholds)
+
+    return _evaluate
 
 
 @pytest.fixture

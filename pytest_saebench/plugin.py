@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import os
 import shutil
 import sys
 import tempfile
@@ -36,8 +34,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="evaluation suite (default: fast)")
     group.addoption("--saebench-model", metavar="NAME_OR_PATH",
                     help="model to evaluate on (default: auto = the checkpoint's model_name)")
+    group.addoption("--saebench-model-kwargs", metavar="JSON",
+                    help="keyword arguments added to the checkpoint's model_from_pretrained_kwargs "
+                         "for HookedTransformer.from_pretrained_no_processing, e.g. "
+                         "'{\"n_devices\": 2}'")
     group.addoption("--saebench-dataset", metavar="NAME_OR_PATH",
-                    help="text dataset: local text/jsonl/parquet/arrow path or cached HF name")
+                    help="dataset: local text/jsonl/parquet/arrow path or save_to_disk folder, "
+                         "or a Hub dataset name (streamed); text or pretokenized "
+                         "(tokens/input_ids)")
     group.addoption("--saebench-device", help="torch device (default: auto)")
     group.addoption("--saebench-dtype", help="model dtype (default: float32)")
     group.addoption("--saebench-seed", type=int, help="random seed (default: 42)")
@@ -107,49 +111,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _build_runner(config: pytest.Config):
-    from pytest_saebench.config import build_settings, read_file_config
+    from pytest_saebench.build import build_runner
 
-    options = vars(config.option)
-    if not options.get("sae_path") and not options.get("saebench"):
-        return None
-    # pytest may pick a rootdir above the project when --sae-path's value looks like a test
-    # path, so search from the ini file and the invocation directory too.
-    starts = [p.parent for p in (config.inipath,) if p and p.name == "pyproject.toml"]
-    fc = read_file_config(*starts, config.invocation_params.dir, config.rootpath)
-    settings = build_settings(options, fc, os.environ, resolve_metric=lambda n: n)
-    if not settings.active:
-        return None
-    # Heavy imports (torch) only from here on: the user asked for an evaluation.
-    from pytest_saebench.evals import metric_registry
-    from pytest_saebench.loading.checkpoints import discover_all
-    from pytest_saebench.runner import Runner
-    from pytest_saebench.suites import check_suite, default_thresholds, eval_configs
-
-    registry = metric_registry()
-    settings = build_settings(options, fc, os.environ, resolve_metric=registry.resolve,
-                              default_severity=lambda m: registry[m].default_severity,
-                              volatile=lambda m: registry[m].volatile,
-                              direction_of=lambda m: registry[m].direction)
-    check_suite(settings.suite, settings.sources.get("suite", ""))
-    configs = eval_configs(settings.suite, dict(settings.eval_overrides),
-                           fc.section_label("evals"),
-                           settings.select_evals)
-    settings = dataclasses.replace(settings, thresholds=settings.thresholds + default_thresholds(
-        registry, configs, settings.thresholds))
-    if settings.cache and settings.cache_dir is None and getattr(config, "cache", None):
-        settings = dataclasses.replace(settings, cache_dir=str(config.cache.mkdir("saebench")))
-    for key in ("results_json", "html", "cache_dir"):
-        value = getattr(settings, key)
-        if value and not Path(value).is_absolute():
-            settings = dataclasses.replace(
-                settings, **{key: str(config.invocation_params.dir / value)})
-    from pytest_saebench.sharding import in_shard
-
-    refs = discover_all(list(settings.sae_paths))
-    mine = set(in_shard([r.id for r in refs], settings.shard))
-    runner = Runner(settings, [r for r in refs if r.id in mine], configs, registry)
-    runner.other_shards = [r.id for r in refs if r.id not in mine]
-    runner.progress = _progress(config)
+    runner = build_runner(config)
+    if runner is not None:
+        runner.progress = _progress(config)
     return runner
 
 

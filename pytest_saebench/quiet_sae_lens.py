@@ -10,5 +10,6 @@ with warnings.catch_warnings():
     from sae_lens import SAE
     from sae_lens.registry import SAE_CLASS_REGISTRY
     from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.tokenization_and_batching import concat_and_batch_sequences
 
-__all__ = ["SAE", "SAE_CLASS_REGISTRY", "SAEMetadata"]
+__all__ = ["SAE", "SAE_CLASS_REGISTRY", "SAEMetadata", "concat_and_batch_sequences"]

@@ -29,6 +29,9 @@ class SaeResults:
     env: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     evaluated_by: str = "main"
+    # What was evaluated, as it was loaded: "model" (loader, kwargs, processing flags),
+    # "dataset" (name, streamed, pretokenized, ...), "sae" (folds applied at load).
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     def value(self, metric_id: str) -> float | None:
         """Value of ``metric_id`` (None if undefined or not computed)."""
@@ -115,6 +118,7 @@ def envelope(results: list[SaeResults], suite: str, checks: list[dict[str, Any]]
         saes[res.sae_id] = {
             "path": res.path, "sha256": res.sha256, "suite": res.suite, "env": res.env,
             "seconds": round(res.seconds, 3), "evaluated_by": res.evaluated_by,
+            "inputs": res.inputs,
             "eval_config_hash": {k: config_hash(v.config) for k, v in res.evals.items()},
             "evals": {k: saebench_output(res, v, eval_id, False) for k, v in res.evals.items()},
             "stderr": {m: s for v in res.evals.values() for m, s in v.stderr.items()},
@@ -198,5 +202,6 @@ def _envelope_results(data: dict[str, Any]) -> list[SaeResults]:
                                   entry.get("suite", data.get("suite", "")), evals,
                                   sae_cfg=sae_cfg,
                                   env=entry.get("env", {}), seconds=entry.get("seconds", 0.0),
-                                  evaluated_by=entry.get("evaluated_by", "main")))
+                                  evaluated_by=entry.get("evaluated_by", "main"),
+                                  inputs=entry.get("inputs") or {}))
     return results

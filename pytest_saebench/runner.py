@@ -196,15 +196,27 @@ class Runner:
 
     def model_for(self, sae_id: str):
         """The HookedTransformer for ``sae_id``, shared between checkpoints of one model."""
-        from pytest_saebench.loading.model import load_model, resolve_model_name
+        from pytest_saebench.loading.model import load_model
 
-        ref = self.ref(sae_id)
-        name = resolve_model_name(self.settings.model, ref.model_name, str(ref.path))
-        kwargs = ref.meta.get("model_from_pretrained_kwargs") or {}
+        name, kwargs = self._model_spec(sae_id)
         key = (name, repr(sorted(kwargs.items())))
         if key not in self._models:
             self._models[key] = load_model(name, self.device, self.settings.dtype, kwargs)
         return self._models[key]
+
+    def _model_spec(self, sae_id: str) -> tuple[str, dict[str, Any]]:
+        from pytest_saebench.loading.model import pretrained_kwargs, resolve_model_name
+
+        ref = self.ref(sae_id)
+        name = resolve_model_name(self.settings.model, ref.model_name, str(ref.path))
+        return name, pretrained_kwargs(ref.meta.get("model_from_pretrained_kwargs"),
+                                       dict(self.settings.model_kwargs))
+
+    def model_record(self, sae_id: str) -> dict[str, Any]:
+        """How ``sae_id``'s model is loaded (loader, kwargs, processing flags)."""
+        from pytest_saebench.loading.model import loading_record
+
+        return loading_record(*self._model_spec(sae_id))
 
     def dataset_for(self, sae_id: str) -> str:
         """``--saebench-dataset`` unless ``auto``; else the checkpoint's ``dataset_path``;
@@ -216,21 +228,33 @@ class Runner:
         spec = self.ref(sae_id).meta.get("dataset_path")
         return str(spec) if spec else f"{DATASET_PREFIX}train"
 
-    def _token_source(self, model, spec: str, seed: int):
-        from pytest_saebench.loading.data import load_text_dataset, token_windows
+    def dataset_source(self, spec: str):
+        """The opened dataset ``spec`` (once per run)."""
+        if spec not in self._datasets:
+            from pytest_saebench.loading.data import load_text_dataset
+
+            self._datasets[spec] = load_text_dataset(spec)
+        return self._datasets[spec]
+
+    def _token_source(self, model, sae_id: str, spec: str, seed: int):
+        """``(tokens(n, context, prepend_bos), cache key of the windows)``, read the way the
+        checkpoint's trainer read them (its separator and concatenation settings)."""
+        from pytest_saebench.loading.data import dataset_key, token_windows
+
+        meta = self.ref(sae_id).meta
+        separator = meta.get("sequence_separator_token", "bos")
+        concat = not meta.get("disable_concat_sequences", False)
 
         def tokens(n_windows: int, context_size: int, prepend_bos: bool):
-            key = (model.cfg.model_name, id(model), spec, n_windows, context_size, prepend_bos,
-                   seed)
-            if key not in self._tokens:
-                if spec not in self._datasets:
-                    self._datasets[spec] = load_text_dataset(spec)
-                self._tokens[key] = token_windows(model.tokenizer, self._datasets[spec],
-                                                  n_windows, context_size, prepend_bos,
-                                                  seed)
+            key = (id(model), spec, n_windows, context_size, prepend_bos, seed,
+                   repr(separator), concat)
+            if key not in self._tokens:  # the dataset is opened by the first eval reading it
+                self._tokens[key] = token_windows(
+                    model.tokenizer, self.dataset_source(spec), n_windows, context_size,
+                    prepend_bos, seed, separator, concat, model.cfg.d_vocab)
             return self._tokens[key]
 
-        return tokens
+        return tokens, f"{dataset_key(spec)}|sep={separator}|concat={concat}"
 
     def tensor_cache(self):
         """The cache of SAE-independent tensors (on disk unless disabled)."""
@@ -337,7 +361,6 @@ class Runner:
 
         from pytest_saebench.evals import get_eval
         from pytest_saebench.evals.base import EvalContext, combine_repeats
-        from pytest_saebench.loading.data import dataset_key
         from pytest_saebench.loading.model import check_hook
         from pytest_saebench.results import environment
 
@@ -358,6 +381,7 @@ class Runner:
         spec = self.dataset_for(sae_id)
         if getattr(module, "NEEDS_MODEL", True):
             model = self.model_for(sae_id)
+            res.inputs["model"] = self.model_record(sae_id)
             check_hook(model, loaded.hook, loaded.d_in, str(ref.path))
             if loaded.hook_out is not None:
                 check_hook(model, loaded.hook_out, loaded.d_out, str(ref.path), "d_out")
@@ -374,17 +398,21 @@ class Runner:
             return
         if self._sae_memo[0] != sae_id:
             self._sae_memo = (sae_id, {})
+        res.inputs["sae"] = loaded.record()
         outs = []
         for seed in seeds:
-            ctx = EvalContext(loaded=loaded, model=model,
-                              tokens=self._token_source(model, spec, seed), device=self.device,
+            tokens, data_key = (self._token_source(model, sae_id, spec, seed) if model is not None
+                                else (None, spec))
+            ctx = EvalContext(loaded=loaded, model=model, tokens=tokens, device=self.device,
                               seed=seed, special_ids=special, dataset=spec, memo=self._memo,
                               sae_memo=self._sae_memo[1],
                               cache=self.tensor_cache(),
                               model_key=self._model_key(model) if model is not None else "",
-                              dataset_key=dataset_key(spec), judge=self.judge)
+                              dataset_key=data_key, judge=self.judge)
             torch.manual_seed(seed)
             outs.append(module.run(ctx, config))
+        if spec in self._datasets:
+            res.inputs["dataset"] = self._datasets[spec].record()
         res.evals[module.EVAL_TYPE_ID] = outs[0] if len(outs) == 1 else combine_repeats(
             outs, seeds)
         took = time.perf_counter() - started

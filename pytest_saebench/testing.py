@@ -105,7 +105,9 @@ def build_tiny_model(directory: str | Path, corpus: list[str], steps: int = 300,
     model = HookedTransformer(cfg, tokenizer=tokenizer)
     ds = datasets.Dataset.from_dict({"text": corpus})
     n_tokens = sum(map(len, tokenizer(corpus, add_special_tokens=False)["input_ids"]))
-    n_windows = (n_tokens + len(corpus) - 1) // (cfg.n_ctx - 1)
+    # Nearly every token: windows drop a separator that would open them, and the last
+    # partial window, so the exact count is a little below this.
+    n_windows = (n_tokens + len(corpus) - 1) // (cfg.n_ctx - 1) * 49 // 50
     tokens = token_windows(tokenizer, ds, n_windows, cfg.n_ctx, True, seed)
     if steps:
         train_language_model(model, tokens, steps, seed=seed)

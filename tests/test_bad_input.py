@@ -123,7 +123,7 @@ def test_unknown_hook(pytester, tiny_world, tmp_path):
 def test_unknown_model(pytester, tiny_world):
     result = _run(pytester, f"--sae-path={tiny_world.trained}",
                   "--saebench-model=no-such-model-xyz")
-    _assert_evaluation_fails(result, "model 'no-such-model-xyz' could not be loaded",
+    _assert_evaluation_fails(result, "model 'no-such-model-xyz' is neither a local model directory",
                              "--saebench-model")
 
 

@@ -122,12 +122,22 @@ def test_token_windows_follow_activations_store_semantics():
     ds = datasets.Dataset.from_dict({"text": ["1 2 3", "4 5", "6 7 8 9"]})
     out = token_windows(Tok(), ds, 3, 4, True, seed=0)
     assert out.shape == (3, 4) and (out[:, 0] == 0).all()
-    order = ds.shuffle(seed=0)["text"]
-    expected = " 0 ".join(order).split()[:9]  # documents in shuffled order, BOS-separated
-    assert out[:, 1:].flatten().tolist() == [int(t) for t in expected]
+    # Documents in shuffled order, joined by a BOS separator; each window is BOS plus the next
+    # three stream tokens, and a separator that would open a window is dropped (that window
+    # already starts with BOS), as SAELens's concat_and_batch_sequences does.
+    stream: list[int] = []
+    for i, doc in enumerate(ds.shuffle(seed=0)["text"]):
+        stream += ([-1] if i else []) + [int(t) for t in doc.split()]
+    expected = []
+    while len(expected) < 3:
+        if stream and stream[0] == -1:
+            stream.pop(0)
+        body, stream = stream[:3], stream[3:]
+        expected.append([0] + [0 if t == -1 else t for t in body])
+    assert out.tolist() == expected
     again = token_windows(Tok(), ds, 3, 4, True, seed=0)
     assert torch.equal(out, again)
-    with pytest.raises(SaebenchError, match="only 11 tokens"):
+    with pytest.raises(SaebenchError, match="only 12 tokens in windows of 4"):
         token_windows(Tok(), ds, 5, 4, True, seed=0)
 
 
@@ -157,7 +167,8 @@ def test_local_dataset_formats(tmp_path, kind):
             (tmp_path / "folder" / f"{i}.txt").write_text(t + "\n")
         spec = tmp_path / "folder"
     loaded = load_text_dataset(str(spec))
-    assert sorted(loaded["text"]) == sorted(texts)
+    assert loaded.streamed and not loaded.pretokenized
+    assert sorted(loaded.rows(seed=0)) == sorted(texts)
 
 
 def test_dataset_errors(tmp_path):
@@ -169,12 +180,13 @@ def test_dataset_errors(tmp_path):
     (tmp_path / "n.jsonl").write_text('{"n": 1}\n')
     with pytest.raises(SaebenchError, match="no text column"):
         load_text_dataset(str(tmp_path / "n.jsonl"))
-    with pytest.raises(SaebenchError, match="could not be loaded"):
+    with pytest.raises(SaebenchError, match="is not in the local Hugging Face cache .* "
+                       "hf download no-such-org/no-such-dataset-xyz --repo-type dataset"):
         load_text_dataset("no-such-org/no-such-dataset-xyz")
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("numbers.jsonl", b'{"text": 1}\n{"text": 2}\n', "column 'text' holds int64 values"),
+    ("numbers.jsonl", b'{"text": 1}\n{"text": 2}\n', "column 'text' holds int values"),
     ("empty.jsonl", b"", "the file is empty"),
     ("binary.jsonl", bytes(range(256)) * 4, "cannot be read (UnicodeDecodeError"),
     ("binary.parquet", bytes(range(256)) * 4, "cannot be read (ArrowInvalid"),

@@ -69,7 +69,7 @@ def test_spelling_lessons_spell_frequent_corpus_words():
 
 def test_named_datasets_resolve_offline():
     heldout = load_text_dataset("saebench-reference:heldout")
-    assert len(heldout) > 100 and "text" in heldout.column_names
+    assert len(heldout.data) > 100 and heldout.column == "text" and not heldout.streamed
 
 
 def test_model_loads_by_name_with_its_tokenizer(ref_model):

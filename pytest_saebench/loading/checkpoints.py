@@ -127,9 +127,12 @@ def _read_cfg(path: Path) -> dict[str, Any]:
 
 def _sae_lens_dir(path: Path, fmt: Format) -> Path:
     """``path`` itself for a SAELens folder, else its converted SAELens copy."""
+    from pytest_saebench.loading import formats, published, training_ckpt
+
     if fmt.name == "SAELens":
+        if training_ckpt.is_training_checkpoint(read_json_object(path / CFG_FILE)):
+            return training_ckpt.convert_training_checkpoint(path, formats.out_dir(path))
         return path
-    from pytest_saebench.loading import formats, published
 
     if fmt.name == "dictionary_learning":
         return formats.convert_dictionary_learning(path)
@@ -155,8 +158,9 @@ def _one(ref_id: str, path: Path) -> CheckpointRef:
         if fmt is None:
             raise SaebenchError(f"{path}: {no_format_message(path)}")
     target = _sae_lens_dir(path, fmt)
+    name = "SAELens training checkpoint" if fmt.name == "SAELens" and target != path else fmt.name
     ref = CheckpointRef(id=ref_id, path=target, cfg=_read_cfg(target), source=path,
-                        format=fmt.name)
+                        format=name)
     _ = ref.matryoshka_widths  # validated where it enters, not mid-evaluation
     return ref
 

@@ -1,29 +1,89 @@
-"""Text datasets -> fixed-length token windows (SAELens ActivationsStore semantics)."""
+"""Datasets -> fixed-length token windows, read the way SAELens's ``ActivationsStore`` reads
+them: text is tokenized and joined by ``concat_and_batch_sequences`` (BOS at each window's
+start, a separator between documents), a pretokenized ``tokens``/``input_ids`` column is used
+row by row, cut to the context size.
+
+Everything but the small embedded corpus is read as a stream (``streaming=True``) and
+shuffled in a seeded buffer, so memory and time follow the tokens an eval needs, never the
+dataset's size. A Hub name is streamed from its snapshot in the local Hugging Face cache
+(offline) or from the Hub.
+"""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import torch
 
 from pytest_saebench import reference
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.loading import hub
 
 _LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet",
             ".arrow": "arrow", ".csv": "csv"}
+_SAVED = ("dataset_info.json", "state.json", "dataset_dict.json")
+# Columns in SAELens's order of preference; the first two hold token ids.
+TOKEN_COLUMNS = ("tokens", "input_ids")
+SHUFFLE_BUFFER = 2048  # documents held by the streaming shuffle
+# Bump when the windowing changes, so cached activations of old windows are not reused.
+WINDOWS_VERSION = 2
 
 
-def _text_column(ds: datasets.Dataset, spec: str) -> str:
-    if "text" in ds.column_names:
-        return "text"
-    for name, feature in ds.features.items():
-        if getattr(feature, "dtype", None) in ("string", "large_string"):
-            return name
-    raise SaebenchError(
-        f"dataset {spec}: no text column (columns: {', '.join(ds.column_names)}); "
-        "provide a 'text' column"
-    )
+@dataclass
+class DatasetSource:
+    """A dataset opened for reading: where it came from and which column holds the data."""
+
+    spec: str
+    data: Any  # datasets.Dataset (embedded corpus) or datasets.IterableDataset
+    column: str
+    pretokenized: bool
+    streamed: bool
+    origin: str  # embedded corpus | local path | hub cache | hub
+    location: str  # the path read, the cached snapshot, or the Hub name
+    revision: str = ""  # a cached snapshot's commit
+
+    def rows(self, seed: int) -> Iterator[Any]:
+        """The column's values in an order fixed by ``seed``."""
+        if isinstance(self.data, datasets.Dataset):
+            shuffled = self.data.shuffle(seed=seed)
+            for batch in shuffled.iter(batch_size=256):
+                yield from batch[self.column]
+            return
+        for row in self.data.shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER):
+            yield row[self.column]
+
+    def record(self) -> dict[str, Any]:
+        """What the results say about the dataset."""
+        return {"name": self.spec, "origin": self.origin, "location": self.location,
+                "revision": self.revision or None, "streamed": self.streamed,
+                "pretokenized": self.pretokenized, "column": self.column,
+                "shuffle_buffer": SHUFFLE_BUFFER if self.streamed else None}
+
+
+def dataset_key(spec: str) -> str:
+    """Identifies the content ``spec`` names, for cache keys, without opening it: a local
+    path with its files' sizes and times (an edited file gets a new key), a cached Hub
+    dataset with its snapshot's commit, the embedded corpus with the package version."""
+    if spec.startswith(reference.DATASET_PREFIX):
+        from pytest_saebench import __version__
+
+        return f"{spec}@{__version__}@w{WINDOWS_VERSION}"
+    path = Path(spec).expanduser()
+    if path.exists():
+        return f"{spec}@{_stamp(path)}@w{WINDOWS_VERSION}"
+    snapshot = hub.cached_dataset_snapshot(spec)
+    return f"{spec}@{snapshot.name if snapshot else 'hub'}@w{WINDOWS_VERSION}"
+
+
+def _stamp(path: Path) -> str:
+    files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    return str([(str(p.relative_to(path)) if p != path else p.name, p.stat().st_size,
+                 p.stat().st_mtime_ns) for p in files])
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -35,114 +95,184 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def load_text_dataset(spec: str, split: str = "train") -> datasets.Dataset:
-    """A dataset with a ``text`` column from a local path (text/jsonl/parquet/arrow, a
-    ``save_to_disk`` directory, or a directory of such files) or an HF dataset name (which
-    must be in the local cache when offline)."""
+def _first_line(exc: BaseException) -> str:
+    cause = _root_cause(exc)
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+    return f"{type(cause).__name__}: {first}"
+
+
+def _local(path: Path, spec: str, split: str) -> Any:
+    """A local path as a stream (a ``save_to_disk`` folder is memory-mapped, then streamed)."""
+    if path.is_dir() and any((path / name).exists() for name in _SAVED):
+        loaded = datasets.load_from_disk(str(path))
+        ds = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        if len(ds) == 0:
+            raise SaebenchError(f"dataset {spec}: has no rows; give a dataset with text in it")
+        return ds.to_iterable_dataset(num_shards=min(64, len(ds)))
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in _LOADERS)
+        if not files:
+            raise SaebenchError(f"dataset {spec}: directory holds no {'/'.join(_LOADERS)} files")
+        return datasets.load_dataset(_LOADERS[files[0].suffix], split="train", streaming=True,
+                                     data_files=[str(f) for f in files])
+    if path.stat().st_size == 0:
+        raise SaebenchError(f"dataset {spec}: the file is empty")
+    if path.suffix not in _LOADERS:
+        raise SaebenchError(f"dataset {spec}: unknown file type '{path.suffix}'; use one of "
+                            f"{', '.join(_LOADERS)}")
+    return datasets.load_dataset(_LOADERS[path.suffix], data_files=str(path), split="train",
+                                 streaming=True)
+
+
+def _hub(spec: str, split: str) -> tuple[Any, str, str, str]:
+    """``(stream, origin, location, revision)`` of a Hub dataset: its cached snapshot when
+    there is one, else (online) the Hub itself; offline and not cached, one line."""
+    snapshot = hub.cached_dataset_snapshot(spec)
+    if snapshot is not None:
+        ds = datasets.load_dataset(str(snapshot), split=split, streaming=True)
+        return ds, "hub cache", str(snapshot), snapshot.name
+    if hub.offline():
+        raise SaebenchError(hub.dataset_not_cached(spec))
+    return datasets.load_dataset(spec, split=split, streaming=True), "hub", spec, ""
+
+
+def load_text_dataset(spec: str, split: str = "train") -> DatasetSource:
+    """Open ``spec``: ``saebench-reference:SPLIT``, a local path (text/jsonl/parquet/arrow/csv
+    file, a folder of them, or a ``save_to_disk`` folder) or a Hub dataset name, with a text
+    column or a pretokenized ``tokens``/``input_ids`` column."""
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # we report failures once
     if spec.startswith(reference.DATASET_PREFIX):
-        return reference.corpus_dataset(spec.removeprefix(reference.DATASET_PREFIX))
+        ds = reference.corpus_dataset(spec.removeprefix(reference.DATASET_PREFIX))
+        return DatasetSource(spec, ds, "text", False, False, "embedded corpus", spec)
     path = Path(spec).expanduser()
+    revision = ""
     try:
-        saved = ("dataset_info.json", "state.json", "dataset_dict.json")
-        if path.is_dir() and any((path / name).exists() for name in saved):
-            loaded = datasets.load_from_disk(str(path))
-            ds = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-        elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in _LOADERS)
-            if not files:
-                kinds = "/".join(_LOADERS)
-                raise SaebenchError(f"dataset {spec}: directory holds no {kinds} files")
-            ds = datasets.load_dataset(_LOADERS[files[0].suffix],
-                                       data_files=[str(f) for f in files], split="train")
-        elif path.is_file():
-            if path.stat().st_size == 0:
-                raise SaebenchError(f"dataset {spec}: the file is empty")
-            if path.suffix not in _LOADERS:
-                raise SaebenchError(
-                    f"dataset {spec}: unknown file type '{path.suffix}'; use one of "
-                    f"{', '.join(_LOADERS)}"
-                )
-            ds = datasets.load_dataset(_LOADERS[path.suffix], data_files=str(path), split="train")
+        if path.exists():
+            data, origin, location = _local(path, spec, split), "local path", str(path)
         else:
-            ds = datasets.load_dataset(spec, split=split)
+            data, origin, location, revision = _hub(spec, split)
+        first = next(iter(data), None)
     except SaebenchError:
         raise
     except Exception as exc:  # datasets raises many types for a bad name or file
-        cause = _root_cause(exc)
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
         if path.exists():
-            raise SaebenchError(
-                f"dataset {spec}: cannot be read ({type(cause).__name__}: {first}); check that "
-                f"it is {'/'.join(_LOADERS)} text with a 'text' field") from None
-        raise SaebenchError(
-            f"dataset '{spec}' could not be loaded ({type(cause).__name__}: {first}); pass a "
-            "local path or an HF dataset present in the local cache via --saebench-dataset"
-        ) from None
-    if len(ds) == 0:
+            raise SaebenchError(f"dataset {spec}: cannot be read ({_first_line(exc)}); check "
+                                f"that it is {'/'.join(_LOADERS)} data with a 'text' (or "
+                                "'tokens'/'input_ids') field") from None
+        raise SaebenchError(f"dataset '{spec}' could not be loaded ({_first_line(exc)}); pass "
+                            "a local path or a Hugging Face dataset name via "
+                            "--saebench-dataset") from None
+    if first is None:
         raise SaebenchError(f"dataset {spec}: has no rows; give a dataset with text in it")
-    column = _text_column(ds, spec)
-    dtype = getattr(ds.features[column], "dtype", None)
-    if dtype not in ("string", "large_string"):
-        raise SaebenchError(f"dataset {spec}: column '{column}' holds {dtype or 'non-text'} "
-                            "values, not strings; store the text as strings")
-    return ds.select_columns([column]).rename_column(column, "text") if column != "text" else ds
+    column, pretokenized = _column(first, spec)
+    return DatasetSource(spec, data, column, pretokenized, True, origin, location, revision)
+
+
+def _column(row: dict[str, Any], spec: str) -> tuple[str, bool]:
+    """The column to read (SAELens's order: tokens, input_ids, text, any other text)."""
+    for name in TOKEN_COLUMNS:
+        if name in row:
+            value = row[name]
+            if not isinstance(value, list | tuple) or not all(
+                    isinstance(t, int) and not isinstance(t, bool) for t in value):
+                raise SaebenchError(f"dataset {spec}: column '{name}' must hold lists of token "
+                                    f"ids, got {type(value).__name__}")
+            return name, True
+    if "text" in row:
+        if not isinstance(row["text"], str):
+            raise SaebenchError(f"dataset {spec}: column 'text' holds "
+                                f"{type(row['text']).__name__} values, not strings; store the "
+                                "text as strings")
+        return "text", False
+    for name, value in row.items():
+        if isinstance(value, str):
+            return name, False
+    raise SaebenchError(f"dataset {spec}: no text column (columns: {', '.join(row)}); provide "
+                        "a 'text' column, or token ids in 'tokens' or 'input_ids'")
+
+
+def _separator(tokenizer: Any, separator: Any) -> int | None:
+    """SAELens's ``sequence_separator_token`` (bos/eos/sep/an id/None) as a token id."""
+    if separator is None or (isinstance(separator, int) and not isinstance(separator, bool)):
+        return separator
+    ids = {"bos": _bos(tokenizer), "eos": tokenizer.eos_token_id,
+           "sep": getattr(tokenizer, "sep_token_id", None)}
+    return ids.get(separator)
+
+
+def _bos(tokenizer: Any) -> int | None:
+    bos = tokenizer.bos_token_id
+    return bos if bos is not None else tokenizer.eos_token_id
+
+
+def _text_documents(tokenizer: Any, texts: Iterator[str]) -> Iterator[torch.Tensor]:
+    """Each document's tokens, without special tokens (as ``to_tokens(prepend_bos=False)``),
+    tokenized 64 at a time."""
+    while batch := list(itertools.islice(texts, 64)):
+        for ids in tokenizer([t if isinstance(t, str) else "" for t in batch],
+                             add_special_tokens=False)["input_ids"]:
+            yield torch.tensor(ids, dtype=torch.long)
 
 
 def token_windows(
-    tokenizer,
-    ds: datasets.Dataset,
+    tokenizer: Any,
+    source: DatasetSource | datasets.Dataset,
     n_windows: int,
     context_size: int,
     prepend_bos: bool,
     seed: int,
+    separator: Any = "bos",
+    concat: bool = True,
+    d_vocab: int | None = None,
 ) -> torch.Tensor:
-    """``[n_windows, context_size]`` token ids.
+    """``[n_windows, context_size]`` token ids from the first documents of ``source`` in the
+    order ``seed`` fixes, exactly as SAELens's ``ActivationsStore`` builds its windows.
 
-    Documents are shuffled with ``seed``, tokenized without special tokens and joined by a
-    separator (BOS, else EOS); each window is BOS plus the next ``context_size - 1`` stream
-    tokens when ``prepend_bos``, else the next ``context_size`` tokens.
+    Text: ``concat_and_batch_sequences`` with BOS at each window's start when
+    ``prepend_bos``, ``separator`` between documents and (``concat=False``) documents shorter
+    than a window dropped. Pretokenized: each row cut to ``context_size``; ids must be below
+    ``d_vocab``.
     """
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if bos is None and prepend_bos:
-        raise SaebenchError("the tokenizer has neither a BOS nor an EOS token; cannot prepend BOS")
-    body = context_size - 1 if prepend_bos else context_size
-    need = n_windows * body
-    stream: list[int] = []
-    shuffled = ds.shuffle(seed=seed)
-    for batch in shuffled.iter(batch_size=256):
-        texts = [t for t in batch["text"] if t and t.strip()]
-        if not texts:
-            continue
-        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-            if stream and bos is not None:
-                stream.append(bos)
-            stream.extend(ids)
-        if len(stream) >= need:
-            break
-    if len(stream) < need:
+    from pytest_saebench.quiet_sae_lens import concat_and_batch_sequences
+
+    if isinstance(source, datasets.Dataset):
+        source = DatasetSource("dataset", source, "text", False, False, "embedded corpus", "")
+    rows = source.rows(seed)
+    if source.pretokenized:
+        windows = _pretokenized_windows(source, rows, context_size, d_vocab)
+    else:
+        bos = _bos(tokenizer)
+        if bos is None and prepend_bos:
+            raise SaebenchError("the tokenizer has neither a BOS nor an EOS token; cannot "
+                                "prepend BOS")
+        windows = concat_and_batch_sequences(
+            _text_documents(tokenizer, rows), context_size,
+            begin_batch_token_id=bos if prepend_bos else None,
+            sequence_separator_token_id=_separator(tokenizer, separator),
+            disable_concat_sequences=not concat)
+    out = list(itertools.islice(windows, n_windows))
+    if len(out) < n_windows:
         raise SaebenchError(
-            f"dataset has only {len(stream)} tokens but the eval needs {need} "
-            f"({n_windows} windows of {context_size}); use a larger dataset or a smaller suite"
-        )
-    body_ids = torch.tensor(stream[:need], dtype=torch.long).view(n_windows, body)
-    if not prepend_bos:
-        return body_ids
-    return torch.cat([torch.full((n_windows, 1), bos, dtype=torch.long), body_ids], dim=1)
+            f"dataset {source.spec} has only {len(out) * context_size} tokens in windows of "
+            f"{context_size} but the eval needs {n_windows * context_size} ({n_windows} "
+            "windows); use a larger dataset or a smaller suite")
+    return torch.stack(out).to(torch.long)
 
 
-def dataset_key(spec: str) -> str:
-    """``spec`` plus the size and modification time of its files when it is a local path, so
-    an edited dataset never hits an old cache entry."""
-    path = Path(spec.split(":", 1)[0] if ":" in spec and not Path(spec).exists() else spec)
-    if spec.startswith("saebench-reference:"):
-        from pytest_saebench import __version__
-
-        return f"{spec}@{__version__}"
-    if not path.exists():
-        return spec
-    files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
-    stamp = [(str(p.relative_to(path) if p != path else p.name), p.stat().st_size,
-              p.stat().st_mtime_ns) for p in files]
-    return f"{spec}@{stamp}"
+def _pretokenized_windows(source: DatasetSource, rows: Iterator[Any], context_size: int,
+                          d_vocab: int | None) -> Iterator[torch.Tensor]:
+    for row in rows:
+        if len(row) < context_size:
+            raise SaebenchError(
+                f"dataset {source.spec}: pretokenized rows of {len(row)} tokens are shorter "
+                f"than the checkpoint's context_size {context_size}; pretokenize it with "
+                f"context_size >= {context_size} (SAELens's PretokenizeRunner)")
+        window = torch.tensor(row[:context_size], dtype=torch.long)
+        if d_vocab is not None and len(window) and int(window.max()) >= d_vocab:
+            raise SaebenchError(
+                f"dataset {source.spec}: column '{source.column}' holds token id "
+                f"{int(window.max())} but the model's vocabulary has {d_vocab} ids; it was "
+                "tokenized for another model (use a dataset tokenized with this model's "
+                "tokenizer, or a text dataset)")
+        yield window

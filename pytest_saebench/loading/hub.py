@@ -21,8 +21,32 @@ HF_PREFIX = "hf:"
 EXAMPLE = "sae_lens:pythia-70m-deduped-res-sm/blocks.3.hook_resid_post"
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` forbids downloads."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+
+
+
+def cached_dataset_snapshot(name: str) -> Path | None:
+    """The local Hugging Face cache's snapshot of dataset repository ``name``, or None."""
+    if name.count("/") != 1 or not all(name.split("/")):
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, repo_type="dataset", local_files_only=True))
+    except Exception:  # not cached, or not a valid repository id
+        return None
+
+
+def dataset_not_cached(name: str) -> str:
+    """One line: the dataset is not cached, and the command that fetches (part of) it."""
+    home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    return (f"dataset '{name}' is not in the local Hugging Face cache ({home}) and "
+            "HF_HUB_OFFLINE=1; fetch once what an evaluation reads (one data file is enough) "
+            f"with: HF_HUB_OFFLINE=0 hf download {name} --repo-type dataset --include "
+            "'FIRST_DATA_FILE', or pass a local path or saebench-reference:train (embedded, "
+            "always offline) with --saebench-dataset")
 
 
 def split_release(body: str, releases: set[str]) -> tuple[str, str]:
@@ -65,7 +89,7 @@ def convert_sae_lens_release(spec: str, out_root: Path) -> tuple[str, Path]:
     except Exception as exc:  # unknown release/id, or not in the offline cache
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         hint = (" With HF_HUB_OFFLINE=1 it must already be in the local Hugging Face cache; "
-                f"fetch it once with: {fetch_command(release, sae_id)}" if _offline() else "")
+                f"fetch it once with: {fetch_command(release, sae_id)}" if offline() else "")
         raise SaebenchError(f"--sae-path {spec}: sae_lens cannot load release '{release}', "
                             f"SAE '{sae_id}' ({type(exc).__name__}: {first}).{hint}") from None
     out = out_root / hashlib.sha256(spec.encode()).hexdigest()[:20]
@@ -96,3 +120,38 @@ def cached_repo_path(spec: str) -> tuple[str, Path]:
                             f"fetch it with: HF_HUB_OFFLINE=0 hf download {repo} "
                             f"--include '{sub}/*'")
     return "/".join(parts), path
+
+
+def model_fetch_command(name: str) -> str:
+    """The one command that puts a TransformerLens model into the local cache."""
+    return (f"HF_HUB_OFFLINE=0 python -c \"from transformer_lens import HookedTransformer; "
+            f"HookedTransformer.from_pretrained_no_processing('{name}')\"")
+
+
+def check_model_cached(name: str) -> None:
+    """One line, before TransformerLens tries, for a name it does not know or (offline) a
+    model whose files are not in the local Hugging Face cache."""
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        official = get_official_model_name(name)
+    except ValueError:
+        hint = did_you_mean(name, _tl_names())
+        raise SaebenchError(f"model '{name}' is neither a local model directory nor a model "
+                            f"TransformerLens knows{hint}; pass --saebench-model NAME_OR_PATH "
+                            "(e.g. gpt2, EleutherAI/pythia-70m-deduped)") from None
+    if not offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(official, "config.json"), str):
+        home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        raise SaebenchError(f"model '{name}' ({official}) is not in the local Hugging Face "
+                            f"cache ({home}) and HF_HUB_OFFLINE=1; fetch it once with: "
+                            f"{model_fetch_command(name)}")
+
+
+def _tl_names() -> list[str]:
+    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
+
+    return list(OFFICIAL_MODEL_NAMES)

@@ -22,7 +22,8 @@ from pytest_saebench.loading.local_model import (  # re-exported; shared with sm
 )
 
 __all__ = ["TL_CONFIG_FILE", "WEIGHTS_FILE", "load_local_model", "save_local_model",
-           "torch_dtype", "load_model", "resolve_model_name"]
+           "torch_dtype", "load_model", "resolve_model_name", "loading_record",
+           "pretrained_kwargs"]
 
 # Names that resolve to a model directory shipped with the package.
 LOCAL_MODELS: dict[str, Path] = {reference.MODEL_NAME: reference.MODEL_DIR}
@@ -40,32 +41,71 @@ def resolve_model_name(option: str, checkpoint_model: str | None, checkpoint: st
     return checkpoint_model
 
 
+# TransformerLens's weight processing; SAELens and SAEBench load with all of it off
+# (``from_pretrained_no_processing``) and record any exception in the checkpoint's
+# ``model_from_pretrained_kwargs``.
+PROCESSING_FLAGS = ("fold_ln", "center_writing_weights", "center_unembed",
+                    "fold_value_biases", "refactor_factored_attn_matrices")
+# Ours to set (--saebench-device/--saebench-dtype), never a checkpoint's.
+_OWN_KWARGS = ("device", "dtype", "torch_dtype", "move_to_device")
+
+
+def local_model_path(name: str) -> Path | None:
+    """The model directory ``name`` stands for (registered name or path), or None."""
+    if name in LOCAL_MODELS:
+        return LOCAL_MODELS[name]
+    if name == smollm2.MODEL_NAME:
+        return smollm2.local_dir()
+    path = Path(name).expanduser()
+    return path if path.exists() else None
+
+
+def pretrained_kwargs(checkpoint_kwargs: dict[str, Any] | None,
+                      user_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint's ``model_from_pretrained_kwargs`` with the user's on top, less the
+    device and dtype (set by the run)."""
+    merged = {**(checkpoint_kwargs or {}), **(user_kwargs or {})}
+    return {k: v for k, v in merged.items() if k not in _OWN_KWARGS}
+
+
+def loading_record(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """How ``name`` is loaded, for the results: loader, kwargs and every processing flag."""
+    if name in LOCAL_MODELS or name == smollm2.MODEL_NAME or Path(name).expanduser().exists():
+        return {"name": name, "loader": "local model directory (weights as saved)",
+                "kwargs": {}, **dict.fromkeys(PROCESSING_FLAGS, False)}
+    flags = {f: bool(kwargs.get(f, False)) for f in PROCESSING_FLAGS}
+    return {"name": name, "loader": "HookedTransformer.from_pretrained_no_processing",
+            "kwargs": dict(sorted(kwargs.items())), **flags}
+
+
 def load_model(
     name: str, device: str, dtype: str, from_pretrained_kwargs: dict[str, Any] | None = None
 ) -> HookedTransformer:
     """Load ``name``: a local model directory, a registered name (``saebench-reference``,
     ``smollm2-135m``), or a TransformerLens name.
 
-    TransformerLens names load from the local HF cache; with ``HF_HUB_OFFLINE=1`` a model
-    that is not cached fails with a message saying so.
+    TransformerLens names load as SAELens and SAEBench load them:
+    ``from_pretrained_no_processing`` (no LayerNorm folding, no centring) plus
+    ``from_pretrained_kwargs``, so the activations are the ones the SAE was trained on. They
+    come from the local HF cache; offline, a model that is not cached fails in one line with
+    the command that fetches it.
     """
-    path = Path(name).expanduser()
-    if name in LOCAL_MODELS:
-        path = LOCAL_MODELS[name]
-    elif name == smollm2.MODEL_NAME:
-        path = smollm2.local_dir()
-    if (path / TL_CONFIG_FILE).is_file():
+    path = local_model_path(name)
+    if path is not None and (path / TL_CONFIG_FILE).is_file():
         return load_local_model(path, device, dtype)
-    if path.exists():
+    if path is not None:
         raise SaebenchError(
             f"model path {path}: no {TL_CONFIG_FILE}; expected a directory written by "
             "pytest_saebench.loading.model.save_local_model"
         )
+    from pytest_saebench.loading.hub import check_model_cached
+
+    check_model_cached(name)
     kwargs = dict(from_pretrained_kwargs or {})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = HookedTransformer.from_pretrained(
+            model = HookedTransformer.from_pretrained_no_processing(
                 name, device=device, dtype=torch_dtype(dtype), **kwargs
             )
     except Exception as exc:  # any loader failure is the user's model name or cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -56,6 +57,14 @@ class LoadedSAE:
         """The skip connection's term for input ``x``."""
         return x @ self.sae.W_skip.T.to(x.dtype)
 
+    def record(self) -> dict[str, Any]:
+        """What the results say about the SAE as evaluated: its format, where it came from
+        and every fold applied at load."""
+        meta = self.ref.meta
+        return {"format": self.ref.format, "path": str(self.ref.source or self.ref.path),
+                "architecture": self.architecture, "decoder_norm_folded": self.folded,
+                "activation_scaling_folded": meta.get("saebench_folded")}
+
     @property
     def d_in(self) -> int:
         """Input width."""
@@ -107,9 +116,9 @@ def load_sae(ref: CheckpointRef, device: str, dtype: str = "float32") -> LoadedS
     norm = ref.cfg.get("normalize_activations", "none")
     if norm not in ("none", "layer_norm", None):
         raise SaebenchError(
-            f"{ref.path / 'cfg.json'}: normalize_activations='{norm}' needs its scaling factor "
-            "folded into the weights; call sae.fold_activation_norm_scaling_factor(...) and "
-            "save again (SAEBench evaluates in the model's raw activation space)"
+            f"{ref.path / 'cfg.json'}: normalize_activations='{norm}' cannot be evaluated in "
+            "the model's raw activation space; save the SAE with it folded into the weights "
+            "(SAELens's trainer does for expected_average_only_in and covariance_whitening)"
         )
     arch = ref.cfg.get("architecture", "standard")
     if arch not in SAE_CLASS_REGISTRY:

@@ -65,8 +65,32 @@ def validate_cfg(cfg_path: Path, cfg: dict[str, Any]) -> None:
                                 "active latents it was trained with)")
         if d_sae is not None and k > d_sae:
             raise SaebenchError(f"{cfg_path}: 'k' = {k} is larger than d_sae = {d_sae}")
+    _check_reading(cfg_path, meta)
     _count(meta, "context_size", f"{cfg_path} (metadata)")
     _count(meta, "hook_layer", f"{cfg_path} (metadata)", low=0)
+
+
+def _check_reading(cfg_path: Path, meta: dict[str, Any]) -> None:
+    """The keys that say how the trainer loaded its model and read its data."""
+    cls = meta.get("model_class_name")
+    if cls not in (None, "HookedTransformer"):
+        raise SaebenchError(
+            f"{cfg_path}: metadata.model_class_name '{cls}' is not supported; pytest-saebench "
+            "evaluates SAEs on TransformerLens HookedTransformer models (hooks such as "
+            "blocks.N.hook_resid_post), not AutoModelForCausalLM or HookedMamba modules")
+    kwargs = meta.get("model_from_pretrained_kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise SaebenchError(f"{cfg_path}: 'model_from_pretrained_kwargs' must be an object, "
+                            f"got {kwargs!r}")
+    sep = meta.get("sequence_separator_token", "bos")
+    if not (sep in (None, "bos", "eos", "sep") or (isinstance(sep, int)
+                                                   and not isinstance(sep, bool) and sep >= 0)):
+        raise SaebenchError(f"{cfg_path}: 'sequence_separator_token' must be bos, eos, sep, a "
+                            f"token id or null, got {sep!r}")
+    concat = meta.get("disable_concat_sequences", False)
+    if not isinstance(concat, bool):
+        raise SaebenchError(f"{cfg_path}: 'disable_concat_sequences' must be true or false, "
+                            f"got {concat!r}")
 
 
 def check_tensor_shapes(weights: Path, shapes: dict[str, tuple[int, ...]], required: list[str],

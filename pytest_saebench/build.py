@@ -1,0 +1,67 @@
+"""Settings + checkpoints -> a Runner, for the plugin's ``--sae-path`` checkpoints and for the
+``saebench_evaluate`` fixture's (a checkpoint a test made, e.g. a training smoke test)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def file_config(config: pytest.Config):
+    """The ``[tool.pytest-saebench]`` table for this session."""
+    from pytest_saebench.config import read_file_config
+
+    # pytest may pick a rootdir above the project when --sae-path's value looks like a test
+    # path, so search from the ini file and the invocation directory too.
+    starts = [p.parent for p in (config.inipath,) if p and p.name == "pyproject.toml"]
+    return read_file_config(*starts, config.invocation_params.dir, config.rootpath)
+
+
+def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> Any:
+    """The session's Runner (None when nothing asks for an evaluation); with ``sae_paths``,
+    one for those checkpoints under the same settings."""
+    from pytest_saebench.config import build_settings
+
+    options = vars(config.option)
+    if sae_paths is not None:
+        options = {**options, "sae_path": sae_paths, "saebench_shard": None}
+    elif not options.get("sae_path") and not options.get("saebench"):
+        return None
+    fc = file_config(config)
+    settings = build_settings(options, fc, os.environ, resolve_metric=lambda n: n)
+    if not settings.active:
+        return None
+    # Heavy imports (torch) only from here on: the user asked for an evaluation.
+    from pytest_saebench.evals import metric_registry
+    from pytest_saebench.loading.checkpoints import discover_all
+    from pytest_saebench.runner import Runner
+    from pytest_saebench.suites import check_suite, default_thresholds, eval_configs
+
+    registry = metric_registry()
+    settings = build_settings(options, fc, os.environ, resolve_metric=registry.resolve,
+                              default_severity=lambda m: registry[m].default_severity,
+                              volatile=lambda m: registry[m].volatile,
+                              direction_of=lambda m: registry[m].direction)
+    check_suite(settings.suite, settings.sources.get("suite", ""))
+    configs = eval_configs(settings.suite, dict(settings.eval_overrides),
+                           fc.section_label("evals"), settings.select_evals)
+    settings = dataclasses.replace(settings, thresholds=settings.thresholds + default_thresholds(
+        registry, configs, settings.thresholds))
+    if settings.cache and settings.cache_dir is None and getattr(config, "cache", None):
+        settings = dataclasses.replace(settings, cache_dir=str(config.cache.mkdir("saebench")))
+    for key in ("results_json", "html", "cache_dir"):
+        value = getattr(settings, key)
+        if value and not Path(value).is_absolute():
+            settings = dataclasses.replace(
+                settings, **{key: str(config.invocation_params.dir / value)})
+    from pytest_saebench.sharding import in_shard
+
+    refs = discover_all(list(settings.sae_paths))
+    mine = set(in_shard([r.id for r in refs], settings.shard))
+    runner = Runner(settings, [r for r in refs if r.id in mine], configs, registry)
+    runner.other_shards = [r.id for r in refs if r.id not in mine]
+    return runner
