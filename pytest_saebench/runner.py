@@ -46,6 +46,7 @@ class Runner:
         self._memo: dict[str, Any] = {}
         self._sae_memo: tuple[str, dict[str, Any]] = ("", {})
         self._model_keys: dict[int, str] = {}
+        self._model_records: dict[int, dict[str, Any]] = {}
         self.cache = None  # TensorCache, made on first use (it imports torch)
         self._device: str | None = None
         # Set under pytest-xdist: where workers share evaluations (see shared.py).
@@ -201,7 +202,9 @@ class Runner:
         name, kwargs = self._model_spec(sae_id)
         key = (name, repr(sorted(kwargs.items())))
         if key not in self._models:
-            self._models[key] = load_model(name, self.device, self.settings.dtype, kwargs)
+            model = load_model(name, self.device, self.settings.dtype, kwargs)
+            self._models[key] = model
+            self._model_records[id(model)] = self.model_record(sae_id)
         return self._models[key]
 
     def _model_spec(self, sae_id: str) -> tuple[str, dict[str, Any]]:
@@ -246,13 +249,14 @@ class Runner:
         concat = not meta.get("disable_concat_sequences", False)
 
         def tokens(n_windows: int, context_size: int, prepend_bos: bool):
-            key = (id(model), spec, n_windows, context_size, prepend_bos, seed,
-                   repr(separator), concat)
-            if key not in self._tokens:  # the dataset is opened by the first eval reading it
-                self._tokens[key] = token_windows(
+            # Fewer windows are a prefix of more (same order), so one read serves every eval.
+            key = (id(model), spec, context_size, prepend_bos, seed, repr(separator), concat)
+            held = self._tokens.get(key)
+            if held is None or held.shape[0] < n_windows:  # opened by the first eval reading
+                self._tokens[key] = held = token_windows(
                     model.tokenizer, self.dataset_source(spec), n_windows, context_size,
                     prepend_bos, seed, separator, concat, model.cfg.d_vocab)
-            return self._tokens[key]
+            return held[:n_windows]
 
         return tokens, f"{dataset_key(spec)}|sep={separator}|concat={concat}"
 
@@ -275,8 +279,11 @@ class Runner:
         if id(model) not in self._model_keys:
             from pytest_saebench.cache import model_fingerprint
 
-            self._model_keys[id(model)] = (f"{model.cfg.model_name}:"
-                                           f"{model_fingerprint(model)}")
+            # The loading (processing flags, kwargs) is in the key even where the weights
+            # already differ, so an entry never outlives a change of how the model loads.
+            loading = self._model_records.get(id(model), {})
+            self._model_keys[id(model)] = (f"{model.cfg.model_name}:{model_fingerprint(model)}:"
+                                           f"{sorted(loading.items())}")
         return self._model_keys[id(model)]
 
     # -- evaluation --------------------------------------------------------------------

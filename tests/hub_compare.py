@@ -123,6 +123,11 @@ def dictionary_learning_side(root: Path, context: int, dataset: str) -> dict[str
 
 
 def main(root: Path, results_path: Path) -> None:
+    import datasets
+
+    # SAELens's stores close parquet streams early, each waiting 5 s for Arrow's threads;
+    # this process runs on for seconds after, so a short wait does (see loading/data.py).
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0.1
     results = json.loads(results_path.read_text())
     out = saelens_side(root, results)
     dl = results["saes"]["dictionary_learning/trainer_0"]

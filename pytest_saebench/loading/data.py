@@ -238,26 +238,42 @@ def token_windows(
 
     if isinstance(source, datasets.Dataset):
         source = DatasetSource("dataset", source, "text", False, False, "embedded corpus", "")
+    bos = _bos(tokenizer)
+    if bos is None and prepend_bos and not source.pretokenized:
+        raise SaebenchError("the tokenizer has neither a BOS nor an EOS token; cannot "
+                            "prepend BOS")
     rows = source.rows(seed)
-    if source.pretokenized:
-        windows = _pretokenized_windows(source, rows, context_size, d_vocab)
-    else:
-        bos = _bos(tokenizer)
-        if bos is None and prepend_bos:
-            raise SaebenchError("the tokenizer has neither a BOS nor an EOS token; cannot "
-                                "prepend BOS")
-        windows = concat_and_batch_sequences(
-            _text_documents(tokenizer, rows), context_size,
-            begin_batch_token_id=bos if prepend_bos else None,
-            sequence_separator_token_id=_separator(tokenizer, separator),
-            disable_concat_sequences=not concat)
-    out = list(itertools.islice(windows, n_windows))
+    try:
+        if source.pretokenized:
+            windows = _pretokenized_windows(source, rows, context_size, d_vocab)
+        else:
+            windows = concat_and_batch_sequences(
+                _text_documents(tokenizer, rows), context_size,
+                begin_batch_token_id=bos if prepend_bos else None,
+                sequence_separator_token_id=_separator(tokenizer, separator),
+                disable_concat_sequences=not concat)
+        out = list(itertools.islice(windows, n_windows))
+    finally:
+        _close(rows)
     if len(out) < n_windows:
         raise SaebenchError(
             f"dataset {source.spec} has only {len(out) * context_size} tokens in windows of "
             f"{context_size} but the eval needs {n_windows * context_size} ({n_windows} "
             "windows); use a larger dataset or a smaller suite")
     return torch.stack(out).to(torch.long)
+
+
+def _close(rows: Iterator[Any]) -> None:
+    """Stop reading. A parquet stream waits ``SLEEP_TIME_ON_THREADS_SHUTDOWN`` (5 s) when it
+    is closed early, so that Arrow's reader threads end before the interpreter does
+    (apache/arrow#39862); the process goes on evaluating long after, and 0.1 s is the wait
+    reported to be enough, so each read is not charged 5 s."""
+    saved = datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = min(saved, 0.1)
+    try:
+        rows.close()  # type: ignore[attr-defined]
+    finally:
+        datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = saved
 
 
 def _pretokenized_windows(source: DatasetSource, rows: Iterator[Any], context_size: int,
