@@ -48,7 +48,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         sae=TopKTrainingSAEConfig(d_in=D_MODEL, d_sae=1024, k=32,
                                   normalize_activations="expected_average_only_in"),
         model_name=MODEL_NAME, dataset_path=DATASET, hook_name=HOOK_NAME,
-        is_dataset_tokenized=False, context_size=CONTEXT_SIZE, training_tokens=500_000,
+        is_dataset_tokenized=False, context_size=CONTEXT_SIZE, training_tokens=300_000,
         train_batch_size_tokens=2048, store_batch_size_prompts=32, n_batches_in_buffer=32,
         n_batches_for_norm_estimate=20, lr=3e-3, n_checkpoints=1, seed=0, device="cpu",
         checkpoint_path=str(out / "checkpoints"), output_path=str(out / "final"),

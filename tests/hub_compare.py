@@ -3,7 +3,9 @@
 world's ``HF_HOME`` and ``HF_HUB_OFFLINE=1``).
 
 - SAELens: an ``ActivationsStore`` over the same stream, shuffled with the plugin's seed and
-  buffer, yields the same windows and activations; ``sae_lens.evals.run_evals`` on the
+  buffer, yields the same windows and activations (``max_buffer_input_shards=1``: the
+  plugin fills its buffer from one shard at a time, so memory does not grow with the number
+  of data files); ``sae_lens.evals.run_evals`` on the
   plugin's windows evaluates each SAE as SAELens does (a mid-training checkpoint as the
   training SAE with its ``ActivationScaler``, the final one as saved).
 - dictionary_learning: its own ``AutoEncoder`` on the raw HF model's block output (what its
@@ -33,11 +35,12 @@ def _store(model: Any, sae: Any, stream: Any):
 
     from pytest_saebench.loading.data import SHUFFLE_BUFFER
 
-    store = ActivationsStore.from_sae(model, sae, context_size=W.CONTEXT, dataset=stream,
-                                      streaming=True, store_batch_size_prompts=BATCH,
-                                      train_batch_size_tokens=512, n_batches_in_buffer=4)
-    store.shuffle_input_dataset(SEED, buffer_size=SHUFFLE_BUFFER)
-    return store
+    # The plugin's shuffle of the stream (seeded buffer, one shard at a time); the store then
+    # reads and windows it as it reads any dataset.
+    shuffled = stream.shuffle(seed=SEED, buffer_size=SHUFFLE_BUFFER, max_buffer_input_shards=1)
+    return ActivationsStore.from_sae(model, sae, context_size=W.CONTEXT, dataset=shuffled,
+                                     streaming=True, store_batch_size_prompts=BATCH,
+                                     train_batch_size_tokens=512, n_batches_in_buffer=4)
 
 
 def saelens_side(root: Path, results: dict[str, Any]) -> dict[str, Any]:

@@ -163,6 +163,11 @@ def train_dictionary_learning(out: Path, steps: int = 300) -> None:
 def main(root: Path) -> None:
     import time
 
+    import datasets
+
+    # SAELens's store leaves parquet streams open; each waits 5 s for Arrow's threads when it
+    # is collected, long before this process ends (see pytest_saebench/loading/data.py).
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0.1
     hf = Path(os.environ["HF_HOME"])
     for step, run in (("cache", lambda: build_cache(hf, root)),
                       ("saelens", lambda: train_saelens(root / "saelens")),

@@ -11,6 +11,8 @@ dataset's size. A Hub name is streamed from its snapshot in the local Hugging Fa
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,8 +32,13 @@ _SAVED = ("dataset_info.json", "state.json", "dataset_dict.json")
 # Columns in SAELens's order of preference; the first two hold token ids.
 TOKEN_COLUMNS = ("tokens", "input_ids")
 SHUFFLE_BUFFER = 2048  # documents held by the streaming shuffle
+# datasets >= 4 fills the buffer from up to 10 shards at once, holding a record batch of each:
+# memory would grow with the number of data files up to 10 of them. One at a time keeps it
+# at one batch (shard order is still shuffled).
+_ONE_SHARD_AT_A_TIME = ({"max_buffer_input_shards": 1} if "max_buffer_input_shards" in
+                        inspect.signature(datasets.IterableDataset.shuffle).parameters else {})
 # Bump when the windowing changes, so cached activations of old windows are not reused.
-WINDOWS_VERSION = 2
+WINDOWS_VERSION = 3
 
 
 @dataclass
@@ -54,7 +61,8 @@ class DatasetSource:
             for batch in shuffled.iter(batch_size=256):
                 yield from batch[self.column]
             return
-        for row in self.data.shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER):
+        for row in _brief_waits(self.data.shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER,
+                                                  **_ONE_SHARD_AT_A_TIME)):
             yield row[self.column]
 
     def record(self) -> dict[str, Any]:
@@ -152,7 +160,9 @@ def load_text_dataset(spec: str, split: str = "train") -> DatasetSource:
             data, origin, location = _local(path, spec, split), "local path", str(path)
         else:
             data, origin, location, revision = _hub(spec, split)
-        first = next(iter(data), None)
+        peek = iter(data)
+        first = next(peek, None)
+        _close(peek)
     except SaebenchError:
         raise
     except Exception as exc:  # datasets raises many types for a bad name or file
@@ -263,17 +273,41 @@ def token_windows(
     return torch.stack(out).to(torch.long)
 
 
-def _close(rows: Iterator[Any]) -> None:
-    """Stop reading. A parquet stream waits ``SLEEP_TIME_ON_THREADS_SHUTDOWN`` (5 s) when it
-    is closed early, so that Arrow's reader threads end before the interpreter does
-    (apache/arrow#39862); the process goes on evaluating long after, and 0.1 s is the wait
-    reported to be enough, so each read is not charged 5 s."""
+@contextlib.contextmanager
+def _brief_wait():
+    """A parquet stream sleeps ``SLEEP_TIME_ON_THREADS_SHUTDOWN`` (5 s) whenever it stops,
+    read to the end or closed early, so that Arrow's reader threads end before the
+    interpreter does (apache/arrow#39862). The plugin's process goes on evaluating long after,
+    and 0.1 s is the wait reported to be enough, so a read is not charged 5 s each time."""
     saved = datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN
     datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = min(saved, 0.1)
     try:
-        rows.close()  # type: ignore[attr-defined]
+        yield
     finally:
         datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = saved
+
+
+def _brief_waits(stream: Any) -> Iterator[Any]:
+    """``stream``'s items, with :func:`_brief_wait` around each step and the close only."""
+    it = iter(stream)
+    try:
+        while True:
+            with _brief_wait():
+                item = next(it, _END)
+            if item is _END:
+                return
+            yield item
+    finally:
+        _close(it)
+
+
+_END = object()
+
+
+def _close(rows: Iterator[Any]) -> None:
+    """Stop reading ``rows`` now (see :func:`_brief_wait`)."""
+    with _brief_wait():
+        rows.close()  # type: ignore[attr-defined]
 
 
 def _pretokenized_windows(source: DatasetSource, rows: Iterator[Any], context_size: int,
