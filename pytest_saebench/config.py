@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saebench.baseline import CKPT_PREFIX, RegressionRule, parse_rules
+from pytest_saebench.config_tables import (  # re-exported: cli.py and tests read them here
+    frontier_rules,
+    model_kwargs,
+    select_evals,
+    shard,
+)
 from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.thresholds import Threshold, make_threshold, parse_cli_rule
 
@@ -277,21 +283,21 @@ def build_settings(
     if values["on-missing-baseline"] not in ("skip", "fail"):
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
                             f"got {values['on-missing-baseline']!r}")
-    shard = _shard(options, env)
+    shard_spec = shard(options, env)
     frontier = frontier_rules(fc, resolve_metric, direction_of)
-    if shard is not None and update:
+    if shard_spec is not None and update:
         raise SaebenchError("--saebench-update-baseline with --saebench-shard would write one "
                             "shard's checkpoints as the whole baseline; write it from the "
                             "merged results: python -m pytest_saebench merge SHARD.json... "
                             f"-o {update}")
     return Settings(
-        ini_arg=options.get("inifilename"), shard=shard, frontier=frontier,
+        ini_arg=options.get("inifilename"), shard=shard_spec, frontier=frontier,
         baseline=baseline, update_baseline=update, regressions=regressions,
         html=values["html"], cache_dir=values["cache-dir"],
         cache=not options.get("saebench_no_cache"), cache_size_mb=int(values["cache-size-mb"]),
         repeats=_positive(values["repeats"], where["repeats"]),
         on_missing_baseline=values["on-missing-baseline"],
-        select_evals=_select_evals(options, fc, env),
+        select_evals=select_evals(options, fc, env),
         model_kwargs=model_kwargs(options, fc, env),
         sae_paths=tuple(paths), suite=values["suite"], model=values["model"],
         dataset=values["dataset"], device=values["device"], dtype=values["dtype"],
@@ -371,69 +377,3 @@ def _baseline_paths(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str
             "--saebench-update-baseline=PATH or set baseline = \"baselines/saebench.json\" in "
             "[tool.pytest-saebench]")
     return baseline, baseline
-
-
-def _select_evals(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str]
-                  ) -> tuple[str, ...]:
-    """``--saebench-evals a,b`` > ``SAEBENCH_EVALS`` > ``select-evals = [...]``; empty = all."""
-    raw = options.get("saebench_evals") or env.get("SAEBENCH_EVALS")
-    if raw:
-        return tuple(x.strip() for x in raw.split(",") if x.strip())
-    listed = fc.table.get("select-evals", [])
-    if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
-        raise SaebenchError(f"{fc.label}: 'select-evals' must be a list of eval names")
-    return tuple(listed)
-
-
-def model_kwargs(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str]
-                 ) -> dict[str, Any]:
-    """``--saebench-model-kwargs JSON`` > ``SAEBENCH_MODEL_KWARGS`` > the file's
-    ``[tool.pytest-saebench.model-kwargs]``: keyword arguments for
-    ``HookedTransformer.from_pretrained_no_processing``."""
-    import json
-
-    for where, raw in (("--saebench-model-kwargs", options.get("saebench_model_kwargs")),
-                       ("SAEBENCH_MODEL_KWARGS", env.get("SAEBENCH_MODEL_KWARGS"))):
-        if raw:
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise SaebenchError(f"{where} {raw!r}: not JSON ({exc.msg}); give an object "
-                                    "such as '{\"fold_ln\": true}'") from None
-            return _kwargs_object(value, where)
-    return _kwargs_object(fc.table.get("model-kwargs", {}), fc.section_label("model-kwargs"))
-
-
-def _kwargs_object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise SaebenchError(f"{where}: expected a table of keyword arguments such as "
-                            f"{{ fold_ln = true }}, got {value!r}")
-    for key in ("device", "dtype", "torch_dtype"):
-        if key in value:
-            raise SaebenchError(f"{where}: '{key}' is set by the run; use "
-                                f"--saebench-{'device' if key == 'device' else 'dtype'}")
-    return dict(value)
-
-
-def _shard(options: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, int] | None:
-    """``--saebench-shard K/N`` > ``SAEBENCH_SHARD``; None: every checkpoint."""
-    from pytest_saebench.sharding import parse_shard
-
-    if options.get("saebench_shard"):
-        return parse_shard(options["saebench_shard"], "--saebench-shard")
-    if env.get("SAEBENCH_SHARD"):
-        return parse_shard(env["SAEBENCH_SHARD"], "SAEBENCH_SHARD")
-    return None
-
-
-def frontier_rules(fc: FileConfig, resolve, direction_of) -> tuple[Any, ...]:
-    """``[tool.pytest-saebench.frontier]`` rules, ``against`` relative to the file."""
-    from pytest_saebench.frontier import parse_frontier
-
-    table = fc.table.get("frontier")
-    if table is None:
-        return ()
-    return parse_frontier(table, fc.section_label("frontier"), resolve or (lambda n: n),
-                          direction_of or (lambda m: "up"),
-                          fc.path.parent if fc.path else None,
-                          lambda key: fc.line_of(key, "frontier"), str(fc.path or ""))

@@ -9,6 +9,7 @@ from typing import Any
 
 from pytest_saebench.config import Settings
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.inputs import Inputs
 from pytest_saebench.loading.checkpoints import CheckpointRef
 from pytest_saebench.paths import relative_label
 from pytest_saebench.results import SaeResults
@@ -39,14 +40,10 @@ class Runner:
         self.needed: tuple[str, ...] | None = None
         self._results: dict[tuple[str, str], SaeResults] = {}
         self._failures: dict[tuple[str, str, str], BaseException] = {}
-        self._models: dict[tuple[str, str], Any] = {}
-        self._datasets: dict[str, Any] = {}
-        self._tokens: dict[tuple, Any] = {}
+        self.inputs = Inputs(settings, lambda: self.device)
         self._loaded: dict[str, Any] = {}
         self._memo: dict[str, Any] = {}
         self._sae_memo: tuple[str, dict[str, Any]] = ("", {})
-        self._model_keys: dict[int, str] = {}
-        self._model_records: dict[int, dict[str, Any]] = {}
         self.cache = None  # TensorCache, made on first use (it imports torch)
         self._device: str | None = None
         # Set under pytest-xdist: where workers share evaluations (see shared.py).
@@ -197,68 +194,11 @@ class Runner:
 
     def model_for(self, sae_id: str):
         """The HookedTransformer for ``sae_id``, shared between checkpoints of one model."""
-        from pytest_saebench.loading.model import load_model
-
-        name, kwargs = self._model_spec(sae_id)
-        key = (name, repr(sorted(kwargs.items())))
-        if key not in self._models:
-            model = load_model(name, self.device, self.settings.dtype, kwargs)
-            self._models[key] = model
-            self._model_records[id(model)] = self.model_record(sae_id)
-        return self._models[key]
-
-    def _model_spec(self, sae_id: str) -> tuple[str, dict[str, Any]]:
-        from pytest_saebench.loading.model import pretrained_kwargs, resolve_model_name
-
-        ref = self.ref(sae_id)
-        name = resolve_model_name(self.settings.model, ref.model_name, str(ref.path))
-        return name, pretrained_kwargs(ref.meta.get("model_from_pretrained_kwargs"),
-                                       dict(self.settings.model_kwargs))
-
-    def model_record(self, sae_id: str) -> dict[str, Any]:
-        """How ``sae_id``'s model is loaded (loader, kwargs, processing flags)."""
-        from pytest_saebench.loading.model import loading_record
-
-        return loading_record(*self._model_spec(sae_id))
+        return self.inputs.model_for(self.ref(sae_id))
 
     def dataset_for(self, sae_id: str) -> str:
-        """``--saebench-dataset`` unless ``auto``; else the checkpoint's ``dataset_path``;
-        else the embedded corpus (training split), which needs no network."""
-        from pytest_saebench.reference import DATASET_PREFIX
-
-        if self.settings.dataset != "auto":
-            return self.settings.dataset
-        spec = self.ref(sae_id).meta.get("dataset_path")
-        return str(spec) if spec else f"{DATASET_PREFIX}train"
-
-    def dataset_source(self, spec: str):
-        """The opened dataset ``spec`` (once per run)."""
-        if spec not in self._datasets:
-            from pytest_saebench.loading.data import load_text_dataset
-
-            self._datasets[spec] = load_text_dataset(spec)
-        return self._datasets[spec]
-
-    def _token_source(self, model, sae_id: str, spec: str, seed: int):
-        """``(tokens(n, context, prepend_bos), cache key of the windows)``, read the way the
-        checkpoint's trainer read them (its separator and concatenation settings)."""
-        from pytest_saebench.loading.data import dataset_key, token_windows
-
-        meta = self.ref(sae_id).meta
-        separator = meta.get("sequence_separator_token", "bos")
-        concat = not meta.get("disable_concat_sequences", False)
-
-        def tokens(n_windows: int, context_size: int, prepend_bos: bool):
-            # Fewer windows are a prefix of more (same order), so one read serves every eval.
-            key = (id(model), spec, context_size, prepend_bos, seed, repr(separator), concat)
-            held = self._tokens.get(key)
-            if held is None or held.shape[0] < n_windows:  # opened by the first eval reading
-                self._tokens[key] = held = token_windows(
-                    model.tokenizer, self.dataset_source(spec), n_windows, context_size,
-                    prepend_bos, seed, separator, concat, model.cfg.d_vocab)
-            return held[:n_windows]
-
-        return tokens, f"{dataset_key(spec)}|sep={separator}|concat={concat}"
+        """The dataset ``sae_id`` is evaluated on (see :meth:`Inputs.dataset_for`)."""
+        return self.inputs.dataset_for(self.ref(sae_id))
 
     def tensor_cache(self):
         """The cache of SAE-independent tensors (on disk unless disabled)."""
@@ -276,15 +216,7 @@ class Runner:
         self._failures.clear()
 
     def _model_key(self, model) -> str:
-        if id(model) not in self._model_keys:
-            from pytest_saebench.cache import model_fingerprint
-
-            # The loading (processing flags, kwargs) is in the key even where the weights
-            # already differ, so an entry never outlives a change of how the model loads.
-            loading = self._model_records.get(id(model), {})
-            self._model_keys[id(model)] = (f"{model.cfg.model_name}:{model_fingerprint(model)}:"
-                                           f"{sorted(loading.items())}")
-        return self._model_keys[id(model)]
+        return self.inputs.model_key(model)
 
     # -- evaluation --------------------------------------------------------------------
     def results(self, sae_id: str, evals: list[str] | None = None,
@@ -388,7 +320,7 @@ class Runner:
         spec = self.dataset_for(sae_id)
         if getattr(module, "NEEDS_MODEL", True):
             model = self.model_for(sae_id)
-            res.inputs["model"] = self.model_record(sae_id)
+            res.inputs["model"] = self.inputs.model_record(ref)
             check_hook(model, loaded.hook, loaded.d_in, str(ref.path))
             if loaded.hook_out is not None:
                 check_hook(model, loaded.hook_out, loaded.d_out, str(ref.path), "d_out")
@@ -408,8 +340,8 @@ class Runner:
         res.inputs["sae"] = loaded.record()
         outs = []
         for seed in seeds:
-            tokens, data_key = (self._token_source(model, sae_id, spec, seed) if model is not None
-                                else (None, spec))
+            tokens, data_key = (self.inputs.token_source(model, ref, spec, seed)
+                                if model is not None else (None, spec))
             ctx = EvalContext(loaded=loaded, model=model, tokens=tokens, device=self.device,
                               seed=seed, special_ids=special, dataset=spec, memo=self._memo,
                               sae_memo=self._sae_memo[1],
@@ -418,8 +350,8 @@ class Runner:
                               dataset_key=data_key, judge=self.judge)
             torch.manual_seed(seed)
             outs.append(module.run(ctx, config))
-        if spec in self._datasets:
-            res.inputs["dataset"] = self._datasets[spec].record()
+        if self.inputs.opened(spec):
+            res.inputs["dataset"] = self.inputs.dataset_source(spec).record()
         res.evals[module.EVAL_TYPE_ID] = outs[0] if len(outs) == 1 else combine_repeats(
             outs, seeds)
         took = time.perf_counter() - started
