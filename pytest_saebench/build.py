@@ -64,4 +64,8 @@ def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> A
     mine = set(in_shard([r.id for r in refs], settings.shard))
     runner = Runner(settings, [r for r in refs if r.id in mine], configs, registry)
     runner.other_shards = [r.id for r in refs if r.id not in mine]
+    from pytest_saebench.evals import get_eval
+
+    runner.inputs.preflight(list(runner.checkpoints.values()), any(
+        getattr(get_eval(name), "READS_DATASET", False) for name in configs))
     return runner

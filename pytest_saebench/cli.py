@@ -212,8 +212,11 @@ def _merge(paths: list[str], out: str, html: str | None, gh_summary: bool) -> in
     write_many_atomic(files)
     failed = sum(c["status"] in ("fail", "error") for c in checks)
     print(f"{out}: {len(results)} checkpoint(s) from {len(paths)} shard(s), "
-          f"{len(checks)} gate(s), {failed} failed" + (f"; {html}" if html else ""))
-    return 0
+          f"{len(checks)} gate(s), {failed} failed" + (f"; {html}" if html else "")
+          + (f"; evaluation failed for {', '.join(sorted(errors))}" if errors else ""))
+    # As pytest itself: a failed gate or checkpoint fails the step, so CI never keeps it as
+    # a baseline.
+    return 1 if failed or errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("--fail", action="store_true", help="exit 1 when a rule is broken")
     comp.add_argument("--config", metavar="PYPROJECT",
                       help="pyproject.toml with the rules (default: nearest from here)")
-    mrg = sub.add_parser("merge", help="combine the results JSONs of the shards of one run")
+    mrg = sub.add_parser("merge", help="combine the results JSONs of all N shards of one run "
+                         "(exit 1 when a gate failed, 2 when a shard is missing)")
     mrg.add_argument("shards", nargs="+", help="results JSON of each shard")
     mrg.add_argument("-o", "--output", required=True, help="where the merged JSON goes")
     mrg.add_argument("--html", metavar="PATH", help="also write the combined HTML report")

@@ -182,6 +182,16 @@ def sae_paths(cli_paths: list[str] | None, enabled: bool, fc: FileConfig,
     return paths
 
 
+def _check_sae_paths(paths: list[str]) -> None:
+    """A checkpoint path that does not exist stops the run before anything heavy is imported
+    (``sae_lens:``/``hf:`` specs are resolved by discovery)."""
+    for spec in paths:
+        if spec.startswith(("sae_lens:", "hf:")):
+            continue
+        if not Path(spec).expanduser().exists():
+            raise SaebenchError(f"--sae-path {spec}: no such file or directory")
+
+
 def _thresholds(fc: FileConfig, cli_rules: list[str], resolve,
                 default_severity=lambda metric: "error") -> tuple[Threshold, ...]:
     table = fc.table.get("thresholds", {})
@@ -244,6 +254,7 @@ def build_settings(
     paths = sae_paths(options.get("sae_path"), bool(options.get("saebench")), fc, env)
     if not paths:
         return Settings()
+    _check_sae_paths(paths)
     _check_keys(fc)
     values: dict[str, Any] = {}
     where: dict[str, str] = {}  # which input each value came from, for the error line

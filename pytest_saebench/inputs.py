@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_saebench.config import Settings
+from pytest_saebench.errors import SaebenchError
 from pytest_saebench.loading.checkpoints import CheckpointRef
 
 
@@ -101,3 +102,24 @@ class Inputs:
             return held[:n_windows]
 
         return tokens, f"{dataset_key(spec)}|sep={separator}|concat={concat}"
+
+    def preflight(self, refs: list[CheckpointRef], reads_dataset: bool) -> None:
+        """Before anything is collected: one line (a usage error) for a model that cannot be
+        loaded offline, or a Hub dataset the evals read that is not cached, instead of an
+        error on every item later."""
+        from pytest_saebench.loading import hub
+        from pytest_saebench.loading.model import local_model_path
+
+        checked: set[str] = set()
+        for ref in refs:
+            if ref.error is not None:
+                continue
+            name, _ = self._model_spec(ref)
+            if name not in checked and local_model_path(name) is None:
+                hub.check_model_cached(name)
+            checked.add(name)
+            spec = self.dataset_for(ref)
+            if (reads_dataset and spec not in checked and hub.offline()
+                    and hub.is_hub_name(spec) and hub.cached_dataset_snapshot(spec) is None):
+                raise SaebenchError(hub.dataset_not_cached(spec))
+            checked.add(spec)

@@ -65,8 +65,41 @@ def merge(paths: list[str]) -> dict[str, Any]:
         merged["run"]["merged_from"].append(
             {"file": Path(path).name, "shard": (data.get("run") or {}).get("shard")})
     assert merged is not None
+    _complete(merged["run"]["merged_from"])
     merged.pop("evaluation_counts", None)
     return merged
+
+
+def _complete(parts: list[dict[str, Any]]) -> None:
+    """Shards 1..N of one N, each once, N read from the files' own ``run.shard``: a shard
+    job that died before writing its results must not give a baseline without its
+    checkpoints."""
+    specs = [(p["file"], p["shard"]) for p in parts]
+    if all(spec is None for _, spec in specs) and len(specs) == 1:
+        return  # one whole, unsharded run
+    missing_spec = [f for f, spec in specs if spec is None]
+    if missing_spec:
+        raise SaebenchError(f"merge: {missing_spec[0]} is not a shard's results (no "
+                            "run.shard); merge the files --saebench-shard K/N wrote")
+    seen: dict[int, str] = {}
+    totals = set()
+    for file, spec in specs:
+        k, n = parse_shard(spec, f"merge: {file} run.shard")
+        totals.add(n)
+        if k in seen:
+            raise SaebenchError(f"merge: {seen[k]} and {file} are both shard {k}/{n}; give each "
+                                "shard's results once")
+        seen[k] = file
+    if len(totals) != 1:
+        raise SaebenchError(f"merge: the files come from runs split {sorted(totals)} ways; "
+                            "merge shards of one run only")
+    (n,) = totals
+    absent = [f"{k}/{n}" for k in range(1, n + 1) if k not in seen]
+    if absent:
+        have = ", ".join(f"{k}/{n}" for k in sorted(seen))
+        raise SaebenchError(f"merge: incomplete run: shard(s) {', '.join(absent)} missing (have "
+                            f"{have}); a shard job ended without results, so the merge would "
+                            "leave out its checkpoints (rerun it)")
 
 
 def _same_run(first: dict[str, Any], other: dict[str, Any], first_path: str,

@@ -121,10 +121,24 @@ def test_unknown_hook(pytester, tiny_world, tmp_path):
 
 
 def test_unknown_model(pytester, tiny_world):
+    # at start-up, once: not an error on every item after the evaluation began
     result = _run(pytester, f"--sae-path={tiny_world.trained}",
                   "--saebench-model=no-such-model-xyz")
-    _assert_evaluation_fails(result, "model 'no-such-model-xyz' is neither a local model directory",
-                             "--saebench-model")
+    _assert_usage_error(result, "model 'no-such-model-xyz' is neither a local model directory",
+                        "--saebench-model")
+
+
+def test_a_hub_model_or_dataset_not_cached_offline_stops_at_start_up(pytester, tiny_world,
+                                                                    monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)
+    result = _run(pytester, f"--sae-path={tiny_world.trained}", "--saebench-model=gpt2")
+    _assert_usage_error(result, "model 'gpt2' (gpt2) is not in the local Hugging Face cache",
+                        "HookedTransformer.from_pretrained_no_processing('gpt2')")
+    result = _run(pytester, f"--sae-path={tiny_world.trained}",
+                  "--saebench-dataset=no-such-org/no-such-data")
+    _assert_usage_error(result, "dataset 'no-such-org/no-such-data' is not in the local Hugging "
+                        "Face cache", "saebench-reference:train (embedded, always offline)")
 
 
 def test_unknown_metric_id(pytester, tiny_world):

@@ -180,6 +180,17 @@ def test_help_and_plain_runs_never_import_torch(pytester, argv):
     assert "TORCH-FREE" in result.stdout.str()
 
 
+def test_a_missing_sae_path_fails_before_anything_heavy_is_imported(pytester):
+    pytester.makepyfile(test_x="def test_x():\n    assert True\n")
+    code = ("import sys, time, pytest; t = time.time(); rc = pytest.main(sys.argv[1:]); "
+            "print('TORCH-IMPORTED' if 'torch' in sys.modules else 'TORCH-FREE'); "
+            "sys.exit(int(rc))")
+    result = pytester.run(sys_executable(), "-c", code, "--sae-path=no/such/ckpt")
+    assert result.ret == 4
+    assert "TORCH-FREE" in result.stdout.str()
+    assert "--sae-path no/such/ckpt: no such file or directory" in result.stderr.str()
+
+
 def sys_executable() -> str:
     import sys
 

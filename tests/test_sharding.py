@@ -58,7 +58,8 @@ def _workflow_commands() -> tuple[str, list[str], int]:
 def _shard_args(command: str, shard: int, n: int) -> list[str]:
     """The shard job's pytest arguments for matrix value ``shard``."""
     command = (command.replace("${{ matrix.shard }}", str(shard))
-               .replace("${{ env.SHARDS }}", str(n)).replace("${{ env.SWEEP }}", str(SWEEP)))
+               .replace("${{ env.SHARDS }}", str(n)).replace("${{ env.SWEEP }}", str(SWEEP))
+               .replace("${{ env.TESTS }}", "example_tests/"))
     assert "${{" not in command, command
     args = shlex.split(command)
     assert args[:2] == ["pytest", "example_tests/"]
@@ -81,7 +82,9 @@ def test_matrix_workflow_shards_plus_merge_equal_one_run(pytester, tmp_path, mon
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     argv = [a for a in merge_args if a != "shard-*.json"]
     argv = [str(pytester.path / a) if a.endswith((".json", ".html")) else a for a in argv]
-    assert cli([argv[0], *shard_files, *argv[1:]]) == 0
+    assert cli([argv[0], *shard_files[:-1], *argv[1:]]) == 2  # a shard job died: no merge
+    assert not (pytester.path / "saebench-results.json").exists()
+    assert cli([argv[0], *shard_files, *argv[1:]]) == 1  # complete, and k8 fails a gate
     whole = pytester.runpytest(f"--sae-path={SWEEP}", cache, "--saebench-json=all.json",
                                "-p", "no:cacheprovider")
     assert whole.ret == 1  # k8 is below the 0.85 explained-variance floor
@@ -129,8 +132,28 @@ def test_merge_refuses_shards_of_different_runs(tmp_path):
             merge([a, other])
     with pytest.raises(SaebenchError, match="'s1' is in both"):
         merge([a, f("g.json", saes={"s1": entry})])
-    merged = merge([a, f("h.json", saes={"s2": entry})])
+    merged = merge([a, f("h.json", saes={"s2": entry}, shard="2/2")])
     assert set(merged["saes"]) == {"s1", "s2"} and merged["run"]["shard"] is None
+
+
+def test_merge_refuses_an_incomplete_or_doubled_set_of_shards(tmp_path):
+    from pytest_saebench.results import SCHEMA_VERSION
+
+    def f(name, shard, sae):
+        return _shard_file(tmp_path, name, schema_version=SCHEMA_VERSION, shard=shard,
+                           saes={sae: {"evals": {}, "error": None}})
+
+    one, three = f("1.json", "1/3", "a"), f("3.json", "3/3", "c")
+    with pytest.raises(SaebenchError, match=r"incomplete run: shard\(s\) 2/3 missing \(have "
+                                            r"1/3, 3/3\)"):
+        merge([one, three])
+    with pytest.raises(SaebenchError, match="are both shard 1/3"):
+        merge([one, f("1b.json", "1/3", "b"), three])
+    with pytest.raises(SaebenchError, match=r"split \[2, 3\] ways"):
+        merge([one, f("2.json", "2/2", "b"), three])
+    with pytest.raises(SaebenchError, match="not a shard's results"):
+        merge([one, f("x.json", None, "b")])
+    assert set(merge([one, f("2.json", "2/3", "b"), three])["saes"]) == {"a", "b", "c"}
 
 
 def test_update_baseline_with_a_shard_is_refused(pytester):

@@ -3,6 +3,7 @@ laid out like a training repository (the plugin as the submodule tools/pytest-sa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -89,11 +90,23 @@ def test_workflow_install_and_gate_steps_run_as_written(tmp_path):
     script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom pytest import "
                       "console_main\nsys.exit(console_main())\n")
     script.chmod(0o755)
-    gate = steps["Gate the checkpoint"]["run"].replace(
-        "${{ github.event_name == 'push' && '--saebench-update-baseline' || '' }}",
-        "--saebench-update-baseline")  # as on a push to main
-    assert "${{" not in gate
-    done = subprocess.run(gate, shell=True, cwd=repo, env=env, capture_output=True, text=True)
+    gate = steps["Gate the checkpoint"]["run"]
+    for key, value in flow["env"].items():
+        gate = gate.replace("${{ env." + key + " }}", value)
+    flag = "${{ github.event_name == 'push' && '--saebench-update-baseline' || '' }}"
+    # A pull request before main has saved a baseline: regression gates skip with the reason.
+    done = subprocess.run(gate.replace(flag, ""), shell=True, cwd=repo, env=env,
+                          capture_output=True, text=True)
+    assert "${{" not in gate.replace(flag, "")
+    assert done.returncode == 0, done.stdout[-4000:]
+    regressions = [c for c in json.loads((repo / "saebench-results.json").read_text())["checks"]
+                   if c["kind"] == "regression"]
+    assert regressions and all(c["status"] == "skip" and "no baseline at "
+                               "baselines/saebench.json" in c["message"] for c in regressions)
+    assert not (repo / "baselines" / "saebench.json").exists()
+    # A push to main: the same gates, and the results become the baseline.
+    done = subprocess.run(gate.replace(flag, "--saebench-update-baseline"), shell=True,
+                          cwd=repo, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-4000:]
     assert " passed" in done.stdout and "failed" not in done.stdout.splitlines()[-1]
     for out in ("junit.xml", "saebench-results.json", "saebench-report.html",

@@ -35,6 +35,7 @@ from pytest_saebench.judge import NO_JUDGE, Judge, judge_name, resolve_judge
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "autointerp"
+READS_DATASET = True  # the checkpoint's dataset: checked at start-up (inputs.preflight)
 SCORE = "autointerp.autointerp.autointerp_score"
 STD = "autointerp.autointerp.autointerp_std_dev"
 # Cached LLM activations up to this size; beyond it they are recomputed per pass.

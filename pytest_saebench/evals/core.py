@@ -13,6 +13,7 @@ from pytest_saebench.evals.base import EvalContext, EvalResult, grouped_jackknif
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "core"
+READS_DATASET = True  # the checkpoint's dataset: checked at start-up (inputs.preflight)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pytest_saebench.evals.base import EvalContext, EvalResult
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "properties"
+READS_DATASET = True  # the checkpoint's dataset: checked at start-up (inputs.preflight)
 # Reported as not computed for a transcoder (it reads one hook and writes another):
 NOT_FOR_TRANSCODERS = (
     "its contracts compare the reconstruction with the input activation")

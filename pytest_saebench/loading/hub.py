@@ -27,6 +27,12 @@ def offline() -> bool:
 
 
 
+def is_hub_name(spec: str) -> bool:
+    """True for ``owner/name`` that is neither a local path nor an embedded dataset."""
+    return (spec.count("/") == 1 and all(spec.split("/")) and ":" not in spec
+            and not Path(spec).expanduser().exists())
+
+
 def cached_dataset_snapshot(name: str) -> Path | None:
     """The local Hugging Face cache's snapshot of dataset repository ``name``, or None."""
     if name.count("/") != 1 or not all(name.split("/")):
