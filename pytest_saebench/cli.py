@@ -16,6 +16,11 @@ DEMO_THRESHOLDS = """[tool.pytest-saebench.thresholds]
 """
 
 
+def say(line: str) -> None:
+    """A progress line, shown at once (the demo's steps take tens of seconds)."""
+    print(line, flush=True)
+
+
 def build_demo(root: Path) -> dict[str, Path]:
     """Train a tiny model on a generated corpus plus a trained and a random TopK SAE."""
     from pytest_saebench import testing as T
@@ -23,7 +28,11 @@ def build_demo(root: Path) -> dict[str, Path]:
 
     corpus = T.make_corpus(2000)
     (root / "corpus.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in corpus))
+    say("demo: training a tokenizer and a 2-layer language model on 2,000 generated "
+        "documents (200 steps, about 20 s) ...")
     model = T.build_tiny_model(root / "model", corpus, steps=200, n_ctx=64)
+    say("demo: training a TopK SAE (k 16, 256 latents) on its layer-0 residual stream; its "
+        "twin stays random ...")
     tokens = token_windows(model.tokenizer, load_text_dataset(str(root / "corpus.jsonl")),
                            256, 64, True, 0)
     acts = T.collect_activations(model, tokens, "blocks.0.hook_resid_post", 0)
@@ -51,6 +60,7 @@ def _demo(directory: str | None, keep: bool) -> int:
         root.mkdir(parents=True, exist_ok=True)
         print(f"building the demo in {root} ...", flush=True)
         build_demo(root)
+        say("demo: gating both SAEs with pytest (the fast suite) ...")
         results = root / "saebench-results.json"
         pytest.main([f"--rootdir={root}", "-c", str(root / "pyproject.toml"),
                      f"--sae-path={root / 'saes'}", "-p", "no:cacheprovider",
@@ -208,7 +218,7 @@ def _merge(paths: list[str], out: str, html: str | None, gh_summary: bool) -> in
     if html:
         files += html_report.staged(html, results, checks, suite, errors, metric_registry())
     if gh_summary:
-        files += github.staged(checks, results, suite)
+        files += github.staged(checks, results, suite, html, errors)
     write_many_atomic(files)
     failed = sum(c["status"] in ("fail", "error") for c in checks)
     print(f"{out}: {len(results)} checkpoint(s) from {len(paths)} shard(s), "

@@ -138,6 +138,8 @@ class _MetricGate(_GateItem):
         if outcome.status == "fail":
             pytest.fail(outcome.message, pytrace=False)
         if outcome.status == "warn":
+            # the item passes, so its report has no message: record it for the annotation
+            self.user_properties.append(("message", outcome.message))
             warnings.warn(SaebenchGateWarning(outcome.message), stacklevel=1)
 
     def _finish(self, status: str) -> None:

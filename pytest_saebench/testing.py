@@ -51,7 +51,8 @@ def train_tokenizer(texts: list[str], directory: str | Path, vocab_size: int = 5
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2,
                                   special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)  # its bars print blank lines in logs
     tok.train_from_iterator(texts, trainer)
     special = "<|endoftext|>"
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=special, eos_token=special,

@@ -76,6 +76,10 @@ def test_warn_severity_passes_with_a_warning(pytester, tiny_world):
     assert outcomes["passed"] == 2 and "failed" not in outcomes
     result.stdout.fnmatch_lines(["*SaebenchGateWarning: *explained_variance = * < min 0.999*",
                                  "*explained_variance*>= 0.999*WARN*"])
+    # the recorded gate carries its value and bound, for the ::warning annotation
+    (warned,) = [c for c in json.loads((pytester.path / "saebench-results.json").read_text())
+                 ["checks"] if c["status"] == "warn"]
+    assert f"{EV} = " in warned["message"] and "< min 0.999" in warned["message"]
 
 
 def test_metric_not_computed_is_skipped_with_reason(pytester, tiny_world):
@@ -314,7 +318,42 @@ def test_step_summary_gives_the_reason_of_a_row_without_value():
             "limit": ">= 0.1", "message": "tpp.x not computed: N not in n_values | (2, 5)\nmore"}
     text = summary_markdown([skip], [], "fast")
     assert "null" not in text
-    assert "| — (tpp.x not computed: N not in n_values \\| (2, 5)) |" in text
+    assert "| — | >= 0.1 |  |  | tpp.x not computed: N not in n_values \\| (2, 5) |" in text
+
+
+def test_step_summary_leads_with_a_headline_failures_first_and_shared_notes(monkeypatch):
+    from pytest_saebench.reporting.github import annotations, summary_markdown
+
+    def gate(sae, status, metric, message, value=None, base=None):
+        return {"status": status, "sae": sae, "metric": metric, "value": value,
+                "stderr": None, "limit": ">= 0.5", "kind": "regression" if base else
+                "threshold", "baseline": base, "delta": None if base is None else
+                value - base, "message": message}
+
+    why = "no baseline at baselines/saebench.json; create it with: pytest --sae-path c"
+    checks = [gate("good", "pass", "core.sparsity.l0", "", 30.0),
+              *[gate(s, "skip", m, f"{why} (sae {s}, suite fast)") for s in ("good", "bad")
+                for m in ("core.sparsity.l0", "tpp.x")],
+              gate("bad", "fail", "core.reconstruction_quality.explained_variance",
+                   "core.reconstruction_quality.explained_variance = 0.4 < min 0.5 (sae bad, "
+                   "suite fast)", 0.4),
+              gate("good", "warn", "absorption.y", "absorption.y = 0.9 > max 0.8 (sae good, "
+                   "suite fast)", 0.9),
+              gate("good", "pass", "core.reconstruction_quality.explained_variance", "",
+                   0.91, base=0.9)]
+    text = summary_markdown(checks, [], "fast", html="out/saebench-report.html")
+    lines = text.splitlines()
+    assert lines[0] == "### pytest-saebench: 1 failed, 1 warned, 2 passed, 4 skipped (fast suite)"
+    assert "| bad | 0 | 1 | 0 | 0 | 2 |" in text and "| good | 2 | 0 | 0 | 1 | 2 |" in text
+    assert text.index("| bad | 0 | 1") < text.index("| good | 2 | 0")  # failing first
+    gates = [line for line in lines if line.startswith("| ") and "`" in line]
+    assert gates[0].startswith("| ❌ fail |") and gates[1].startswith("| ⚠️ warn |")
+    assert "`saebench-report.html`" in text
+    assert text.count("no baseline at") == 1 and "1. no baseline at" in text
+    assert "(4 gates)" in text and text.count("| note 1 |") == 4
+    assert "| 0.91 | >= 0.5 | 0.9 | +0.01 |" in text  # baseline and delta filled
+    warned = annotations([checks[6]], {})
+    assert warned == ["::warning::absorption.y = 0.9 > max 0.8 (sae good, suite fast)"]
 
 
 def test_step_summary_is_size_bounded():

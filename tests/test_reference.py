@@ -181,5 +181,8 @@ def test_demo_says_the_random_failure_is_designed_and_cleans_up(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "demo: as designed" in done.stdout
     assert "random::core." in done.stdout  # the random SAE's gates ran and failed
+    # it says what it is doing while it builds, and prints no empty progress lines
+    before = done.stdout.split("test session starts", 1)[0].splitlines()[:-1]
+    assert "demo: training a TopK SAE" in done.stdout and all(line.strip() for line in before)
     assert "demo: removed" in done.stdout
     assert not list(tmp_path.glob("saebench-demo-*"))

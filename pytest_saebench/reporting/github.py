@@ -8,38 +8,70 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saebench.paths import relative_label
+from pytest_saebench.reporting.gates import (
+    HEADLINE,
+    counts_by_checkpoint,
+    headline,
+    ordered_with_notes,
+)
 from pytest_saebench.thresholds import fmt
 
 MAX_BYTES = 1 << 20  # GitHub rejects step summaries over 1 MiB
+MAX_CHECKPOINT_ROWS = 100  # the headline table: the checkpoints with failures first
 ICONS = {"pass": "✅", "fail": "❌", "error": "💥", "warn": "⚠️", "skip": "⏭️",
          "improved": "⬆️"}
 
 
 def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: str,
-                     limit: int = MAX_BYTES) -> str:
-    """The step summary: one row per gate; rows past ``limit`` bytes are replaced by a note."""
-    head = [f"### pytest-saebench ({suite} suite)", "",
-            "| status | gate | sae | metric | value ± stderr | limit | baseline | Δ |",
-            "|---|---|---|---|---|---|---|---|"]
+                     limit: int = MAX_BYTES, html: str | None = None,
+                     errors: dict[str, str] | None = None) -> str:
+    """The step summary: a headline and a row of counts per checkpoint, then the gates,
+    failures first, with the reasons several gates share written once as numbered notes;
+    rows past ``limit`` bytes are replaced by a note."""
+    head = [f"### pytest-saebench: {headline(checks)} ({suite} suite)", ""]
+    by_sae = counts_by_checkpoint(checks)
+    if by_sae:
+        head += ["| checkpoint | " + " | ".join(word for _, word in HEADLINE) + " |",
+                 "|---" * (len(HEADLINE) + 1) + "|"]
+        worst = sorted(by_sae.items(), key=lambda kv: -(kv[1]["fail"] + kv[1]["error"]))
+        head += [f"| {sae} | " + " | ".join(str(n[s]) for s, _ in HEADLINE) + " |"
+                 for sae, n in worst[:MAX_CHECKPOINT_ROWS]]
+        if len(worst) > MAX_CHECKPOINT_ROWS:
+            head.append(f"| _{len(worst) - MAX_CHECKPOINT_ROWS} more checkpoint(s)_ |"
+                        + " |" * len(HEADLINE))
+        head.append("")
+    for sae_id, message in (errors or {}).items():
+        head += [f"💥 **{sae_id}**: evaluation failed: {_cell(message)}", ""]
+    if html:
+        head += [f"The report with plots is `{Path(html).name}` (the workflows upload it as "
+                 "an artifact).", ""]
+    rows, notes, uses = ordered_with_notes(checks, suite)
+    head += ["| status | gate | sae | metric | value ± stderr | limit | baseline | Δ | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    note_lines = ["", "**Notes shared by several gates**", ""] + [
+        f"{i}. {_cell(text)} ({uses[text]} gates)" for text, i in notes.items()] if notes else []
     tail_note = "\n\n_{n} more gate(s) not shown: the summary is limited to 1 MiB._\n"
+    footer = "\n".join(note_lines)
     text = "\n".join(head)
     shown = 0
-    for check in checks:
+    for check, note, own in rows:
         base, delta = check.get("baseline"), check.get("delta")
-        value = fmt(check["value"], check["stderr"]) if check["value"] is not None else \
-            f"— ({_cell(check.get('message') or 'no value')})"
+        value = "—" if check["value"] is None else fmt(check["value"], check["stderr"])
         row = (f"\n| {ICONS.get(check['status'], '')} {check['status']} | "
                f"{check.get('kind', 'threshold')} | {check['sae']} | "
                f"`{check['metric']}` | {value} | "
                f"{check['limit']} | {'' if base is None else fmt(base)} | "
-               f"{'' if delta is None else f'{delta:+.4g}'} |")
-        budget = limit - len(tail_note.format(n=len(checks)).encode()) - 1
+               f"{'' if delta is None else f'{delta:+.4g}'} | "
+               f"{f'note {note}' if note else _cell(own)} |")
+        budget = (limit - len(tail_note.format(n=len(checks)).encode())
+                  - len(footer.encode()) - 200)
         if len((text + row).encode()) > budget:
             break
         text += row
         shown += 1
     if shown < len(checks):
         text += tail_note.format(n=len(checks) - shown)
+    text += "\n" + footer if footer else ""
     evaluated = ", ".join(f"{r.sae_id} ({r.seconds:.1f} s)" for r in results)
     return text + (f"\n\nEvaluated: {evaluated}\n" if evaluated else "\n")
 
@@ -83,8 +115,9 @@ def enabled(mode: str) -> bool:
         mode == "always" or os.environ.get("GITHUB_ACTIONS") == "true")
 
 
-def staged(checks: list[dict[str, Any]], results: list[Any],
-           suite: str) -> list[tuple[Path, bytes]]:
+def staged(checks: list[dict[str, Any]], results: list[Any], suite: str,
+           html: str | None = None, errors: dict[str, str] | None = None
+           ) -> list[tuple[Path, bytes]]:
     """``$GITHUB_STEP_SUMMARY`` with the summary appended, as a file to write whole (the
     step's earlier summary kept), so it shares the run's one atomic write (see outputs.py)."""
     path = Path(os.environ["GITHUB_STEP_SUMMARY"])
@@ -92,4 +125,5 @@ def staged(checks: list[dict[str, Any]], results: list[Any],
         before = path.read_bytes()
     except FileNotFoundError:
         before = b""
-    return [(path, before + summary_markdown(checks, results, suite).encode("utf-8"))]
+    text = summary_markdown(checks, results, suite, html=html, errors=errors)
+    return [(path, before + text.encode("utf-8"))]

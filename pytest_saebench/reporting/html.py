@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from pytest_saebench import __version__
 from pytest_saebench.reporting import svg
-from pytest_saebench.thresholds import fmt, gate_context
+from pytest_saebench.reporting.gates import ordered_with_notes
+from pytest_saebench.thresholds import fmt
 
 L0 = "core.sparsity.l0"
 # eval type ids (the keys of SaeResults.evals) of the per-checkpoint plots
 CORE, PROBING, ABSORPTION = "core", "sparse_probing", "absorption_first_letter"
 ABSORPTION_SCORE = f"{ABSORPTION}.mean.mean_absorption_fraction_score"
-STATUS_ORDER = {"error": 0, "fail": 1, "warn": 2}
 PLOTTED = ((CORE, "latent density"), (PROBING, "probing accuracy"),
            (ABSORPTION, "absorption by first letter"))
 SWEEP_Y = (("core.reconstruction_quality.explained_variance", "explained variance"),
@@ -84,15 +83,12 @@ def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
 
 def _gates(checks: list[dict[str, Any]], suite: str) -> str:
     """Failures first; a message several gates share is written once, below the table."""
-    ordered = sorted(checks, key=lambda c: STATUS_ORDER.get(c["status"], 3))
-    general = [_general(c, suite) for c in ordered]
-    uses = Counter(text for text in general if text)
-    shared = {text: i + 1 for i, text in enumerate(t for t, n in uses.items() if n > 1)}
+    rows_in, shared, uses = ordered_with_notes(checks, suite)
     compared = any(c.get("baseline") is not None or c.get("delta") is not None for c in checks)
     heads = ["status", "gate", "sae", "metric", "value ± stderr", "limit",
              *(("baseline", "Δ") if compared else ()), "note"]
     rows = []
-    for c, text in zip(ordered, general, strict=True):
+    for c, note, own in rows_in:
         base, delta = c.get("baseline"), c.get("delta")
         values = [c["status"], c.get("kind", "threshold"), c["sae"], "",
                   fmt(c["value"], c["stderr"]), c["limit"]]
@@ -100,13 +96,12 @@ def _gates(checks: list[dict[str, Any]], suite: str) -> str:
             values += ["" if base is None else fmt(base), "" if delta is None else f"{delta:+.4g}"]
         cells = [escape(str(x)) for x in values]
         cells[3] = f"<code>{escape(c['metric'])}</code>"
-        cells.append(f'<a href="#note-{shared[text]}">note {shared[text]}</a>'
-                     if text in shared else "")
+        cells.append(f'<a href="#note-{note}">note {note}</a>' if note else "")
         status = escape(c["status"])
         rows.append(f'<tr class="{status}">' + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
-        if text and text not in shared:  # its own message, on a full-width row of its own
+        if own:  # its own message, on a full-width row of its own
             rows.append(f'<tr class="{status}"><td></td><td class="note" colspan="'
-                        f'{len(heads) - 1}">{escape(c.get("message") or "")}</td></tr>')
+                        f'{len(heads) - 1}">{escape(own)}</td></tr>')
     head = "".join(f"<th>{h}</th>" for h in heads)
     table = f'<div class="wide"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
     if not shared:
@@ -114,14 +109,6 @@ def _gates(checks: list[dict[str, Any]], suite: str) -> str:
     notes = "".join(f'<li id="note-{i}">{escape(text)} <span class="note">({uses[text]} '
                     "gates)</span></li>" for text, i in shared.items())
     return table + f'<h3>Notes shared by several gates</h3><ol class="notes">{notes}</ol>'
-
-
-def _general(check: dict[str, Any], suite: str) -> str:
-    """The gate's message without its own checkpoint and metric, so that the same reason
-    on many gates reads the same."""
-    context = gate_context(check["sae"], suite)
-    text = (check.get("message") or "").replace(f" {context}", "").replace(context, "")
-    return text.replace(check["metric"], "the metric").strip()
 
 
 def _sweep(results: list[Any]) -> str:

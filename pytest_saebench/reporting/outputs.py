@@ -45,7 +45,7 @@ def write_outputs(runner: Any, checks: list[dict[str, Any]], why_not: str, stopp
         parts.append(("baseline", lambda: jsonreport.baseline_file(runner, eval_id)))
     if gh_summary:
         parts.append(("GitHub step summary", lambda: github.staged(
-            checks, runner.evaluated(), settings.suite)))
+            checks, runner.evaluated(), settings.suite, settings.html, runner.errors())))
         out.annotations = github.annotations(checks, sources)
     for label, stage in parts:
         reason = why_not or (stopped_early if label == "baseline" else "")

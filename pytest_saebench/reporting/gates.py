@@ -1,0 +1,51 @@
+"""What the HTML report and the GitHub step summary both say about the gates: failures first,
+a reason several gates share written once as a numbered note, and counts per checkpoint."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from pytest_saebench.thresholds import gate_context
+
+STATUS_ORDER = {"error": 0, "fail": 1, "warn": 2}
+HEADLINE = (("pass", "passed"), ("fail", "failed"), ("error", "errors"), ("warn", "warned"),
+            ("skip", "skipped"))
+
+
+def general_message(check: dict[str, Any], suite: str) -> str:
+    """The gate's message without its own checkpoint and metric, so that the same reason
+    on many gates reads the same."""
+    context = gate_context(check["sae"], suite)
+    text = (check.get("message") or "").replace(f" {context}", "").replace(context, "")
+    return text.replace(check["metric"], "the metric").strip()
+
+
+def ordered_with_notes(checks: list[dict[str, Any]], suite: str
+                       ) -> tuple[list[tuple[dict[str, Any], int | None, str]], dict[str, int],
+                                  Counter]:
+    """``(rows, notes, uses)``: each gate, failures first, with its note number (a reason
+    several gates share) or its own message; the notes numbered from 1; how many gates
+    share each."""
+    ordered = sorted(checks, key=lambda c: STATUS_ORDER.get(c["status"], 3))
+    general = [general_message(c, suite) for c in ordered]
+    uses = Counter(text for text in general if text)
+    notes = {text: i + 1 for i, text in enumerate(t for t, n in uses.items() if n > 1)}
+    rows = [(c, notes.get(text), "" if text in notes else (c.get("message") or ""))
+            for c, text in zip(ordered, general, strict=True)]
+    return rows, notes, uses
+
+
+def counts_by_checkpoint(checks: list[dict[str, Any]]) -> dict[str, Counter]:
+    """Gate statuses counted per checkpoint, in the order the checkpoints first appear."""
+    out: dict[str, Counter] = {}
+    for c in checks:
+        out.setdefault(c["sae"], Counter())[c["status"]] += 1
+    return out
+
+
+def headline(checks: list[dict[str, Any]]) -> str:
+    """``2 failed, 18 passed, 9 skipped``: failures first, zero counts left out."""
+    total = Counter(c["status"] for c in checks)
+    order = sorted(HEADLINE, key=lambda kv: STATUS_ORDER.get(kv[0], 3))
+    return ", ".join(f"{total[s]} {word}" for s, word in order if total[s]) or "no gates"
