@@ -267,6 +267,13 @@ class GateRecorder:
         })
 
 
+def _pytest_outcomes(config: pytest.Config) -> dict[str, int]:
+    """pytest's own counts (passed, failed, skipped, ...), for the HTML report's header."""
+    stats = getattr(config.pluginmanager.get_plugin("terminalreporter"), "stats", {}) or {}
+    return {key: len(stats[key]) for key in ("passed", "failed", "error", "skipped",
+                                             "xfailed", "xpassed") if stats.get(key)}
+
+
 def _num(text: str | None) -> float | None:
     return None if text in (None, "null") else float(text)
 
@@ -290,7 +297,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config.stash[OUTPUTS_KEY] = outputs.write_outputs(
         runner, config.stash[CHECKS_KEY], _why_not_written(session, exitstatus, runner),
         f"the run stopped early: {session.shouldfail}" if session.shouldfail else "",
-        github.enabled(config.getoption("saebench_gh_summary")), sources)
+        github.enabled(config.getoption("saebench_gh_summary")), sources,
+        _pytest_outcomes(config))
 
 
 def _why_not_written(session: pytest.Session, exitstatus: int, runner: Any) -> str:

@@ -267,3 +267,48 @@ def test_report_renders_in_headless_chromium(tmp_path):
     blue = sum(1 for p in pixels if p == bytes.fromhex("1f77b4"))  # first series colour
     red = sum(1 for p in pixels if p == bytes.fromhex("d62728"))  # second series colour
     assert blue > 2000 and red > 200, (blue, red)
+
+
+def test_each_checkpoint_says_what_was_evaluated_and_metrics_link_to_their_meaning():
+    from pytest_saebench.evals import metric_registry
+
+    res = _results("k8", 8, 0.7)
+    res.sae_cfg = {"architecture": "topk", "d_in": 128, "d_sae": 512, "k": 8,
+                   "metadata": {"hook_name": "blocks.1.hook_resid_post"}}
+    res.inputs = {"model": {"name": "EleutherAI/pythia-70m-deduped", "loader":
+                            "HookedTransformer.from_pretrained_no_processing", "fold_ln": False},
+                  "dataset": {"name": "monology/pile-uncopyrighted", "streamed": True,
+                              "pretokenized": False},
+                  "sae": {"format": "SAELens training checkpoint", "architecture": "topk",
+                          "activation_scaling_folded": {
+                              "normalize_activations": "expected_average_only_in",
+                              "scaling_factor": 0.5}}}
+    res.evals["core"].config = {"batch_size_prompts": 8, "n_eval_reconstruction_batches": 8,
+                                "exclude_special_tokens_from_reconstruction": True}
+    res.evals["sparse_probing"].stderr = {"sparse_probing.sae.sae_top_1_test_accuracy": 0.06}
+    res.evals[ABSORPTION].unstructured["letters_not_scored"] = {
+        "b": "ground-truth probe F1 0.20 <= 0.6", "q": "no probe true positives among the "
+        "test words"}
+    checks = [{"status": "pass", "kind": "threshold", "sae": "k8", "metric": EV, "value": 0.7,
+               "stderr": 0.01, "limit": ">= 0.5", "message": ""}]
+    page = html.render([res], checks, "fast", {}, metric_registry(),
+                       outcomes={"passed": 15, "skipped": 10})
+    text = unescape(" ".join(_parse(page).text))
+    assert "pytest: 15 passed, 10 skipped · gates: 1 passed" in text
+    for fact in ("EleutherAI/pythia-70m-deduped (HookedTransformer.from_pretrained_no_processing)",
+                 "blocks.1.hook_resid_post", "monology/pile-uncopyrighted (streamed)",
+                 "topk, d_in 128, d_sae 512, k 8, SAELens training checkpoint",
+                 "expected_average_only_in (scaling factor 0.5)",
+                 "core: batch_size_prompts 8, n_eval_reconstruction_batches 8"):
+        assert fact in text, fact
+    assert f'href="#m-{EV}"' in page and f'id="m-{EV}"' in page
+    assert "explained variance" in text and "higher" in text  # the glossary row
+    assert page.count('class="err"') == 1  # the one accuracy with a standard error
+    assert ("Letters without a score (2): b (ground-truth probe F1 0.20 <= 0.6), q (no probe "
+            "true positives among the test words)") in text
+
+
+def _parse(page: str) -> _Collect:
+    parser = _Collect()
+    parser.feed(page)
+    return parser

@@ -15,7 +15,7 @@ from typing import Any
 
 from pytest_saebench import __version__
 from pytest_saebench.reporting import svg
-from pytest_saebench.reporting.gates import ordered_with_notes
+from pytest_saebench.reporting.gates import headline, ordered_with_notes
 from pytest_saebench.thresholds import fmt
 
 L0 = "core.sparsity.l0"
@@ -27,6 +27,7 @@ PLOTTED = ((CORE, "latent density"), (PROBING, "probing accuracy"),
 SWEEP_Y = (("core.reconstruction_quality.explained_variance", "explained variance"),
            ("core.model_performance_preservation.ce_loss_score", "CE-loss score"))
 DENSITY_EDGES = [10.0 ** e for e in range(-6, 1)]  # 1e-6 .. 1
+DIRECTIONS = {"up": "higher", "down": "lower", "band": "within a band", "info": "context only"}
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 .wide{max-width:100%;overflow-x:auto}
@@ -47,18 +48,21 @@ svg .title{font-size:13px;font-weight:600}
  padding:12px 16px;border:1px dashed #bbb;vertical-align:top;color:#555}
 .missing b{display:block;color:#333;margin-bottom:6px}
 code{font-size:12px}
+table.facts th{width:9em;vertical-align:top}
 """
 
 
 def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
            errors: dict[str, str], registry: Any = None,
-           frontiers: list[tuple[Any, list]] | None = None) -> str:
+           frontiers: list[tuple[Any, list]] | None = None,
+           outcomes: dict[str, int] | None = None) -> str:
     """The whole report as an HTML document (``frontiers``: each frontier rule with its
-    baseline frontier, drawn with this run's points)."""
-    counts: dict[str, int] = {}
-    for c in checks:
-        counts[c["status"]] = counts.get(c["status"], 0) + 1
-    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no gates"
+    baseline frontier, drawn with this run's points; ``outcomes``: pytest's own counts,
+    which also count the evaluate items and the user's tests)."""
+    status = f"gates: {headline(checks)}"
+    if outcomes:
+        status = ("pytest: " + ", ".join(f"{n} {k}" for k, n in outcomes.items())
+                  + f" · {status}")
     body = [f"<h1>pytest-saebench report</h1><p>suite <b>{escape(suite)}</b> · "
             f"{len(results)} checkpoint(s) · {escape(status)} · "
             f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} · "
@@ -76,6 +80,7 @@ def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
         body.append("<h2>Sweep</h2>" + sweep)
     for res in results:
         body.append(_checkpoint(res, registry))
+    body.append(_glossary(results, checks, registry))
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>pytest-saebench: {escape(suite)} suite</title><style>{CSS}</style>"
             "</head><body>" + "\n".join(body) + "</body></html>\n")
@@ -95,7 +100,7 @@ def _gates(checks: list[dict[str, Any]], suite: str) -> str:
         if compared:
             values += ["" if base is None else fmt(base), "" if delta is None else f"{delta:+.4g}"]
         cells = [escape(str(x)) for x in values]
-        cells[3] = f"<code>{escape(c['metric'])}</code>"
+        cells[3] = _metric_link(c["metric"])
         cells.append(f'<a href="#note-{note}">note {note}</a>' if note else "")
         status = escape(c["status"])
         rows.append(f'<tr class="{status}">' + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
@@ -149,10 +154,74 @@ def _frontier(rule: Any, front: list, results: list[Any]) -> str:
                      rule.metric.rsplit(".", 1)[-1], log_x=True, label_points=True)
 
 
+def _metric_link(metric: str) -> str:
+    return f'<a href="#m-{escape(metric)}"><code>{escape(metric)}</code></a>'
+
+
+def _glossary(results: list[Any], checks: list[dict[str, Any]], registry: Any) -> str:
+    """What each metric in the report is: its name, direction and eval (linked from the
+    metric names above)."""
+    if registry is None:
+        return ""
+    shown = {c["metric"] for c in checks} | {m for r in results for m in r.all_metrics()}
+    rows = []
+    for metric in sorted(shown):
+        spec = registry.get(metric)
+        if spec is None:
+            continue
+        better = DIRECTIONS.get(spec.direction, spec.direction)
+        rows.append(f'<tr id="m-{escape(metric)}"><td><code>{escape(metric)}</code></td>'
+                    f"<td>{escape(spec.title)}</td><td>{escape(better)}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>The metrics</h2><p class=\"note\">What each means and how it is computed: "
+            "docs/metrics.md and docs/evals.md in the pytest-saebench repository.</p>"
+            "<details><summary>metric, name, which way is better</summary><table><tr><th>metric"
+            "</th><th>name</th><th>better</th></tr>" + "".join(rows) + "</table></details>")
+
+
+def _described(res: Any) -> str:
+    """What was evaluated: model (as loaded), hook, dataset, architecture, width and each
+    eval's budget."""
+    cfg, inputs = res.sae_cfg or {}, res.inputs or {}
+    meta = {**cfg, **(cfg.get("metadata") or {})}
+    model, data, sae = (inputs.get(k) or {} for k in ("model", "dataset", "sae"))
+    flags = [f for f in ("fold_ln", "center_writing_weights", "center_unembed") if model.get(f)]
+    facts = [
+        ("model", (model.get("name") or meta.get("model_name") or "?")
+         + (f" ({model['loader']}" + (f"; {', '.join(flags)}" if flags else "") + ")"
+            if model.get("loader") else "")),
+        ("hook", meta.get("hook_name") or meta.get("hook_point") or "?"),
+        ("dataset", (data.get("name") or meta.get("dataset_path") or "?")
+         + (f" ({_how_read(data)})" if data else "")),
+        ("SAE", f"{sae.get('architecture') or cfg.get('architecture', '?')}, d_in "
+                f"{cfg.get('d_in', '?')}, d_sae {cfg.get('d_sae', '?')}"
+         + (f", k {cfg['k']}" if cfg.get("k") else "")
+         + (f", {sae['format']}" if sae.get("format") else "")),
+    ]
+    if (sae.get("activation_scaling_folded") or {}).get("normalize_activations"):
+        fold = sae["activation_scaling_folded"]
+        facts.append(("folded at load", f"{fold['normalize_activations']} (scaling factor "
+                                        f"{fold.get('scaling_factor')})"))
+    budgets = "; ".join(f"{name}: " + ", ".join(
+        f"{k} {v}" for k, v in ev.config.items() if isinstance(v, int)
+        and not isinstance(v, bool)) for name, ev in res.evals.items()
+        if isinstance(ev.config, dict))
+    facts.append(("budgets", budgets or "?"))
+    return "<table class=\"facts\">" + "".join(
+        f"<tr><th>{escape(k)}</th><td class=\"note\">{escape(str(v))}</td></tr>"
+        for k, v in facts) + "</table>"
+
+
+def _how_read(data: dict[str, Any]) -> str:
+    ways = [w for w in ("streamed", "pretokenized") if data.get(w)]
+    return ", ".join(ways) or "read whole"
+
+
 def _checkpoint(res: Any, registry: Any) -> str:
     parts = [f'<h2 id="{escape(res.sae_id)}">{escape(res.sae_id)}</h2>',
              f'<p class="note">{escape(res.path)} · sha256 {escape(res.sha256[:16])}… · '
-             f"evaluated in {res.seconds:.1f} s</p>"]
+             f"evaluated in {res.seconds:.1f} s</p>", _described(res)]
     absent = [title for key, title in PLOTTED if key not in res.evals]
     parts += [c for c in (_density(res), _probing(res), _absorption(res)) if c]
     if absent:
@@ -163,7 +232,7 @@ def _checkpoint(res: Any, registry: Any) -> str:
         spec = registry.get(metric) if registry is not None else None
         shown = fmt(value, res.stderr(metric)) if res.computed(metric) else "not computed"
         why = res.reason(metric) if value is None else ""
-        rows.append(f"<tr><td><code>{escape(metric)}</code></td>"
+        rows.append(f"<tr><td>{_metric_link(metric)}</td>"
                     f"<td>{escape(spec.direction if spec else '')}</td>"
                     f"<td>{escape(shown)}</td><td class=\"note\">{escape(why or '')}</td></tr>")
     parts.append("<details><summary>all metrics</summary><table><tr><th>metric</th>"
@@ -206,13 +275,13 @@ def _probing(res: Any) -> str:
                              ("LLM", "sparse_probing.llm.llm_top_")):
             if metric.startswith(prefix) and value is not None:
                 k = int(metric[len(prefix):].split("_", 1)[0])
-                series[name].append((float(k), value, f"top-{k}"))
+                series[name].append((float(k), value, f"top-{k}", sp.stderr.get(metric)))
     if not series["SAE"]:
         first = "sparse_probing.sae.sae_top_1_test_accuracy"
         return _missing("probing accuracy against k", res.reason(first) or next(
             iter(sp.not_computed.values()), "no top-k accuracy was computed"))
-    return svg.lines("probing accuracy against k", series, "k latents / dimensions (log)",
-                     "test accuracy", log_x=True)
+    return svg.lines("probing accuracy against k (bars: ± 1 standard error)", series,
+                     "k latents / dimensions (log)", "test accuracy", log_x=True)
 
 
 def _absorption(res: Any) -> str:
@@ -242,6 +311,11 @@ def _absorption(res: Any) -> str:
         why = res.reason(ABSORPTION_SCORE) or "the ground-truth spelling probe is too weak"
         note = (f'<p class="note">No letter was scored: {escape(why)} (bars show the '
                 "spelling probe's F1).</p>")
+    unscored = ab.unstructured.get("letters_not_scored") or {}
+    if unscored:
+        listed = ", ".join(f"{letter} ({why})" for letter, why in sorted(unscored.items()))
+        note += (f'<p class="note">Letters without a score ({len(unscored)}): '
+                 f"{escape(listed)}.</p>")
     return note + svg.bars("absorption by first letter", letters, series, "fraction",
                            ylim=(0.0, 1.0))
 
@@ -252,7 +326,8 @@ def _finite(x: Any) -> float | None:
 
 def staged(path: str, results: list[Any], checks: list[dict[str, Any]], suite: str,
            errors: dict[str, str], registry: Any = None,
-           frontiers: list[tuple[Any, list]] | None = None) -> list[tuple[Path, bytes]]:
+           frontiers: list[tuple[Any, list]] | None = None,
+           outcomes: dict[str, int] | None = None) -> list[tuple[Path, bytes]]:
     """The report as a file to write (see outputs.py)."""
     return [(Path(path), render(results, checks, suite, errors, registry,
-                                frontiers).encode("utf-8"))]
+                                frontiers, outcomes).encode("utf-8"))]

@@ -21,7 +21,8 @@ class Written:
 
 
 def write_outputs(runner: Any, checks: list[dict[str, Any]], why_not: str, stopped_early: str,
-                  gh_summary: bool, sources: dict[tuple[str, str], str]) -> Written:
+                  gh_summary: bool, sources: dict[tuple[str, str], str],
+                  outcomes: dict[str, int] | None = None) -> Written:
     """Stage the run's outputs and write them with one :func:`write_many_atomic`.
 
     ``why_not`` ('' when the run may write) refuses every file; ``stopped_early`` (-x,
@@ -40,7 +41,7 @@ def write_outputs(runner: Any, checks: list[dict[str, Any]], why_not: str, stopp
     if settings.html:
         parts.append(("html report", lambda: html.staged(
             settings.html, runner.evaluated(), checks, settings.suite, runner.errors(),
-            runner.registry, _frontiers(runner))))
+            runner.registry, _frontiers(runner), outcomes)))
     if settings.update_baseline:
         parts.append(("baseline", lambda: jsonreport.baseline_file(runner, eval_id)))
     if gh_summary:

@@ -120,8 +120,11 @@ def lines(title: str, series: dict[str, Sequence[tuple[float, float, str]]], xla
     """Points joined by lines, one colour per series; each point is ``(x, y, label)``,
     written beside the point when ``label_points``. A log axis is ticked at the data."""
     fx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
-    pts = [(fx(x), y) for s in series.values() for x, y, _ in s
-           if y is not None and (x > 0 or not log_x)]
+    # a point may carry a fourth element, its standard error, drawn as an error bar
+    series = {k: [(p[0], p[1], p[2], p[3] if len(p) > 3 else None) for p in v]
+              for k, v in series.items()}
+    pts = [(fx(x), y + sign * (e or 0.0)) for s in series.values() for x, y, _, e in s
+           if y is not None and (x > 0 or not log_x) for sign in (-1, 1)]
     xs, ys = [p[0] for p in pts] or [0.0], [p[1] for p in pts] or [0.0]
     pad_x = (max(xs) - min(xs)) * 0.05 or 0.5
     pad_y = (max(ys) - min(ys)) * 0.1 or 0.05
@@ -129,13 +132,19 @@ def lines(title: str, series: dict[str, Sequence[tuple[float, float, str]]], xla
     body = []
     for s, (name, points) in enumerate(series.items()):
         color = COLORS[s % len(COLORS)]
-        kept = sorted((fx(x), y, lab) for x, y, lab in points
+        kept = sorted((fx(x), y, lab, err) for x, y, lab, err in points
                       if y is not None and (x > 0 or not log_x))
         if len(kept) > 1:
-            path = " ".join(f"{ax.x(x):.1f},{ax.y(y):.1f}" for x, y, _ in kept)
+            path = " ".join(f"{ax.x(x):.1f},{ax.y(y):.1f}" for x, y, _, _ in kept)
             body.append(f'<polyline points="{path}" fill="none" stroke="{color}" '
                         'stroke-width="1.5"/>')
-        for x, y, lab in kept:
+        for x, y, _lab, err in kept:
+            if err:
+                top, bottom, cx = ax.y(y + err), ax.y(y - err), ax.x(x)
+                body.append(f'<path class="err" d="M{cx:.1f},{top:.1f}V{bottom:.1f}'
+                            f"M{cx - 3:.1f},{top:.1f}h6M{cx - 3:.1f},{bottom:.1f}h6\" "
+                            f'stroke="{color}" fill="none"/>')
+        for x, y, lab, _err in kept:
             body.append(f'<circle class="pt" cx="{ax.x(x):.1f}" cy="{ax.y(y):.1f}" r="3.5" '
                         f'fill="{color}"><title>{escape(name)} {escape(lab)}: '
                         f'{_num(y)}</title></circle>')
