@@ -26,6 +26,11 @@ def test_the_site_builds_strict(tmp_path):
     built = _build(ROOT, tmp_path / "site")
     assert built.returncode == 0, built.stderr[-3000:]
     assert (tmp_path / "site" / "hub" / "index.html").is_file()
+    # README's links into the pages land on a section that exists
+    for target, anchor in LINK.findall((ROOT / "README.md").read_text()):
+        if target.startswith("docs/") and anchor:
+            page = tmp_path / "site" / Path(target).stem / "index.html"
+            assert f'id="{anchor[1:]}"' in page.read_text(), (target, anchor)
 
 
 def test_a_broken_anchor_fails_the_build(tmp_path):
