@@ -24,7 +24,7 @@ def file_config(config: pytest.Config):
 def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> Any:
     """The session's Runner (None when nothing asks for an evaluation); with ``sae_paths``,
     one for those checkpoints under the same settings."""
-    from pytest_saebench.config import build_settings
+    from pytest_saebench.config import build_settings, check_sae_paths
 
     options = vars(config.option)
     if sae_paths is not None:
@@ -35,6 +35,7 @@ def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> A
     settings = build_settings(options, fc, os.environ, resolve_metric=lambda n: n)
     if not settings.active:
         return None
+    check_sae_paths(settings.sae_paths)
     # Heavy imports (torch) only from here on: the user asked for an evaluation.
     from pytest_saebench.evals import metric_registry
     from pytest_saebench.loading.checkpoints import discover_all

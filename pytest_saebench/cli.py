@@ -205,6 +205,9 @@ def _merge(paths: list[str], out: str, html: str | None, gh_summary: bool) -> in
     from pytest_saebench.sharding import merge
 
     try:
+        for path, option in ((out, "-o"), (html, "--html")):
+            if path and Path(path).is_dir():
+                raise SaebenchError(f"merge {option} {path}: is a directory; give a file path")
         if gh_summary and not os.environ.get("GITHUB_STEP_SUMMARY"):
             raise SaebenchError("merge --gh-summary: GITHUB_STEP_SUMMARY is not set (it is "
                                 "inside a GitHub Actions step)")
@@ -256,7 +259,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="append the combined summary to $GITHUB_STEP_SUMMARY")
     args = parser.parse_args(argv)
     if args.command == "merge":
-        return _merge(args.shards, args.output, args.html, args.gh_summary)
+        try:
+            return _merge(args.shards, args.output, args.html, args.gh_summary)
+        except KeyboardInterrupt:  # the files are written in one step at the end, or not
+            print("merge: interrupted; nothing was written", file=sys.stderr)
+            return 130
     if args.command == "compare":
         return _compare(args.new, args.old, args.fail, args.config)
     if args.command == "show":

@@ -182,7 +182,7 @@ def sae_paths(cli_paths: list[str] | None, enabled: bool, fc: FileConfig,
     return paths
 
 
-def _check_sae_paths(paths: list[str]) -> None:
+def check_sae_paths(paths: list[str] | tuple[str, ...]) -> None:
     """A checkpoint path that does not exist stops the run before anything heavy is imported
     (``sae_lens:``/``hf:`` specs are resolved by discovery)."""
     for spec in paths:
@@ -254,7 +254,6 @@ def build_settings(
     paths = sae_paths(options.get("sae_path"), bool(options.get("saebench")), fc, env)
     if not paths:
         return Settings()
-    _check_sae_paths(paths)
     _check_keys(fc)
     values: dict[str, Any] = {}
     where: dict[str, str] = {}  # which input each value came from, for the error line
@@ -295,7 +294,7 @@ def build_settings(
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
                             f"got {values['on-missing-baseline']!r}")
     shard_spec = shard(options, env)
-    frontier = frontier_rules(fc, resolve_metric, direction_of)
+    frontier = frontier_rules(fc, resolve_metric, direction_of, update)
     if shard_spec is not None and update:
         raise SaebenchError("--saebench-update-baseline with --saebench-shard would write one "
                             "shard's checkpoints as the whole baseline; write it from the "
@@ -312,7 +311,7 @@ def build_settings(
         model_kwargs=model_kwargs(options, fc, env),
         sae_paths=tuple(paths), suite=values["suite"], model=values["model"],
         dataset=values["dataset"], device=values["device"], dtype=values["dtype"],
-        seed=int(values["seed"]),
+        seed=_seed(values["seed"], where["seed"]),
         results_json=None if results_json in ("", "none") else results_json,
         thresholds=thresholds, eval_overrides=evals, config_file=fc.path, sources=where,
     )
@@ -357,6 +356,15 @@ def _check_paths_and_sizes(values: dict[str, Any], where: dict[str, str],
             and not Path(baseline).is_file()):
         raise SaebenchError(f"--saebench-baseline {baseline}: no such file; write one with "
                             f"--saebench-update-baseline={baseline}")
+
+
+def _seed(value: Any, key: str) -> int:
+    """numpy's generators take seeds from 0 to 2**32 - 1 only (``--saebench-repeats`` adds to
+    it); anything else would fail inside every eval."""
+    if not 0 <= int(value) < 2 ** 32:
+        raise SaebenchError(f"{key}: the seed must be an integer from 0 to {2 ** 32 - 1}, got "
+                            f"{value}")
+    return int(value)
 
 
 def _positive(value: Any, key: str) -> int:

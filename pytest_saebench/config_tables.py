@@ -66,8 +66,10 @@ def shard(options: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, int]
     return None
 
 
-def frontier_rules(fc: FileConfig, resolve, direction_of) -> tuple[Any, ...]:
-    """``[tool.pytest-saebench.frontier]`` rules, ``against`` relative to the file."""
+def frontier_rules(fc: FileConfig, resolve, direction_of, written: str | None = None
+                   ) -> tuple[Any, ...]:
+    """``[tool.pytest-saebench.frontier]`` rules, ``against`` relative to the file (checked
+    to exist unless it is ``written``, the baseline this run updates)."""
     from pytest_saebench.frontier import parse_frontier
 
     table = fc.table.get("frontier")
@@ -76,4 +78,5 @@ def frontier_rules(fc: FileConfig, resolve, direction_of) -> tuple[Any, ...]:
     return parse_frontier(table, fc.section_label("frontier"), resolve or (lambda n: n),
                           direction_of or (lambda m: "up"),
                           fc.path.parent if fc.path else None,
-                          lambda key: fc.line_of(key, "frontier"), str(fc.path or ""))
+                          lambda key: fc.line_of(key, "frontier"), str(fc.path or ""),
+                          written)

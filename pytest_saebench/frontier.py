@@ -43,8 +43,10 @@ class FrontierRule:
 
 
 def parse_frontier(table: Any, label: str, resolve, direction_of, base: Path | None,
-                   line_of=None, path: str = "") -> tuple[FrontierRule, ...]:
-    """Rules from ``[tool.pytest-saebench.frontier]``; ``against`` is relative to ``base``."""
+                   line_of=None, path: str = "", written: str | None = None
+                   ) -> tuple[FrontierRule, ...]:
+    """Rules from ``[tool.pytest-saebench.frontier]``; ``against`` is relative to ``base``
+    and must be a results JSON now (unless this run writes it: ``written``)."""
     if not isinstance(table, dict):
         raise SaebenchError(f"{label}: 'frontier' must be a table of metric -> "
                             "{ against = ..., x = ..., max_below = ... }")
@@ -77,11 +79,30 @@ def parse_frontier(table: Any, label: str, resolve, direction_of, base: Path | N
         if sev not in ("error", "warn"):
             raise SaebenchError(f"{where}: severity must be 'error' or 'warn', got {sev!r}")
         full = against if base is None or Path(against).is_absolute() else str(base / against)
+        if written is None or Path(written).resolve() != Path(full).resolve():
+            _check_results_file(full, where)
         line = line_of(name) if line_of else None
         rules.append(FrontierRule(metric, full, x, float(spec.get("max_below", 0.0)),
                                   float(spec.get("z", 0.0)), sev,
                                   f"{path}:{line}" if path and line else path))
     return tuple(rules)
+
+
+def _check_results_file(path: str, where: str) -> None:
+    """Before anything is evaluated: ``path`` is a pytest-saebench results JSON (the full
+    schema check comes when the gate reads it)."""
+    import json
+
+    if not Path(path).is_file():
+        raise SaebenchError(f"{where}: against = {path}: no such file; write it from the sweep "
+                            f"with --saebench-update-baseline={path}")
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SaebenchError(f"{where}: against = {path}: not a results JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("tool") != "pytest-saebench":
+        raise SaebenchError(f"{where}: against = {path}: not a pytest-saebench results file "
+                            "(no tool key); give a results JSON of the sweep")
 
 
 def load_frontier(rule: FrontierRule, higher_is_better: bool) -> list[Point]:

@@ -296,7 +296,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     sources.update({("frontier", r.metric): r.source for r in runner.settings.frontier})
     config.stash[OUTPUTS_KEY] = outputs.write_outputs(
         runner, config.stash[CHECKS_KEY], _why_not_written(session, exitstatus, runner),
-        f"the run stopped early: {session.shouldfail}" if session.shouldfail else "",
+        _why_no_baseline(session, runner),
         github.enabled(config.getoption("saebench_gh_summary")), sources,
         _pytest_outcomes(config))
 
@@ -305,6 +305,15 @@ def _why_not_written(session: pytest.Session, exitstatus: int, runner: Any) -> s
     """Why this run must not write its outputs ('' when it may)."""
     if exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop:
         return "the run was interrupted"
+    if runner.errors() and not runner.evaluated():  # nothing to keep: the old files stay
+        return f"evaluation failed for {', '.join(sorted(runner.errors()))}"
+    return ""  # a sweep's failed members are recorded in the outputs under their ids
+
+
+def _why_no_baseline(session: pytest.Session, runner: Any) -> str:
+    """Why the baseline alone is not written: it would lose checkpoints ('' when it may)."""
+    if session.shouldfail:
+        return f"the run stopped early: {session.shouldfail}"
     if runner.errors():
         return f"evaluation failed for {', '.join(sorted(runner.errors()))}"
     return ""

@@ -54,7 +54,16 @@ def eval_configs(suite: str, overrides: dict[str, dict[str, Any]] | None = None,
             hint = did_you_mean(name, EVAL_MODULES)
             raise SaebenchError(f"{source}: unknown eval '{name}'{hint}")
     configs: dict[str, Any] = {}
-    for name in SUITES[check_suite(suite)]:
+    names = list(SUITES[check_suite(suite)])
+    for name in select:  # named explicitly: runs even where the suite leaves it out
+        if name not in names:
+            if suite not in get_eval(name).PRESETS:
+                having = [s for s, evals in SUITES.items() if name in evals]
+                raise SaebenchError(f"select-evals: eval '{name}' has no setting for suite "
+                                    f"'{suite}'; it runs in {', '.join(having)} "
+                                    f"(--saebench-suite {having[0]})")
+            names.append(name)
+    for name in names:
         if select and name not in select:
             continue
         module = get_eval(name)

@@ -91,3 +91,17 @@ def test_sweep_member_passes_and_undertrained_fails_against_the_sweep(pytester):
                 str(pytester.path / "baselines" / "sweep.json"), "--fail",
                 "--config", str(pytester.path / "pyproject.toml")])
     assert code == 1
+
+
+def test_a_missing_or_foreign_against_file_is_a_usage_error_before_evaluation(tmp_path):
+    rule = {EV: {"against": "sweep.json"}}
+    with pytest.raises(SaebenchError, match="against = .*sweep.json: no such file; write it "
+                                            "from the sweep with --saebench-update-baseline="):
+        parse_frontier(rule, "[frontier]", lambda n: n, lambda m: "up", tmp_path)
+    (tmp_path / "sweep.json").write_text('{"something": "else"}')
+    with pytest.raises(SaebenchError, match="not a pytest-saebench results file"):
+        parse_frontier(rule, "[frontier]", lambda n: n, lambda m: "up", tmp_path)
+    (tmp_path / "sweep.json").unlink()
+    made = parse_frontier(rule, "[frontier]", lambda n: n, lambda m: "up", tmp_path,
+                          written=str(tmp_path / "sweep.json"))  # this run writes it
+    assert made[0].against == str(tmp_path / "sweep.json")

@@ -217,7 +217,8 @@ def test_a_sweep_mixing_formats_survives_one_bad_member(pytester, tiny_world, tm
     pytester.makefile(".toml", pyproject=f"[tool.pytest-saebench.thresholds]\n"
                                          f'"{ev}" = {{ min = 0.1 }}\n{SMALL_PYPROJECT}')
     result = pytester.runpytest(f"--sae-path={sweep}", f"--saebench-dataset={tiny_world.corpus}",
-                                "-v", "-p", "no:cacheprovider")
+                                "-v", "-p", "no:cacheprovider", "--saebench-html=report.html",
+                                "--saebench-update-baseline=baselines/b.json")
     result.stdout.fnmatch_lines_random([
         "*evaluate[[]sweep/saelens[]] PASSED*", "*evaluate[[]sweep/run/layers.0[]] PASSED*",
         "*evaluate[[]sweep/dl/trainer_0[]] PASSED*", "*evaluate[[]sweep/broken[]] FAILED*",
@@ -227,3 +228,11 @@ def test_a_sweep_mixing_formats_survives_one_bad_member(pytester, tiny_world, tm
                                  "safetensors file*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "Traceback" not in result.stdout.str()
+    # the reports keep the good members' results and record the bad one under its id; a
+    # baseline without it would drop that checkpoint, so none is written
+    saes = json.loads((pytester.path / "saebench-results.json").read_text())["saes"]
+    assert saes["sweep/saelens"]["error"] is None and saes["sweep/saelens"]["evals"]
+    assert "corrupt or truncated" in saes["sweep/broken"]["error"]
+    assert "sweep/broken: evaluation failed" in (pytester.path / "report.html").read_text()
+    assert not (pytester.path / "baselines" / "b.json").exists()
+    result.stdout.fnmatch_lines(["baseline: not written (evaluation failed for sweep/broken)"])

@@ -111,6 +111,14 @@ def cached_repo_path(spec: str) -> tuple[str, Path]:
                             "hf:google/gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82")
     repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
     from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise SaebenchError(f"--sae-path {spec}: '{repo}' is not a valid Hugging Face "
+                            "repository id (OWNER/NAME of letters, digits, '-', '_' and '.'); "
+                            "check the spelling") from None
 
     try:
         root = Path(snapshot_download(repo, local_files_only=True))

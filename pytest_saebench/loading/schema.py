@@ -4,10 +4,19 @@ and the format converters)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from pytest_saebench.errors import SaebenchError
+
+# sae_lens architectures whose output is not decode(encode(x)), and why.
+UNSUPPORTED = {
+    "matching_pursuit": "it has no encoder matrix; its codes come from iterated residual "
+                        "matching against W_dec",
+    "temporal": "its reconstruction adds a prediction from earlier positions of the "
+                "context (sae(x) differs from decode(encode(x)))",
+}
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -65,9 +74,18 @@ def validate_cfg(cfg_path: Path, cfg: dict[str, Any]) -> None:
                                 "active latents it was trained with)")
         if d_sae is not None and k > d_sae:
             raise SaebenchError(f"{cfg_path}: 'k' = {k} is larger than d_sae = {d_sae}")
+    if arch in UNSUPPORTED:
+        raise SaebenchError(f"{cfg_path}: architecture '{arch}' is not supported: "
+                            f"{UNSUPPORTED[arch]}, and every eval splices decode(encode(x)) in")
     _check_reading(cfg_path, meta)
     _count(meta, "context_size", f"{cfg_path} (metadata)")
-    _count(meta, "hook_layer", f"{cfg_path} (metadata)", low=0)
+    layer = _count(meta, "hook_layer", f"{cfg_path} (metadata)", low=0)
+    named = re.match(r"^blocks\.(\d+)\.", hook)
+    if layer is not None and named and layer < int(named.group(1)):
+        raise SaebenchError(f"{cfg_path}: metadata.hook_layer = {layer} but hook_name "
+                            f"'{hook}' is in layer {named.group(1)}, which the model would "
+                            f"never reach; set hook_layer to {named.group(1)} or remove it (it "
+                            "is read from the hook name)")
 
 
 def _check_reading(cfg_path: Path, meta: dict[str, Any]) -> None:
