@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,14 @@ import datasets  # noqa: F401
 import pytest
 import sae_lens  # noqa: F401
 import transformer_lens  # noqa: F401
+from hypothesis import settings
+
+# The default profile, "ci", is derandomised: the same commit draws the same examples on every
+# machine, so a run that passed CI passes on the next one. HYPOTHESIS_PROFILE=explore draws
+# new examples each run and keeps failures in .hypothesis/ (add each as an @example).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 HOOK = "blocks.0.hook_resid_post"
 CONTEXT = 32

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from pytest_saebench.errors import SaebenchError
@@ -114,7 +114,7 @@ def table_mutation(draw) -> tuple[str, bool]:
         return f"device = {_toml(value)}\n", value in ("cpu", "auto")
     value = draw(scalar)
     if kind in ("seed", "repeats", "cache-size-mb"):
-        low = {"seed": -math.inf, "repeats": 1, "cache-size-mb": 0}[kind]
+        low = {"seed": 0, "repeats": 1, "cache-size-mb": 0}[kind]
         return f"{kind} = {_toml(value)}\n", type(value) is int and value >= low
     if kind == "min":
         ok = type(value) in (int, float) and math.isfinite(value)
@@ -127,6 +127,7 @@ def table_mutation(draw) -> tuple[str, bool]:
 
 @settings(max_examples=80, deadline=None)
 @given(table_mutation())
+@example(("seed = -1\n", False))  # once passed validation and failed in every eval
 def test_mutated_pyproject_table_is_valid_or_a_usage_error(mutation):
     from pytest_saebench.config import build_settings, read_file_config
     from pytest_saebench.evals import metric_registry
@@ -228,3 +229,42 @@ def test_mutated_inputs_end_to_end(pytester, tiny_world, tmp_path_factory, data)
                                                         "failed for ckpt)"])
     after = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
     assert after == before, "an invalid run changed a file"
+
+
+def test_the_ci_profile_draws_the_same_examples_on_every_run(tiny_world):
+    """What makes a passing commit pass on the next machine: under the default (ci) profile
+    the end-to-end fuzz test's strategies give the same examples, run after run."""
+    from hypothesis import settings as current
+
+    assert current.default.derandomize and current.default.database is None
+    base = json.loads((tiny_world.topk / "cfg.json").read_text())
+
+    def draws() -> list:
+        seen: list = []
+
+        @settings(max_examples=25, deadline=None)
+        @given(st.booleans(), cfg_mutation(base), table_mutation())
+        def collect(which, cfg, table):
+            seen.append((which, json.dumps(cfg[0], sort_keys=True, default=str), table))
+
+        collect()
+        return seen
+
+    assert draws() == draws()
+
+
+@pytest.mark.parametrize("where", ["pyproject", "cli", "env"])
+def test_a_negative_seed_is_a_usage_error_naming_its_source(pytester, tiny_world, monkeypatch,
+                                                            where):
+    table = "seed = -1\n" if where == "pyproject" else ""
+    pytester.makefile(".toml", pyproject=f"[tool.pytest-saebench]\n{table}")
+    args = ["--saebench-seed=-1"] if where == "cli" else []
+    if where == "env":
+        monkeypatch.setenv("SAEBENCH_SEED", "-1")
+    run = pytester.runpytest(f"--sae-path={tiny_world.topk}", *args, "-p", "no:cacheprovider")
+    assert run.ret == pytest.ExitCode.USAGE_ERROR
+    source = {"pyproject": "pyproject.toml [tool.pytest-saebench]: 'seed'",
+              "cli": "--saebench-seed", "env": "SAEBENCH_SEED"}[where]
+    errors = [line for line in run.errlines if line.startswith("ERROR:")]
+    assert len(errors) == 1 and source in errors[0] and "from 0 to 4294967295, got -1" in \
+        errors[0], run.errlines
