@@ -39,7 +39,7 @@ class Inputs:
     def _model_spec(self, ref: CheckpointRef) -> tuple[str, dict[str, Any]]:
         from pytest_saebench.loading.model import pretrained_kwargs, resolve_model_name
 
-        name = resolve_model_name(self.settings.model, ref.model_name, str(ref.source or ref.path))
+        name = resolve_model_name(self.settings.model, ref.model_name, ref.where())
         return name, pretrained_kwargs(ref.meta.get("model_from_pretrained_kwargs"),
                                        dict(self.settings.model_kwargs))
 

@@ -187,7 +187,7 @@ class Runner:
             if ref.error is not None:  # a sweep member that could not be read
                 raise SaebenchError(ref.error)
             if ref.meta.get("hook_head_index") is not None:
-                raise SaebenchError(f"{ref.path}/cfg.json: hook_head_index SAEs are not "
+                raise SaebenchError(f"{ref.where()}: hook_head_index SAEs are not "
                                     "supported yet; evaluate a full-width hook")
             self._loaded[sae_id] = load_sae(ref, self.device)
         return self._loaded[sae_id]
@@ -306,7 +306,7 @@ class Runner:
         ref = self.ref(sae_id)
         res = self._results.get((sae_id, suite))
         if res is None:
-            res = SaeResults(sae_id, str(ref.path), ref.sha256, suite,
+            res = SaeResults(sae_id, ref.shown_path, ref.sha256, suite,
                              sae_cfg=ref.cfg,
                              env=environment(self.device, self.settings.dtype,
                                              self.settings.seed))
@@ -321,9 +321,9 @@ class Runner:
         if getattr(module, "NEEDS_MODEL", True):
             model = self.model_for(sae_id)
             res.inputs["model"] = self.inputs.model_record(ref)
-            check_hook(model, loaded.hook, loaded.d_in, str(ref.path))
+            check_hook(model, loaded.hook, loaded.d_in, ref.where())
             if loaded.hook_out is not None:
-                check_hook(model, loaded.hook_out, loaded.d_out, str(ref.path), "d_out")
+                check_hook(model, loaded.hook_out, loaded.d_out, ref.where(), "d_out")
             tok = model.tokenizer
             special = frozenset(i for i in (tok.pad_token_id, tok.eos_token_id,
                                             tok.bos_token_id) if i is not None)

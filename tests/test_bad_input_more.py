@@ -87,3 +87,45 @@ def test_an_eval_named_outside_the_suite_runs_with_that_suites_preset():
     assert list(configs) == ["meta_structure", "sparse_probing_sae_probes"]
     assert configs["sparse_probing_sae_probes"] == \
         get_eval("sparse_probing_sae_probes").PRESETS["fast"]
+
+
+def test_dictionary_learning_without_its_config_says_so(tmp_path):
+    from pytest_saebench.loading.checkpoints import discover
+
+    (tmp_path / "trainer_0").mkdir()
+    (tmp_path / "trainer_0" / "ae.pt").write_bytes(b"weights")
+    with pytest.raises(SaebenchError, match="ae.pt is a dictionary_learning SAE, but its "
+                                            "trainer's config.json is missing") as info:
+        discover(tmp_path / "trainer_0")
+    assert "Goodfire" not in str(info.value)
+
+
+def test_keys_a_newer_sae_lens_wrote_are_named_once(tiny_world, tmp_path, recwarn):
+    import shutil
+
+    from pytest_saebench.errors import SaebenchWarning
+    from pytest_saebench.loading.checkpoints import discover
+    from pytest_saebench.loading.sae import load_sae
+
+    for name in ("a", "b"):
+        ckpt = shutil.copytree(tiny_world.trained, tmp_path / name)
+        cfg = json.loads((ckpt / "cfg.json").read_text())
+        cfg["metadata"]["sae_lens_version"] = "9.0.0"
+        cfg["future_option"] = 3
+        (ckpt / "cfg.json").write_text(json.dumps(cfg))
+        load_sae(discover(ckpt)[0], "cpu")
+    said = [w for w in recwarn if issubclass(w.category, SaebenchWarning)]
+    assert len(said) == 1
+    assert "key(s) future_option (written by sae_lens 9.0.0) are not ones sae_lens" in \
+        str(said[0].message)
+
+
+def test_errors_and_results_name_the_users_files_not_a_converted_copy(tiny_world, tmp_path):
+    from pytest_saebench.loading.checkpoints import discover
+    from tests.test_formats import _dictionary_learning
+
+    folder = _dictionary_learning(tiny_world, tiny_world.trained, tmp_path / "trainer_0",
+                                  "AutoEncoder")
+    (ref,) = discover(folder)
+    assert ref.shown_path == str(folder) and "saebench-converted" not in ref.where()
+    assert ref.where() == f"{folder} (dictionary_learning checkpoint)"

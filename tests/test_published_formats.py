@@ -128,6 +128,23 @@ def test_gemma_scope_2_safetensors(tiny_world, tmp_path):
     _same_core(folder, _jumprelu_copy(tiny_world, tmp_path / "copy", w), tiny_world)
 
 
+def test_gemma_scope_with_a_threshold_of_the_wrong_length_names_the_tensor(tiny_world,
+                                                                         tmp_path):
+    from pytest_saebench.errors import SaebenchError
+
+    w = _jumprelu_weights(tiny_world)
+    w["threshold"] = w["threshold"][:-3]
+    folder = tmp_path / "gemma-scope-2b-pt-res" / "layer_0" / "width_16k" / "average_l0_9"
+    folder.mkdir(parents=True)
+    np.savez(folder / "params.npz", **{k: v.numpy() for k, v in w.items()})
+    d_in, d_sae = w["W_enc"].shape
+    with pytest.raises(SaebenchError, match=f"params.npz: tensor 'threshold' has shape "
+                                            f"\\[{d_sae - 3}\\] but its W_enc says d_in={d_in}, "
+                                            f"d_sae={d_sae}") as info:
+        discover(folder)
+    assert "\n" not in str(info.value)
+
+
 def test_gemma_scope_without_its_repository_name_says_how_to_fix(tiny_world, tmp_path):
     folder = tmp_path / "downloads" / "average_l0_9"
     folder.mkdir(parents=True)

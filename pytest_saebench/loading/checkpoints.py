@@ -44,6 +44,18 @@ class CheckpointRef:
     # Why this sweep member cannot be evaluated: its items fail with this line.
     error: str | None = field(default=None, compare=False)
 
+    def where(self, name: str = CFG_FILE) -> str:
+        """The user's file ``name`` for messages: in a SAELens folder itself; for a converted
+        format (whose SAELens copy is temporary) the user's checkpoint and its format."""
+        if self.source is None or self.source == self.path:
+            return str(self.path / name)
+        return f"{self.source} ({self.format} checkpoint)"
+
+    @property
+    def shown_path(self) -> str:
+        """What the user pointed at (never the temporary converted copy)."""
+        return str(self.source or self.path)
+
     @property
     def meta(self) -> dict[str, Any]:
         """SAELens v6 ``metadata`` merged over legacy top-level keys."""
@@ -154,6 +166,11 @@ def _one(ref_id: str, path: Path) -> CheckpointRef:
         fmt = FORMATS_BY_NAME["Goodfire" if path.suffix in (".pt", ".pth")
                               else "raw safetensors"]
     else:
+        if (path / "ae.pt").is_file() and not (path / "config.json").is_file():
+            raise SaebenchError(
+                f"{path}: ae.pt is a dictionary_learning SAE, but its trainer's config.json is "
+                "missing; copy config.json from the training run's trainer_N/ folder (it holds "
+                "trainer.dict_class, activation_dim, dict_size, lm_name and submodule_name)")
         fmt = format_of(path)
         if fmt is None:
             raise SaebenchError(f"{path}: {no_format_message(path)}")

@@ -23,7 +23,7 @@ import datasets
 import torch
 
 from pytest_saebench import reference
-from pytest_saebench.errors import SaebenchError
+from pytest_saebench.errors import SaebenchError, first_line
 from pytest_saebench.loading import hub
 
 _LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet",
@@ -105,8 +105,7 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def _first_line(exc: BaseException) -> str:
     cause = _root_cause(exc)
-    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
-    return f"{type(cause).__name__}: {first}"
+    return f"{type(cause).__name__}: {first_line(cause)}"
 
 
 def _local(path: Path, spec: str, split: str) -> Any:

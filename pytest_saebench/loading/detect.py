@@ -32,7 +32,7 @@ def goodfire_file(path: Path) -> Path | None:
     entries = list(path.iterdir())
     if any(e.is_dir() and not e.name.startswith(".") for e in entries):
         return None
-    weights = [e for e in entries if e.suffix in (".pt", ".pth")
+    weights = [e for e in entries if e.suffix in (".pt", ".pth") and e.name != "ae.pt"
                and e.name not in _STATE_FILES and not e.name.startswith(_STATE_PREFIXES)]
     others = [e for e in entries if e.suffix in (".safetensors", ".npz")]
     return weights[0] if len(weights) == 1 and not others else None

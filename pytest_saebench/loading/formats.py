@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pytest_saebench.errors import SaebenchError
+from pytest_saebench.errors import SaebenchError, first_line
 from pytest_saebench.loading.schema import check_tensor_shapes, read_json_object, validate_cfg
 
 DL_WEIGHTS, DL_CONFIG = "ae.pt", "config.json"
@@ -129,9 +129,9 @@ def convert_dictionary_learning(path: Path) -> Path:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise SaebenchError(f"{weights}: not a plain tensor state dict ({first}); it is loaded "
-                            "with weights_only=True and never unpickles objects") from None
+        raise SaebenchError(f"{weights}: not a plain tensor state dict ({first_line(exc, 160)});"
+                            " it is loaded with weights_only=True and never unpickles "
+                            "objects") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SaebenchError(f"{weights}: expected a state dict of named tensors, got "
                             f"{type(state).__name__}; save it with torch.save(ae.state_dict())")
@@ -145,10 +145,10 @@ def convert_dictionary_learning(path: Path) -> Path:
         tensors[ours] = t.T if transpose else t
     d_in = _positive_int(trainer["activation_dim"], cfg_path, "trainer.activation_dim")
     d_sae = _positive_int(trainer["dict_size"], cfg_path, "trainer.dict_size")
+    if "threshold" in tensors and tensors["threshold"].numel() == 1:  # BatchTopK: one scalar
+        tensors["threshold"] = tensors["threshold"].reshape(()).expand(d_sae).clone()
     _check_shapes(weights, cfg_path, tensors, d_in, d_sae, "trainer.activation_dim/dict_size",
                   list(tensors))
-    if "threshold" in tensors and tensors["threshold"].numel() == 1:
-        tensors["threshold"] = tensors["threshold"].reshape(()).expand(d_sae).clone()
     cfg = {"d_in": d_in, "d_sae": d_sae, "architecture": arch, "dtype": "float32",
            "device": "cpu", "apply_b_dec_to_input": subtract, "normalize_activations": "none",
            "metadata": {"model_name": trainer.get("lm_name"),
@@ -186,8 +186,8 @@ def convert_raw(weights: Path, cfg_path: Path) -> Path:
     try:
         tensors = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error type for a corrupt header
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise SaebenchError(f"{weights}: corrupt or truncated safetensors file ({first}); "
+        raise SaebenchError(f"{weights}: corrupt or truncated safetensors file "
+                            f"({first_line(exc, 160)}); "
                             "re-save the checkpoint") from None
     need = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if arch == "jumprelu" else [])
     _check_shapes(weights, cfg_path, tensors, d_in, d_sae, "d_in/d_sae", need)

@@ -14,7 +14,7 @@ import os
 import warnings
 from pathlib import Path
 
-from pytest_saebench.errors import SaebenchError, did_you_mean
+from pytest_saebench.errors import SaebenchError, did_you_mean, first_line
 
 SAE_LENS_PREFIX = "sae_lens:"
 HF_PREFIX = "hf:"
@@ -93,7 +93,7 @@ def convert_sae_lens_release(spec: str, out_root: Path) -> tuple[str, Path]:
             warnings.simplefilter("ignore")
             sae = SAE.from_pretrained(release, sae_id, device="cpu")
     except Exception as exc:  # unknown release/id, or not in the offline cache
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         hint = (" With HF_HUB_OFFLINE=1 it must already be in the local Hugging Face cache; "
                 f"fetch it once with: {fetch_command(release, sae_id)}" if offline() else "")
         raise SaebenchError(f"--sae-path {spec}: sae_lens cannot load release '{release}', "

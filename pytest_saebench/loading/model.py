@@ -11,7 +11,7 @@ from transformer_lens import HookedTransformer
 
 from pytest_saebench import reference
 from pytest_saebench.activations import HookSpec, hook_activations
-from pytest_saebench.errors import SaebenchError, did_you_mean
+from pytest_saebench.errors import SaebenchError, did_you_mean, first_line
 from pytest_saebench.loading import smollm2
 from pytest_saebench.loading.local_model import (  # re-exported; shared with smollm2
     TL_CONFIG_FILE,
@@ -35,8 +35,9 @@ def resolve_model_name(option: str, checkpoint_model: str | None, checkpoint: st
         return option
     if not checkpoint_model:
         raise SaebenchError(
-            f"{checkpoint}/cfg.json: no metadata.model_name; pass --saebench-model NAME_OR_PATH "
-            "or set model = '...' in [tool.pytest-saebench]"
+            f"{checkpoint}: the checkpoint names no model (SAELens: metadata.model_name; "
+            "sparsify: 'model' in the run's config.json; dictionary_learning: trainer.lm_name); "
+            "pass --saebench-model NAME_OR_PATH or set model = '...' in [tool.pytest-saebench]"
         )
     return checkpoint_model
 
@@ -109,7 +110,7 @@ def load_model(
                 name, device=device, dtype=torch_dtype(dtype), **kwargs
             )
     except Exception as exc:  # any loader failure is the user's model name or cache
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         raise SaebenchError(
             f"model '{name}' could not be loaded ({type(exc).__name__}: {first}); it is not a "
             "local model directory, so it must be a TransformerLens model in the local HF "
@@ -126,14 +127,14 @@ def check_hook(model: HookedTransformer, hook: HookSpec, d_in: int, checkpoint: 
     if hook.name not in model.hook_dict:
         hint = did_you_mean(hook.name, model.hook_dict)
         raise SaebenchError(
-            f"{checkpoint}/cfg.json: hook '{hook.name}' does not exist in model "
+            f"{checkpoint}: hook '{hook.name}' does not exist in model "
             f"'{model.cfg.model_name}'{hint}"
         )
     probe = torch.zeros((1, 2), dtype=torch.long, device=model.cfg.device)
     width = hook_activations(model, probe, hook).shape[-1]
     if width != d_in:
         raise SaebenchError(
-            f"{checkpoint}/cfg.json: {key}={d_in} but hook '{hook.name}' of model "
+            f"{checkpoint}: {key}={d_in} but hook '{hook.name}' of model "
             f"'{model.cfg.model_name}' has width {width}; the SAE was trained on another "
             "model or hook (check metadata.model_name / --saebench-model)"
         )

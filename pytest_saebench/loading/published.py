@@ -28,18 +28,14 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from pytest_saebench.errors import SaebenchError
+from pytest_saebench.errors import SaebenchError, first_line
 from pytest_saebench.loading.detect import goodfire_file
-from pytest_saebench.loading.schema import check_tensor_shapes, read_json_object
+from pytest_saebench.loading.schema import check_tensor_shapes, read_json_object, tensor_shapes
 
 _REPO_IN_CACHE = re.compile(r"^models--([^-][^/]*?)--(.+)$")
 _SPARSIFY_HOOK = re.compile(r"^(?:.*\.)?layers[._](\d+)(?:\.(mlp|self_attn|attn|attention))?$")
 _SPARSIFY_SUB = {None: "hook_resid_post", "mlp": "hook_mlp_out", "self_attn": "hook_attn_out",
                  "attn": "hook_attn_out", "attention": "hook_attn_out"}
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def repo_root(path: Path, prefix: str) -> tuple[str, Path] | None:
@@ -60,7 +56,6 @@ def _local_hub(root: Path) -> Iterator[None]:
     """sae_lens's Hub loaders, answered from ``root`` (the repository's local copy)."""
     from huggingface_hub.utils import EntryNotFoundError
     from sae_lens.loading import pretrained_sae_loaders as psl
-    from safetensors import safe_open
 
     def download(repo_id: str, filename: str, *, subfolder: str | None = None,
                  **_: Any) -> str:
@@ -70,8 +65,7 @@ def _local_hub(root: Path) -> Iterator[None]:
         return str(found)
 
     def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
-        with safe_open(download(repo_id, filename), framework="pt") as fh:
-            return {k: list(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+        return {k: list(v) for k, v in tensor_shapes(Path(download(repo_id, filename))).items()}
 
     with mock.patch.object(psl, "hf_hub_download", download), \
             mock.patch.object(psl, "get_safetensors_tensor_shapes", shapes):
@@ -98,7 +92,7 @@ def _build(cfg: dict[str, Any], state: dict[str, Any], weights: Path, cfg_name: 
             return SAE.load_from_disk(weights.parent, device="cpu",
                                       converter=lambda *_a, **_k: (dict(cfg), dict(state)))
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise SaebenchError(f"{weights}: sae_lens cannot build this SAE ({_first_line(exc)})"
+        raise SaebenchError(f"{weights}: sae_lens cannot build this SAE ({first_line(exc)})"
                             ) from None
 
 
@@ -113,18 +107,6 @@ def save_converted(sae: Any, out: Path, source_format: str, source: Path,
     meta.update({"source_format": source_format, "source_path": str(source), **extra})
     write_bytes_atomic(out / "cfg.json", json.dumps(cfg, indent=1).encode())
     return out
-
-
-def _weight_shapes(path: Path) -> dict[str, list[int]]:
-    if path.suffix == ".npz":
-        import numpy as np
-
-        with np.load(path) as data:
-            return {k: list(data[k].shape) for k in data.files}
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        return {k: list(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
 
 
 def convert_gemma_scope(path: Path, out: Path) -> Path:
@@ -143,7 +125,7 @@ def convert_gemma_scope(path: Path, out: Path) -> Path:
     repo_id, root = found
     folder = path.relative_to(root).as_posix()
     try:
-        shapes = _weight_shapes(weights)
+        shapes = tensor_shapes(weights)
         w_enc = shapes.get("W_enc") or shapes.get("w_enc")
         if not w_enc or len(w_enc) != 2:
             raise SaebenchError(f"{weights}: no 2-d encoder tensor 'W_enc' (found "
@@ -152,6 +134,11 @@ def convert_gemma_scope(path: Path, out: Path) -> Path:
         transcoder = npz and "transcoder" in repo_id
         if transcoder:
             sizes["d_out"] = (shapes.get("W_dec") or shapes.get("w_dec") or [0, 0])[-1]
+        # every tensor against the encoder's widths now, before sae_lens builds the SAE (its
+        # state-dict error names neither the tensor nor the shapes)
+        named = {("W_" + k[2:] if k.startswith("w_") else k): tuple(v) for k, v in shapes.items()}
+        check_tensor_shapes(weights, named, ["W_enc", "W_dec"], w_enc[0], w_enc[1],
+                            "its W_enc", "the file (fetch it again)", d_out=sizes.get("d_out"))
         loader = (psl.gemma_2_transcoder_huggingface_loader if transcoder
                   else psl.gemma_2_sae_huggingface_loader if npz
                   else psl.gemma_3_sae_huggingface_loader)
@@ -161,7 +148,7 @@ def convert_gemma_scope(path: Path, out: Path) -> Path:
         raise
     except Exception as exc:  # the loader's own complaint about names or tensors
         raise SaebenchError(f"{weights}: sae_lens's Gemma Scope loader refuses it "
-                            f"({type(exc).__name__}: {_first_line(exc)}); repository "
+                            f"({type(exc).__name__}: {first_line(exc)}); repository "
                             f"{repo_id}, folder {folder}") from None
     sae = _build(cfg, state, weights, f"{repo_id}/{folder}")
     return save_converted(sae, out, "gemma_scope" if npz else "gemma_scope_2", path,
@@ -189,7 +176,7 @@ def convert_llama_scope(path: Path, out: Path) -> Path:
                 "local", path.name, device="cpu", cfg_overrides={"dtype": "float32"})
     except Exception as exc:  # the loader's own complaint about the tensors
         raise SaebenchError(f"{path / 'checkpoints/final.safetensors'}: sae_lens's Llama Scope "
-                            f"loader refuses it ({type(exc).__name__}: {_first_line(exc)})"
+                            f"loader refuses it ({type(exc).__name__}: {first_line(exc)})"
                             ) from None
     cfg["normalize_activations"] = "none"
     sae = _build(cfg, state, path / "checkpoints" / "final.safetensors", hyper_path.name)
@@ -210,7 +197,7 @@ def convert_goodfire(path: Path, out: Path) -> Path:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # pickled objects, truncated zip
-        raise SaebenchError(f"{weights}: not a plain tensor state dict ({_first_line(exc)}); "
+        raise SaebenchError(f"{weights}: not a plain tensor state dict ({first_line(exc)}); "
                             "it is loaded with weights_only=True") from None
     need = ("encoder_linear.weight", "encoder_linear.bias", "decoder_linear.weight",
             "decoder_linear.bias")
@@ -273,7 +260,7 @@ def convert_sparsify(path: Path, out: Path) -> Path:
         state = load_file(str(weights))
     except Exception as exc:  # safetensors' own error type for a bad header
         raise SaebenchError(f"{weights}: corrupt or truncated safetensors file "
-                            f"({_first_line(exc)}); re-save the checkpoint") from None
+                            f"({first_line(exc)}); re-save the checkpoint") from None
     if "encoder.weight" not in state or "W_dec" not in state:
         raise SaebenchError(f"{weights}: a sparsify SAE holds encoder.weight, encoder.bias, "
                             f"W_dec, b_dec (found {', '.join(sorted(state)) or 'none'})")

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from pytest_saebench.activations import HookSpec
-from pytest_saebench.errors import SaebenchError
+from pytest_saebench.errors import SaebenchError, SaebenchWarning, first_line
 from pytest_saebench.loading.checkpoints import FIRST_INT, WEIGHTS_FILE, CheckpointRef
-from pytest_saebench.loading.schema import check_tensor_shapes
+from pytest_saebench.loading.schema import check_tensor_shapes, tensor_shapes
 from pytest_saebench.quiet_sae_lens import SAE, SAE_CLASS_REGISTRY
 
 
@@ -61,7 +61,7 @@ class LoadedSAE:
         """What the results say about the SAE as evaluated: its format, where it came from
         and every fold applied at load."""
         meta = self.ref.meta
-        return {"format": self.ref.format, "path": str(self.ref.source or self.ref.path),
+        return {"format": self.ref.format, "path": self.ref.shown_path,
                 "architecture": self.architecture, "decoder_norm_folded": self.folded,
                 "activation_scaling_folded": meta.get("saebench_folded")}
 
@@ -85,13 +85,7 @@ def _check_weights_file(ref: CheckpointRef) -> None:
     path = ref.path / WEIGHTS_FILE
     d_in, d_sae = int(ref.cfg["d_in"]), int(ref.cfg["d_sae"])
     d_out = ref.cfg.get("d_out")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise SaebenchError(
-            f"{path}: corrupt or truncated safetensors file ({exc}); re-save the checkpoint"
-        ) from None
+    shapes = tensor_shapes(path)
     check_tensor_shapes(path, shapes, ["W_enc", "W_dec", "b_dec"], d_in, d_sae, "cfg.json",
                         "cfg.json", d_out=int(d_out) if isinstance(d_out, int) else None)
 
@@ -101,9 +95,29 @@ def _check_finite(ref: CheckpointRef, sae: SAE) -> None:
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).sum())
             raise SaebenchError(
-                f"{ref.path / WEIGHTS_FILE}: tensor '{name}' has {bad} NaN/inf value(s); "
+                f"{ref.where(WEIGHTS_FILE)}: tensor '{name}' has {bad} NaN/inf value(s); "
                 "the checkpoint diverged or was saved mid-step, re-export a finite one"
             )
+
+
+_WARNED: set[tuple[str, ...]] = set()
+
+
+def _warn_ignored_keys(ref: CheckpointRef, sae: SAE) -> None:
+    """A cfg.json from another sae_lens version may hold keys this one does not know; sae_lens
+    drops them silently, so say once which (legacy, pre-6 configs are converted instead)."""
+    version = (ref.cfg.get("metadata") or {}).get("sae_lens_version")
+    if not version:
+        return
+    known = {f.name for f in dataclasses.fields(type(sae.cfg))} | {"metadata", "architecture"}
+    ignored = tuple(sorted(set(ref.cfg) - known))
+    if ignored and ignored not in _WARNED:
+        _WARNED.add(ignored)
+        from importlib.metadata import version as installed
+
+        warnings.warn(SaebenchWarning(
+            f"{ref.where()}: key(s) {', '.join(ignored)} (written by sae_lens {version}) are "
+            f"not ones sae_lens {installed('sae-lens')} knows and were ignored"), stacklevel=2)
 
 
 def load_sae(ref: CheckpointRef, device: str, dtype: str = "float32") -> LoadedSAE:
@@ -116,14 +130,14 @@ def load_sae(ref: CheckpointRef, device: str, dtype: str = "float32") -> LoadedS
     norm = ref.cfg.get("normalize_activations", "none")
     if norm not in ("none", "layer_norm", None):
         raise SaebenchError(
-            f"{ref.path / 'cfg.json'}: normalize_activations='{norm}' cannot be evaluated in "
+            f"{ref.where()}: normalize_activations='{norm}' cannot be evaluated in "
             "the model's raw activation space; save the SAE with it folded into the weights "
             "(SAELens's trainer does for expected_average_only_in and covariance_whitening)"
         )
     arch = ref.cfg.get("architecture", "standard")
     if arch not in SAE_CLASS_REGISTRY:
         raise SaebenchError(
-            f"{ref.path / 'cfg.json'}: architecture '{arch}' is not one sae_lens loads "
+            f"{ref.where()}: architecture '{arch}' is not one sae_lens loads "
             f"({', '.join(SAE_CLASS_REGISTRY)}); sae_lens saves a BatchTopK SAE for inference "
             "as 'jumprelu' (or 'topk')"
         )
@@ -132,12 +146,12 @@ def load_sae(ref: CheckpointRef, device: str, dtype: str = "float32") -> LoadedS
             warnings.simplefilter("ignore")
             sae = SAE.load_from_disk(str(ref.path), device=device, dtype=dtype)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SaebenchError(
-            f"{ref.path / 'cfg.json'}: sae_lens cannot build this SAE ({first}); check "
+            f"{ref.where()}: sae_lens cannot build this SAE ({first_line(exc)}); check "
             "'architecture' and its keys (standard, topk, batchtopk, jumprelu, gated)"
         ) from None
     _check_finite(ref, sae)
+    _warn_ignored_keys(ref, sae)
     sae.eval()
     if hasattr(sae, "turn_off_forward_pass_hook_z_reshaping"):
         # We flatten hook_z ourselves so every hook looks like [..., d_in].
@@ -166,7 +180,7 @@ def _hook_out(ref: CheckpointRef) -> HookSpec | None:
     if not name or name == ref.hook_name:
         return None
     if not isinstance(name, str):
-        raise SaebenchError(f"{ref.path / 'cfg.json'}: 'hook_name_out' must be a string, "
+        raise SaebenchError(f"{ref.where()}: 'hook_name_out' must be a string, "
                             f"got {name!r}")
     found = FIRST_INT.search(name)
     return HookSpec(name, int(found.group(1)) if found else ref.hook_layer)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pytest_saebench.errors import SaebenchError
+from pytest_saebench.errors import SaebenchError, first_line
 
 # sae_lens architectures whose output is not decode(encode(x)), and why.
 UNSUPPORTED = {
@@ -111,6 +111,24 @@ def _check_reading(cfg_path: Path, meta: dict[str, Any]) -> None:
                             f"got {concat!r}")
 
 
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a ``.safetensors`` or ``.npz`` file, read from its header (the
+    data stays on disk); a file that cannot be read is one line naming it."""
+    try:
+        if path.suffix == ".npz":
+            import numpy as np
+
+            with np.load(path) as data:
+                return {k: tuple(data[k].shape) for k in data.files}
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors, numpy and zipfile each raise their own types
+        raise SaebenchError(f"{path}: corrupt or truncated weights file ({first_line(exc)}); "
+                            "re-save the checkpoint") from None
+
+
 def check_tensor_shapes(weights: Path, shapes: dict[str, tuple[int, ...]], required: list[str],
                         d_in: int, d_sae: int, cfg_name: str, keys: str,
                         d_out: int | None = None) -> None:
@@ -127,7 +145,7 @@ def check_tensor_shapes(weights: Path, shapes: dict[str, tuple[int, ...]], requi
                             f"{list(shapes[empty[0]])}; re-save the checkpoint")
     d_out = d_in if d_out is None else d_out  # a transcoder writes d_out-wide activations
     expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_out), "b_enc": (d_sae,),
-                "b_dec": (d_out,), "W_skip": (d_out, d_in)}
+                "b_dec": (d_out,), "W_skip": (d_out, d_in), "threshold": (d_sae,)}
     for name, shape in expected.items():
         if name in shapes and tuple(shapes[name]) != shape:
             raise SaebenchError(

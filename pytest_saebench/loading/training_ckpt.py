@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pytest_saebench.errors import SaebenchError
+from pytest_saebench.errors import SaebenchError, first_line
 
 SCALER_FILE = "activation_scaler.json"
 WHITENING_FILE = "activation_whitening.safetensors"
@@ -85,7 +85,7 @@ def convert_training_checkpoint(path: Path, out: Path) -> Path:
         try:
             sae = TrainingSAE.load_from_disk(str(path), device="cpu")
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            first = first_line(exc)
             raise SaebenchError(f"{path / 'cfg.json'}: sae_lens cannot build this training "
                                 f"checkpoint ({type(exc).__name__}: {first}); check "
                                 "'architecture' and its keys") from None
