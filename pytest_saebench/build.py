@@ -67,6 +67,8 @@ def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> A
     runner.other_shards = [r.id for r in refs if r.id not in mine]
     from pytest_saebench.evals import get_eval
 
-    runner.inputs.preflight(list(runner.checkpoints.values()), any(
-        getattr(get_eval(name), "READS_DATASET", False) for name in configs))
+    modules = [get_eval(name) for name in configs]
+    if any(getattr(m, "NEEDS_MODEL", True) for m in modules):  # synthetic alone needs none
+        runner.inputs.preflight(list(runner.checkpoints.values()),
+                                any(getattr(m, "READS_DATASET", False) for m in modules))
     return runner

@@ -29,7 +29,7 @@ TABLES = ("pytest-saebench", "saebench")
 SCALAR_KEYS: dict[str, type] = {
     "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
     "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
-    "cache-dir": str, "cache-size-mb": int, "repeats": int,
+    "cache-dir": str, "cache-size-mb": int, "repeats": int, "threads": int,
 }
 TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression", "frontier",
               "model-kwargs")
@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
     "on-missing-baseline": "skip", "html": None, "cache-dir": None, "cache-size-mb": 4096,
-    "repeats": 1,
+    "repeats": 1, "threads": 0,
 }
 # CLI dest / env variable for each scalar key.
 CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
@@ -73,6 +73,7 @@ class Settings:
     cache: bool = True  # False: --saebench-no-cache
     cache_size_mb: int = 4096
     repeats: int = 1  # --saebench-repeats: run every eval with seeds seed .. seed + N - 1
+    threads: int = 0  # --saebench-threads: torch's CPU threads; 0 = the CPUs this process may use
     shard: tuple[int, int] | None = None  # --saebench-shard K/N: evaluate shard K of N
     frontier: tuple[Any, ...] = ()  # [tool.pytest-saebench.frontier] rules (frontier.py)
     # Added to the checkpoint's model_from_pretrained_kwargs (TransformerLens names only).
@@ -306,6 +307,7 @@ def build_settings(
         html=values["html"], cache_dir=values["cache-dir"],
         cache=not options.get("saebench_no_cache"), cache_size_mb=int(values["cache-size-mb"]),
         repeats=_positive(values["repeats"], where["repeats"]),
+        threads=_at_least_zero(values["threads"], where["threads"]),
         on_missing_baseline=values["on-missing-baseline"],
         select_evals=select_evals(options, fc, env),
         model_kwargs=model_kwargs(options, fc, env),
@@ -363,6 +365,13 @@ def _seed(value: Any, key: str) -> int:
     it); anything else would fail inside every eval."""
     if not 0 <= int(value) < 2 ** 32:
         raise SaebenchError(f"{key}: the seed must be an integer from 0 to {2 ** 32 - 1}, got "
+                            f"{value}")
+    return int(value)
+
+
+def _at_least_zero(value: Any, key: str) -> int:
+    if int(value) < 0:
+        raise SaebenchError(f"{key}: must be 0 (the CPUs this process may use) or more, got "
                             f"{value}")
     return int(value)
 

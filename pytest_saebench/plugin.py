@@ -45,6 +45,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--saebench-device", help="torch device (default: auto)")
     group.addoption("--saebench-dtype", help="model dtype (default: float32)")
     group.addoption("--saebench-seed", type=int, help="random seed (default: 42)")
+    group.addoption("--saebench-threads", type=int, metavar="N",
+                    help="torch CPU threads (default 0: the CPUs this process may use, by its "
+                         "affinity and cgroup quota, shared between xdist workers)")
     group.addoption("--saebench-repeats", type=int, metavar="N",
                     help="run every eval with N seeds (seed .. seed+N-1); report the mean, its "
                          "standard error and the spread")

@@ -80,13 +80,15 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def environment(device: str, dtype: str, seed: int) -> dict[str, Any]:
-    """Library versions and run settings that change numbers."""
+def environment(device: str, dtype: str, seed: int, threads: int = 0) -> dict[str, Any]:
+    """Library versions and run settings that change numbers (CPU threads: the order of float
+    sums)."""
     from pytest_saebench.versions import library_versions
 
     return {
         "python": platform.python_version(), **library_versions(), "device": device,
-        "dtype": dtype, "seed": seed, "platform": platform.platform(terse=True),
+        "dtype": dtype, "seed": seed, "threads": threads,
+        "platform": platform.platform(terse=True),
     }
 
 

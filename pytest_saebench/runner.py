@@ -46,6 +46,7 @@ class Runner:
         self._sae_memo: tuple[str, dict[str, Any]] = ("", {})
         self.cache = None  # TensorCache, made on first use (it imports torch)
         self._device: str | None = None
+        self.threads = 0  # torch's CPU threads, set with the device
         # Set under pytest-xdist: where workers share evaluations (see shared.py).
         self.shared_dir: Path | None = None
         self.worker_id = "main"
@@ -60,6 +61,7 @@ class Runner:
         """The torch device: ``--saebench-device``, else cuda when available (one GPU per
         pytest-xdist worker: ``gwN`` gets ``cuda:N mod count``), else cpu."""
         if self._device is None:
+            self._set_threads()
             if self.settings.device != "auto":
                 from pytest_saebench.loading.model import available_device
 
@@ -74,6 +76,15 @@ class Runner:
                     self._device = (f"cuda:{int(worker) % count}" if worker.isdigit()
                                     and count > 1 else "cuda")
         return self._device
+
+    def _set_threads(self) -> None:
+        """torch's CPU threads for the run (see threads.py), set once, before any work."""
+        import torch
+
+        from pytest_saebench.threads import threads_for_run
+
+        self.threads = threads_for_run(self.settings.threads)
+        torch.set_num_threads(self.threads)
 
     def errors(self) -> dict[str, str]:
         """``{sae_id: message}`` for every checkpoint whose evaluation failed."""
@@ -309,7 +320,7 @@ class Runner:
             res = SaeResults(sae_id, ref.shown_path, ref.sha256, suite,
                              sae_cfg=ref.cfg,
                              env=environment(self.device, self.settings.dtype,
-                                             self.settings.seed))
+                                             self.settings.seed, self.threads))
         started = time.perf_counter()
         planned = self.default_evals(suite)
         if self.progress is not None:

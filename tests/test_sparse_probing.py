@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +146,31 @@ def test_sparse_probing_and_tpp_give_the_same_numbers_with_shared_codes(tiny_wor
         alone = make_runner(tiny_world.trained, **{name: sp_cfg if name != "tpp" else tpp_cfg})
         assert alone.results(sae_id, [name]).evals[name].metrics == \
             shared.evals[name].metrics
+
+
+def test_tpp_at_large_n_ablates_only_latents_with_a_positive_effect():
+    """The N = 500 of the standard suite on a class with 231 positive effects: the 231, in
+    order of effect, never a zero- or negative-effect latent to make up the number."""
+    from pytest_saebench.evals.probing import top_latents
+
+    gen = torch.Generator().manual_seed(0)
+    effect = torch.zeros(2048)
+    positive = torch.randperm(2048, generator=gen)[:231]
+    negative = torch.randperm(2048, generator=gen)[:600]
+    effect[negative] = -torch.rand(600, generator=gen)
+    effect[positive] = torch.rand(231, generator=gen) + 1e-3
+    chosen = top_latents(effect, 500)
+    assert len(chosen) == int((effect > 0).sum()) <= 231
+    assert (effect[chosen] > 0).all()
+    assert torch.equal(effect[chosen], effect[effect > 0].sort(descending=True).values)
+    assert torch.equal(top_latents(effect, 20), chosen[:20])  # small N: unchanged
+
+
+def test_tpp_and_scr_record_their_remask_setting():
+    from pytest_saebench.evals import scr, tpp
+
+    for module in (tpp, scr):
+        for preset in module.PRESETS.values():
+            assert dataclasses.asdict(preset)["remask_after_ablation"] is True
+    docs = (Path(__file__).parents[1] / "docs" / "evals.md").read_text()
+    assert "`remask_after_ablation = true`" in docs

@@ -260,10 +260,13 @@ def ablated(pooled: torch.Tensor, codes: torch.Tensor, invalid_ratio: torch.Tens
 
 
 def top_latents(effect: torch.Tensor, n: int) -> torch.Tensor:
-    """The ``n`` latents with the largest non-zero effect, largest first (fewer if fewer
-    are non-zero)."""
+    """The ``n`` latents with the largest strictly positive effect, largest first, fewer if
+    fewer are positive. A latent with zero or negative effect does not carry the probed
+    class, so ablating it is no targeted ablation; SAEBench's ``torch.topk`` fills N with
+    such latents (in no defined order among ties) once N exceeds the positive ones, which
+    the ``standard`` suite's N = 100 and 500 do."""
     order = torch.argsort(effect, descending=True, stable=True)
-    return order[: min(n, int((effect != 0).sum()))]
+    return order[: min(n, int((effect > 0).sum()))]
 
 
 def top_k_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,

@@ -125,7 +125,8 @@ def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors, numpy and zipfile each raise their own types
-        raise SaebenchError(f"{path}: corrupt or truncated weights file ({first_line(exc)}); "
+        kind = "npz" if path.suffix == ".npz" else "safetensors"
+        raise SaebenchError(f"{path}: corrupt or truncated {kind} file ({first_line(exc)}); "
                             "re-save the checkpoint") from None
 
 
