@@ -197,10 +197,11 @@ def test_clean_logprobs_too_large_to_cache_are_computed_once_per_sweep(tiny_worl
         return metrics, per_checkpoint
 
     # each runner computes the SAE-independent side (clean and ablated runs) for its first
-    # checkpoint; the clean forward from the hook layer on then runs per checkpoint, or once
+    # checkpoint; held, the clean log-probs of that run are kept (one ablated run per batch,
+    # then nothing); not held, the clean forward from the hook layer on runs per checkpoint
     held, held_calls = sweep_core(2 << 30)
     again, again_calls = sweep_core(0)
-    assert held_calls[0] == again_calls[0] > again_calls[1] > 0
+    assert again_calls[0] == 2 * held_calls[0] and held_calls[0] == again_calls[1] > 0
     assert held_calls[1] == 0  # the second checkpoint reuses the first one's
     assert held == again  # identical numbers, not approximately equal
 

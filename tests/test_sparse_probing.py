@@ -174,3 +174,25 @@ def test_tpp_and_scr_record_their_remask_setting():
             assert dataclasses.asdict(preset)["remask_after_ablation"] is True
     docs = (Path(__file__).parents[1] / "docs" / "evals.md").read_text()
     assert "`remask_after_ablation = true`" in docs
+
+
+def test_probes_train_when_gradients_are_off_process_wide():
+    """A conftest or another library (SAEBench does) may call torch.set_grad_enabled(False);
+    the probes and the meta-SAE still train, and the setting is left as it was."""
+    from pytest_saebench.evals import meta_structure
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=gen)
+    y = (x[:, 0] > 0).numpy().astype(np.int64)
+    torch.set_grad_enabled(False)
+    try:
+        acc, w, _ = probing.train_probe(x[:150], y[:150], x[150:], y[150:], seed=0, lr=0.1)
+        meta, _ = meta_structure.train_meta_sae(
+            meta_structure.unit_rows(torch.randn(64, 8, generator=gen)),
+            dataclasses.replace(meta_structure.PRESETS["fast"], train_steps=20,
+                                train_batch_size=32), seed=0)
+        assert not torch.is_grad_enabled()
+    finally:
+        torch.set_grad_enabled(True)
+    assert acc > 0.9 and int(w.abs().argmax()) == 0
+    assert meta.cfg.d_sae > 0

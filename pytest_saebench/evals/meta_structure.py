@@ -77,6 +77,7 @@ def _no_progress_bar():
     return contextlib.redirect_stderr(io.StringIO())
 
 
+@torch.enable_grad()  # a conftest or library may have turned gradients off globally
 def train_meta_sae(decoder: torch.Tensor, cfg: Config, seed: int):
     """A BatchTopK meta-SAE trained on ``decoder``'s rows with SAELens; returns it and the
     seconds training took."""

@@ -196,6 +196,7 @@ def one_vs_rest(labels: list[str], target: str, seed: int) -> tuple[np.ndarray, 
     return idx[order], y[order]
 
 
+@torch.enable_grad()  # a conftest or library may have turned gradients off globally
 def train_probe(x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor,
                 y_test: np.ndarray, seed: int, lr: float = 1e-2, epochs: int = 100,
                 batch_size: int = 250, patience: int = 10, l1: float = 0.0,

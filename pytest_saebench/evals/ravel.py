@@ -185,6 +185,7 @@ def _intervened_logits(ctx: EvalContext, pairs: list, mask: torch.Tensor, pad: i
     return last_logits(ctx.model, resid, base_last, start_at_layer=hook.start_layer)
 
 
+@torch.enable_grad()  # a conftest or library may have turned gradients off globally
 def score_attribute(ctx: EvalContext, cfg: Config, known: list[Prompt], cause: str,
                     seed: int) -> dict[str, float]:
     """Train the mask for ``cause`` and return held-out cause and isolation accuracy."""

@@ -1,0 +1,178 @@
+"""This plugin side by side with SAEBench 0.6.0 on identical inputs: the speed ratio per
+checkpoint of a sweep, and the largest difference in the numbers.
+
+    pip install --no-deps sae-bench==0.6.0 tabulate      # the benchmark's extra
+    python benchmarks/vs_saebench.py [--model smollm2-135m] [--evals core,sparse_probing]
+
+One process, one model object (loaded once, not timed), the same SAE files, the token windows
+and labeled sets the plugin reads (``saebench_side.py`` hands them to SAEBench's functions).
+A sweep of 4 checkpoints arrives as a training run's checkpoints do: the first cold (nothing
+cached), each further one warm. Both sides keep what their own design keeps between
+checkpoints: the plugin its in-memory tensor cache (no disk cache), SAEBench its sparse-probing
+activation files (core has none). Budgets: the plugin's ``fast`` presets, given to SAEBench's
+configs field by field (SAEBench's paper settings are 10-60x larger; the ratio of the
+per-checkpoint work does not depend on it). Repeats are interleaved; the minimum of each is
+printed, wall seconds and CPU seconds (process time, all threads); ratio = SAEBench / ours.
+Phases (summed over the sweep) say where each side spends its time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import saebench_side as sb
+
+ROOT = Path(__file__).parents[1]
+CHECKPOINTS = ROOT / "example_tests" / "checkpoints"
+HEADLINE = {
+    # explained variance: SAEBench 0.6's definition, the plugin's bug-compatible id
+    "core": {"explained_variance_v0_6":
+                 "core.reconstruction_quality.explained_variance_saebench_v0_6",
+             "l0": "core.sparsity.l0",
+             "ce_loss_score": "core.model_performance_preservation.ce_loss_score",
+             "kl_div_score": "core.model_behavior_preservation.kl_div_score"},
+    "sparse_probing": {"llm_test_accuracy": "sparse_probing.llm.llm_test_accuracy",
+                       "sae_test_accuracy": "sparse_probing.sae.sae_test_accuracy",
+                       **{f"sae_top_{k}_test_accuracy":
+                          f"sparse_probing.sae.sae_top_{k}_test_accuracy" for k in (1, 2, 5)}},
+    "tpp": {f"tpp_threshold_{n}_total_metric": f"tpp.tpp_metrics.tpp_threshold_{n}_total_metric"
+            for n in (2, 5, 10, 20, 50)},
+}
+
+
+def sweep(model: str, tmp: Path) -> list[Path]:
+    """Four checkpoints of one model and hook."""
+    if model == "saebench-reference":
+        return [CHECKPOINTS / "good", *(CHECKPOINTS / "sweep" / k for k in ("k8", "k16", "k64"))]
+    if model == "smollm2-135m":  # one shipped SAE, four names: each is evaluated anew
+        paths = [tmp / f"step{i}" for i in range(4)]
+        for p in paths:
+            shutil.copytree(CHECKPOINTS / "smollm2" / "L6_topk", p)
+        return paths
+    raise SystemExit(f"--model: saebench-reference or smollm2-135m, not {model!r}")
+
+
+def timed(fn):
+    """``(result, wall s, CPU s)`` of ``fn()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def make_runner(paths: list[Path], model: str, evals: list[str]):
+    """A plugin runner for ``evals`` at their ``fast`` presets, tensor cache in memory."""
+    from pytest_saebench.config import Settings
+    from pytest_saebench.evals import get_eval, metric_registry
+    from pytest_saebench.loading.checkpoints import discover_all
+    from pytest_saebench.runner import Runner
+
+    settings = Settings(sae_paths=tuple(map(str, paths)), model=model, device="cpu",
+                        results_json=None, cache=False)
+    configs = {name: get_eval(name).PRESETS["fast"] for name in evals}
+    if "tpp" in configs:  # SAEBench does not re-mask after ablation (METRICS.md §5.2)
+        configs["tpp"] = dataclasses.replace(configs["tpp"], remask_after_ablation=False)
+    return Runner(settings, discover_all(list(map(str, paths))), configs, metric_registry())
+
+
+def run_ours(paths, model, evals, clock):
+    """Per checkpoint and eval: ``(metrics, wall, cpu)``."""
+    from pytest_saebench.evals import core, core_side, sparse_probing, tpp
+    from pytest_saebench.loading import data
+
+    runner = make_runner(paths, model, evals)
+    _ = runner.device  # threads are set here, for both sides
+    runner.model_for(next(iter(runner.checkpoints)))  # loading is not timed
+    out = []
+    with (clock.wrapping(data, "token_windows", "reading windows"),
+          clock.wrapping(core_side, "_compute_loss_side", "core: clean + ablated runs"),
+          clock.wrapping(core_side, "_compute_variance_side", "core: activations"),
+          clock.wrapping(core, "_loss_phase", "core: spliced runs"),
+          clock.wrapping(sparse_probing, "_compute_llm_side", "probing: LLM side"),
+          clock.wrapping(tpp, "_compute_llm_side", "TPP: LLM side")):
+        for sid in runner.checkpoints:
+            row = {}
+            for name in evals:
+                res, wall, cpu = timed(lambda n=name, s=sid: runner.results(s, [n]))
+                row[name] = ({k: res.value(v) for k, v in HEADLINE[name].items()}, wall, cpu)
+            out.append(row)
+    return out, runner
+
+
+def saebench_one(name: str, runner, sid: str, path: Path, clock, artifacts: Path):
+    """SAEBench's ``name`` on checkpoint ``sid``, fed the runner's model and inputs."""
+    from pytest_saebench.evals import core
+
+    ref, model = runner.ref(sid), runner.model_for(sid)
+    if name == "core":
+        preset = core.PRESETS["fast"]
+        n = preset.batch_size_prompts * (preset.n_eval_reconstruction_batches
+                                         + preset.n_eval_sparsity_variance_batches)
+        tokens, _ = runner.inputs.token_source(model, ref, runner.dataset_for(sid),
+                                               runner.settings.seed)
+        windows = tokens(n, preset.context_size or ref.meta["context_size"], ref.prepend_bos)
+        return sb.core(model, sb.load_sae(path), windows, preset, clock)
+    fn = {"sparse_probing": sb.sparse_probing, "tpp": sb.tpp}[name]
+    return fn(model, sb.load_sae(path), runner.configs_for("fast")[name], runner.settings.seed,
+              artifacts / name, clock)
+
+
+def run_saebench(paths, runner, evals, clock, artifacts: Path):
+    """SAEBench on the runner's model and windows; per checkpoint and eval as ``run_ours``."""
+    shutil.rmtree(artifacts, ignore_errors=True)  # its cache starts empty, as ours does
+    return [{name: timed(lambda n=name, s=sid, p=path: saebench_one(n, runner, s, p, clock,
+                                                                     artifacts))
+             for name in evals}
+            for sid, path in zip(runner.checkpoints, paths, strict=True)]
+
+
+def best(runs: list[list[dict]], name: str) -> list[tuple[float, float]]:
+    """Per checkpoint, the minimum wall and CPU over repeats."""
+    return [(min(r[i][name][1] for r in runs), min(r[i][name][2] for r in runs))
+            for i in range(len(runs[0]))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="saebench-reference")
+    parser.add_argument("--evals", default="core,sparse_probing,tpp")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--checkpoints", type=int, default=4, help="sweep size, 1 to 4")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    evals = args.evals.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="vs-saebench-"))
+    paths = sweep(args.model, tmp)[:args.checkpoints]
+    ours_runs, theirs_runs = [], []
+    ours_clock, theirs_clock = sb.PhaseClock(), sb.PhaseClock()
+    for _ in range(args.repeats):  # interleaved, so both see the same machine load
+        ours, runner = run_ours(paths, args.model, evals, ours_clock)
+        ours_runs.append(ours)
+        theirs_runs.append(run_saebench(paths, runner, evals, theirs_clock, tmp / "artifacts"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{args.model}, fast presets, sweep of {len(paths)}, {runner.threads} torch threads; "
+          f"min of {args.repeats} interleaved repeats; seconds wall (CPU); ratio = SAEBench/ours")
+    for name in evals:
+        print(f"\n{name:<16} {'ours':>14} {'SAEBench':>16} {'ratio':>7}")
+        for i, ((ow, oc), (tw, tc)) in enumerate(zip(best(ours_runs, name),
+                                                     best(theirs_runs, name), strict=True)):
+            label = ("1st (cold)", "2nd (warm)", "3rd (warm)", "4th (warm)")[i]
+            print(f"{label:<16} {ow:>6.2f} ({oc:>5.2f}) {tw:>7.2f} ({tc:>6.2f}) {tw / ow:>6.1f}x")
+        diffs = {k: max(abs(o[name][0][k] - t[name][0][k])
+                        for o, t in zip(ours_runs[0], theirs_runs[0], strict=True))
+                 for k in HEADLINE[name]}
+        print("largest |ours - SAEBench|: "
+              + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items()))
+    for who, clock in (("ours", ours_clock), ("SAEBench", theirs_clock)):
+        phases = ", ".join(f"{k} {v / args.repeats:.1f} s" for k, v in clock.seconds.items())
+        print(f"phases per sweep, {who}: {phases}")
+
+
+if __name__ == "__main__":
+    main()
