@@ -30,20 +30,28 @@ import saebench_side as sb
 
 ROOT = Path(__file__).parents[1]
 CHECKPOINTS = ROOT / "example_tests" / "checkpoints"
-HEADLINE = {
-    # explained variance: SAEBench 0.6's definition, the plugin's bug-compatible id
-    "core": {"explained_variance_v0_6":
-                 "core.reconstruction_quality.explained_variance_saebench_v0_6",
-             "l0": "core.sparsity.l0",
-             "ce_loss_score": "core.model_performance_preservation.ce_loss_score",
-             "kl_div_score": "core.model_behavior_preservation.kl_div_score"},
-    "sparse_probing": {"llm_test_accuracy": "sparse_probing.llm.llm_test_accuracy",
-                       "sae_test_accuracy": "sparse_probing.sae.sae_test_accuracy",
-                       **{f"sae_top_{k}_test_accuracy":
-                          f"sparse_probing.sae.sae_top_{k}_test_accuracy" for k in (1, 2, 5)}},
-    "tpp": {f"tpp_threshold_{n}_total_metric": f"tpp.tpp_metrics.tpp_threshold_{n}_total_metric"
-            for n in (2, 5, 10, 20, 50)},
-}
+# explained variance: SAEBench 0.6's definition, under the plugin's bug-compatible id
+CORE_HEADLINE = {
+    "explained_variance_v0_6": "core.reconstruction_quality.explained_variance_saebench_v0_6",
+    "l0": "core.sparsity.l0",
+    "ce_loss_score": "core.model_performance_preservation.ce_loss_score",
+    "kl_div_score": "core.model_behavior_preservation.kl_div_score"}
+
+
+def headline(name: str) -> dict[str, str]:
+    """SAEBench's key -> the plugin's metric id, for the numbers compared (the k and N of the
+    ``fast`` presets both sides run)."""
+    from pytest_saebench.evals import sparse_probing, tpp
+
+    if name == "core":
+        return CORE_HEADLINE
+    if name == "sparse_probing":
+        keys = ["llm.llm_test_accuracy", "sae.sae_test_accuracy",
+                *(f"sae.sae_top_{k}_test_accuracy"
+                  for k in sparse_probing.PRESETS["fast"].k_values)]
+        return {key.split(".")[1]: f"sparse_probing.{key}" for key in keys}
+    return {f"tpp_threshold_{n}_total_metric": f"tpp.tpp_metrics.tpp_threshold_{n}_total_metric"
+            for n in tpp.PRESETS["fast"].n_values}
 
 
 def sweep(model: str, tmp: Path) -> list[Path]:
@@ -99,7 +107,7 @@ def run_ours(paths, model, evals, clock):
             row = {}
             for name in evals:
                 res, wall, cpu = timed(lambda n=name, s=sid: runner.results(s, [n]))
-                row[name] = ({k: res.value(v) for k, v in HEADLINE[name].items()}, wall, cpu)
+                row[name] = ({k: res.value(v) for k, v in headline(name).items()}, wall, cpu)
             out.append(row)
     return out, runner
 
@@ -166,7 +174,7 @@ def main() -> None:
             print(f"{label:<16} {ow:>6.2f} ({oc:>5.2f}) {tw:>7.2f} ({tc:>6.2f}) {tw / ow:>6.1f}x")
         diffs = {k: max(abs(o[name][0][k] - t[name][0][k])
                         for o, t in zip(ours_runs[0], theirs_runs[0], strict=True))
-                 for k in HEADLINE[name]}
+                 for k in headline(name)}
         print("largest |ours - SAEBench|: "
               + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items()))
     for who, clock in (("ours", ours_clock), ("SAEBench", theirs_clock)):

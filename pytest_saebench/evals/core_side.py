@@ -61,9 +61,8 @@ def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_
     # Too large for the cache but small enough to hold: handed to clean_logprobs, so that the
     # first checkpoint does not rerun the clean model from the hook layer on (SmolLM2's 49k
     # vocabulary: 1.6 GB at the fast budget, a fifth of the cold core time).
-    held: dict[tuple[int, int], torch.Tensor] | None = (
-        {} if not keep_lp and _logprob_bytes(ctx, tokens.numel()) <= MAX_HELD_LOGPROB_BYTES
-        else None)
+    hold = not keep_lp and _holdable(ctx, tokens)
+    made: dict[tuple[int, int], torch.Tensor] = {}
     extra = (loaded.hook_out,) if loaded.hook_out is not None else ()
     for start in range(0, tokens.shape[0], batch):
         t = tokens[start:start + batch].to(ctx.device)
@@ -89,12 +88,12 @@ def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_
             rows.setdefault("act_out", []).append(target.cpu())
         if keep_lp:
             rows.setdefault("lp_clean", []).append(lp_clean.cpu())
-        elif held is not None:
-            held[(start, batch)] = lp_clean.cpu()
+        elif hold:
+            made[(start, batch)] = lp_clean.cpu()
     side = {k: torch.cat(v) for k, v in rows.items()}
     side = {**side, "tokens": tokens.cpu(), "valid": valid.cpu()}
-    if held is not None:
-        ctx.memo["core-lp"] = (side, held)
+    if hold:
+        _held(ctx, side).update(made)
     return side
 
 
@@ -145,20 +144,28 @@ def variance_activations(ctx: EvalContext, side: dict[str, torch.Tensor], start:
     return _acts(ctx, side["tokens"][start:start + batch].to(ctx.device))
 
 
+def _holdable(ctx: EvalContext, tokens: torch.Tensor) -> bool:
+    """Whether the clean log-probs of ``tokens`` are small enough to hold for the run."""
+    return _logprob_bytes(ctx, tokens.numel()) <= MAX_HELD_LOGPROB_BYTES
+
+
+def _held(ctx: EvalContext, side: dict[str, torch.Tensor]) -> dict:
+    """The run's held clean log-probs of ``side``, by ``(start, batch)``; one set at a time."""
+    slot = ctx.memo.get("core-lp")
+    if slot is None or slot[0] is not side:  # another model, budget or seed: replace
+        slot = ctx.memo["core-lp"] = (side, {})
+    return slot[1]
+
+
 def clean_logprobs(ctx: EvalContext, side: dict[str, torch.Tensor], start: int, batch: int
                    ) -> torch.Tensor:
     """Clean log-probabilities of rows ``start .. start + batch``: cached, or recomputed from
     the cached activations from the hook layer on."""
     if "lp_clean" in side:
         return side["lp_clean"][start:start + batch].to(ctx.device)
-    held = None
-    if _logprob_bytes(ctx, side["tokens"].numel()) <= MAX_HELD_LOGPROB_BYTES:
-        slot = ctx.memo.get("core-lp")
-        if slot is None or slot[0] is not side:  # another model, budget or seed: replace
-            slot = ctx.memo["core-lp"] = (side, {})
-        held = slot[1]
-        if (start, batch) in held:
-            return held[(start, batch)].to(ctx.device)
+    held = _held(ctx, side) if _holdable(ctx, side["tokens"]) else None
+    if held is not None and (start, batch) in held:
+        return held[(start, batch)].to(ctx.device)
     t = side["tokens"][start:start + batch].to(ctx.device)
     act = side.get("act_out", side["act"])[start:start + batch].to(ctx.device)
     lp = logits_with_replacement(ctx.model, t, ctx.loaded.target, act).float().log_softmax(-1)
