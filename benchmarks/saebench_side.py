@@ -199,3 +199,106 @@ def tpp(model, sae, cfg, seed: int, artifacts: Path, clock: PhaseClock) -> dict[
                                             save_activations=True)
     return {f"tpp_threshold_{n}_total_metric": out[f"tpp_threshold_{n}_total_metric"]
             for n in cfg.n_values}
+
+
+def one_token_words(tokenizer, words: list[str], template: str
+                    ) -> tuple[list[str], set[str]]:
+    """The words that stay one token between a newline and the template's suffix (the only
+    ones SAEBench's fixed prompt position reads), and those of them whose answered line, as
+    an in-context example, adds one token for the answer letter: SAEBench pads batches on
+    the right and reads a fixed position, so a longer example line (on the reference
+    tokenizer `` X`` is two tokens) would shift what it reads in every shorter prompt of the
+    batch, and its calculator raises on it."""
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    suffix, head = template.format(word=""), ids("\n")
+    keep, examples = [], set()
+    for w in words:
+        word, tail = ids("\n" + w), f"{suffix} {w.strip()[0].upper()}"
+        if len(word) != len(head) + 1 or ids(f"\n{w}{suffix}") != word + ids(suffix):
+            continue
+        keep.append(w)
+        if len(ids(tail)) == len(ids(suffix)) + 1 and ids(f"\n{w}{tail}") == word + ids(tail):
+            examples.add(w)
+    return keep, examples
+
+
+def absorption(model, sae, cfg, seed: int, artifacts: Path, name: str, clock: PhaseClock
+               ) -> dict[str, float]:
+    """SAEBench's k-sparse probing and feature-absorption experiments, aggregated as its
+    ``run_eval`` does, on the plugin's word sample (less the words its fixed position cannot
+    read); its probe and word activations cached in ``artifacts`` across checkpoints, as its
+    runner caches them. Its unseeded ``random`` is seeded so that repeats draw alike."""
+    import contextlib
+    import io
+    import random
+    import statistics
+
+    from sae_bench.evals.absorption import (
+        common,
+        feature_absorption,
+        feature_absorption_calculator,
+        k_sparse_probing,
+    )
+    from sae_bench.evals.absorption import main as sb_absorption
+    from sae_bench.evals.absorption import probing as sb_probing
+    from sae_bench.evals.absorption.eval_config import AbsorptionEvalConfig
+
+    from pytest_saebench.evals import absorption as ours
+
+    sb_cfg = AbsorptionEvalConfig(model_name=model.cfg.model_name, random_seed=seed,
+                                  llm_batch_size=cfg.llm_batch_size,
+                                  k_sparse_probe_num_epochs=cfg.k_sparse_probe_epochs)
+    words, usable = one_token_words(model.tokenizer, ours.vocabulary(
+        model.tokenizer, cfg.max_vocab_words, seed), sb_cfg.prompt_template)
+    make_prompt, pools = sb_probing.create_icl_prompt, {}
+
+    def prompt(word, examples, **kwargs):  # in-context examples from the usable words only
+        if id(examples) not in pools:
+            pools[id(examples)] = [e for e in examples if e in usable]
+        return make_prompt(word, pools[id(examples)], **kwargs)
+
+    layer, common_args = sae.cfg.hook_layer, dict(
+        sae_name=name, max_k_value=sb_cfg.max_k_value, prompt_template=sb_cfg.prompt_template,
+        prompt_token_pos=sb_cfg.prompt_token_pos, device="cpu", probes_dir=artifacts / "probes",
+        force=False)
+    random.seed(seed)
+    originals = [(mod, "get_alpha_tokens", lambda *_a, **_k: list(words))
+                 for mod in (common, feature_absorption)]
+    originals += [(mod, "create_icl_prompt", prompt)
+                  for mod in (sb_probing, feature_absorption_calculator)]
+    originals = [(mod, attr, getattr(mod, attr), new) for mod, attr, new in originals]
+    for mod, attr, _, new in originals:
+        setattr(mod, attr, new)
+    try:
+        with (contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(),
+              contextlib.redirect_stderr(io.StringIO()),  # its probe trainers' bars
+              clock.wrapping(common, "train_and_save_probes", "LLM activations + probe"),
+              clock.wrapping(k_sparse_probing, "train_k_sparse_probes", "k-sparse probes"),
+              clock.wrapping(feature_absorption, "calculate_projection_and_cos_sims",
+                             "absorption prompts + scores")):
+            warnings.simplefilter("ignore")  # sklearn's notes on letters without test words
+            probing = k_sparse_probing.run_k_sparse_probing_experiment(
+                model=model, sae=sae, layer=layer, **common_args,
+                experiment_dir=artifacts / "k_sparse_probing",
+                f1_jump_threshold=sb_cfg.f1_jump_threshold,
+                k_sparse_probe_l1_decay=sb_cfg.k_sparse_probe_l1_decay,
+                k_sparse_probe_batch_size=sb_cfg.k_sparse_probe_batch_size,
+                k_sparse_probe_num_epochs=sb_cfg.k_sparse_probe_num_epochs,
+                eval_batch_size=sb_cfg.eval_k_sparse_probe_batch_size)
+            raw = feature_absorption.run_feature_absortion_experiment(
+                model=model, sae=sae, layer=layer, **common_args,
+                experiment_dir=artifacts / "feature_absorption",
+                sparse_probing_experiment_dir=artifacts / "k_sparse_probing",
+                feature_split_f1_jump_threshold=sb_cfg.f1_jump_threshold,
+                batch_size=sb_cfg.llm_batch_size)
+    finally:
+        for mod, attr, old, _ in originals:
+            setattr(mod, attr, old)
+    good = set(probing.loc[probing["f1_probe"] > sb_cfg.min_GT_probe_f1, "letter"])
+    rows = sb_absorption._aggregate_results_df(raw)
+    rows = rows[rows["letter"].isin(good)]
+    return {"mean_absorption_fraction_score": statistics.mean(rows["mean_absorption_fraction"]),
+            "mean_full_absorption_score": statistics.mean(rows["full_absorption_rate"]),
+            "mean_num_split_features": statistics.mean(rows["num_split_feats"])}

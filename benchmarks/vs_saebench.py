@@ -1,17 +1,18 @@
 """This plugin side by side with SAEBench 0.6.0 on identical inputs: the speed ratio per
 checkpoint of a sweep, and the largest difference in the numbers.
 
-    pip install --no-deps sae-bench==0.6.0 tabulate      # the benchmark's extra
-    python benchmarks/vs_saebench.py [--model smollm2-135m] [--evals core,sparse_probing]
+    pip install -e '.[vs-saebench]' && pip install --no-deps sae-bench==0.6.0
+    python benchmarks/vs_saebench.py [--model smollm2-135m] [--evals core,absorption]
 
-One process, one model object (loaded once, not timed), the same SAE files, the token windows
-and labeled sets the plugin reads (``saebench_side.py`` hands them to SAEBench's functions).
-A sweep of 4 checkpoints arrives as a training run's checkpoints do: the first cold (nothing
-cached), each further one warm. Both sides keep what their own design keeps between
-checkpoints: the plugin its in-memory tensor cache (no disk cache), SAEBench its sparse-probing
-activation files (core has none). Budgets: the plugin's ``fast`` presets, given to SAEBench's
-configs field by field (SAEBench's paper settings are 10-60x larger; the ratio of the
-per-checkpoint work does not depend on it). Repeats are interleaved; the minimum of each is
+One process, one model object (loaded once, not timed), the same SAE files, the token windows,
+labeled sets and absorption word sample the plugin reads (``saebench_side.py`` hands them to
+SAEBench's functions). A sweep of 4 checkpoints arrives as a training run's checkpoints do: the
+first cold (nothing cached), each further one warm. Both sides keep what their own design keeps
+between checkpoints: the plugin its in-memory tensor cache (no disk cache), SAEBench its
+sparse-probing and TPP activation files and absorption's ground-truth probe and word
+activations (core has none). Budgets: the plugin's ``fast`` presets, given to SAEBench's
+configs field by field (SAEBench's paper settings are 10-60x larger; the ratio of the per-
+checkpoint work does not depend on it). Repeats are interleaved; the minimum of each is
 printed, wall seconds and CPU seconds (process time, all threads); ratio = SAEBench / ours.
 Phases (summed over the sweep) say where each side spends its time.
 """
@@ -41,10 +42,14 @@ CORE_HEADLINE = {
 def headline(name: str) -> dict[str, str]:
     """SAEBench's key -> the plugin's metric id, for the numbers compared (the k and N of the
     ``fast`` presets both sides run)."""
-    from pytest_saebench.evals import sparse_probing, tpp
+    from pytest_saebench.evals import absorption, sparse_probing, tpp
 
     if name == "core":
         return CORE_HEADLINE
+    if name == "absorption":
+        return {key: f"{absorption.EVAL_TYPE_ID}.mean.{key}" for key in (
+            "mean_absorption_fraction_score", "mean_full_absorption_score",
+            "mean_num_split_features")}
     if name == "sparse_probing":
         keys = ["llm.llm_test_accuracy", "sae.sae_test_accuracy",
                 *(f"sae.sae_top_{k}_test_accuracy"
@@ -90,7 +95,7 @@ def make_runner(paths: list[Path], model: str, evals: list[str]):
 
 def run_ours(paths, model, evals, clock):
     """Per checkpoint and eval: ``(metrics, wall, cpu)``."""
-    from pytest_saebench.evals import core, core_side, sparse_probing, tpp
+    from pytest_saebench.evals import absorption, core, core_side, sparse_probing, tpp
     from pytest_saebench.loading import data
 
     runner = make_runner(paths, model, evals)
@@ -102,7 +107,8 @@ def run_ours(paths, model, evals, clock):
           clock.wrapping(core_side, "_compute_variance_side", "core: activations"),
           clock.wrapping(core, "_loss_phase", "core: spliced runs"),
           clock.wrapping(sparse_probing, "_compute_llm_side", "probing: LLM side"),
-          clock.wrapping(tpp, "_compute_llm_side", "TPP: LLM side")):
+          clock.wrapping(tpp, "_compute_llm_side", "TPP: LLM side"),
+          clock.wrapping(absorption, "_compute_llm_side", "absorption: LLM side + probe")):
         for sid in runner.checkpoints:
             row = {}
             for name in evals:
@@ -125,6 +131,9 @@ def saebench_one(name: str, runner, sid: str, path: Path, clock, artifacts: Path
                                                runner.settings.seed)
         windows = tokens(n, preset.context_size or ref.meta["context_size"], ref.prepend_bos)
         return sb.core(model, sb.load_sae(path), windows, preset, clock)
+    if name == "absorption":
+        return sb.absorption(model, sb.load_sae(path), runner.configs_for("fast")[name],
+                             runner.settings.seed, artifacts / name, path.name, clock)
     fn = {"sparse_probing": sb.sparse_probing, "tpp": sb.tpp}[name]
     return fn(model, sb.load_sae(path), runner.configs_for("fast")[name], runner.settings.seed,
               artifacts / name, clock)
@@ -148,7 +157,7 @@ def best(runs: list[list[dict]], name: str) -> list[tuple[float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="saebench-reference")
-    parser.add_argument("--evals", default="core,sparse_probing,tpp")
+    parser.add_argument("--evals", default="core,sparse_probing,tpp,absorption")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--checkpoints", type=int, default=4, help="sweep size, 1 to 4")
     args = parser.parse_args()
