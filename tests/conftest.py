@@ -70,6 +70,13 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
     return world
 
 
+@pytest.fixture(scope="session")
+def reference_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tensor cache for the session's `fast` gate runs of the example checkpoints on the
+    reference model: their SAE-independent work is done once, as CI's restored cache does."""
+    return tmp_path_factory.mktemp("saebench-cache")
+
+
 SMALL_PYPROJECT = """
 [tool.pytest-saebench]
 select-evals = ["core"]

@@ -160,6 +160,28 @@ def test_probing_and_absorption_identical_cold_and_warm(tiny_world, tmp_path):
     assert cold == warm
 
 
+def test_tpp_probes_come_from_the_disk_cache_in_a_new_run(tiny_world, tmp_path, monkeypatch):
+    from pytest_saebench.evals import probing, tpp
+
+    cfg = dataclasses.replace(tpp.PRESETS["fast"], train_set_size=200, test_set_size=100,
+                              context_length=32, probe_epochs=5, n_values=(2, 20))
+    trained = []
+    real = probing.train_probe
+    monkeypatch.setattr(probing, "train_probe", lambda *a, **k: trained.append(1) or real(*a, **k))
+
+    def run() -> tuple[dict, int]:
+        runner = make_runner(tiny_world.trained, tpp=cfg)
+        runner.settings = dataclasses.replace(runner.settings, cache_dir=str(tmp_path))
+        before = len(trained)
+        res = runner.results(next(iter(runner.checkpoints)), ["tpp"]).evals["tpp"]
+        return {**res.metrics, **res.unstructured}, len(trained) - before
+
+    cold, cold_fits = run()
+    warm, warm_fits = run()
+    assert cold_fits == len(tpp.CLASSES["supersense_wordnet"]) and warm_fits == 0
+    assert cold == warm
+
+
 def test_recomputing_clean_logits_from_cached_activations_matches(tiny_world, monkeypatch):
     kept, _, _ = _core(tiny_world.trained)
     monkeypatch.setattr(core_side, "MAX_LOGPROB_BYTES", 0)

@@ -97,12 +97,6 @@ def test_heldout_loss_well_below_unigram(ref_model):
     assert math.isclose(stats["heldout_ce"], model_ce, abs_tol=0.15)
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory) -> Path:
-    """One tensor cache for the demo runs: the SAE-independent work is done once, as in CI."""
-    return tmp_path_factory.mktemp("saebench-cache")
-
-
 def _gate(pytester, name: str, cache: Path):
     shutil.copy(EXAMPLES / "pyproject.toml", pytester.path / "pyproject.toml")
     shutil.copy(EXAMPLES / "test_sae_quality.py", pytester.path / "test_sae_quality.py")
@@ -111,8 +105,8 @@ def _gate(pytester, name: str, cache: Path):
 
 
 @pytest.mark.slow
-def test_good_checkpoint_passes_every_gate(pytester, shared_cache):
-    result = _gate(pytester, "good", shared_cache)
+def test_good_checkpoint_passes_every_gate(pytester, reference_cache):
+    result = _gate(pytester, "good", reference_cache)
     assert result.ret == 0, result.stdout.str()
     data = json.loads((pytester.path / "saebench-results.json").read_text())
     metrics = data["saes"]["good"]["evals"]["core"]["eval_result_metrics"]
@@ -131,8 +125,8 @@ def test_good_checkpoint_passes_every_gate(pytester, shared_cache):
                           "core.model_performance_preservation.ce_loss_score",
                           "tpp.tpp_metrics.tpp_threshold_20_total_metric"]),
 ])
-def test_bad_checkpoints_fail_on_the_expected_metric(pytester, shared_cache, name, metrics):
-    result = _gate(pytester, name, shared_cache)
+def test_bad_checkpoints_fail_on_the_expected_metric(pytester, reference_cache, name, metrics):
+    result = _gate(pytester, name, reference_cache)
     assert result.ret == 1
     sae_id = name.rsplit("/", 1)[-1]
     result.stdout.re_match_lines(
@@ -141,10 +135,10 @@ def test_bad_checkpoints_fail_on_the_expected_metric(pytester, shared_cache, nam
 
 
 @pytest.mark.slow
-def test_example_tests_on_the_shipped_sweep_fail_only_where_documented(pytester, shared_cache):
+def test_example_tests_on_the_shipped_sweep_fail_only_where_documented(pytester, reference_cache):
     """What users copy (example_tests/) passes on k16 and k64; k8 fails only the fidelity
     gates its sparsity costs (EV 0.829, CE-loss score 0.971), as pyproject and README say."""
-    result = _gate(pytester, "sweep", shared_cache)
+    result = _gate(pytester, "sweep", reference_cache)
     assert result.ret == 1
     lines = result.stdout.str().splitlines()
     failed = sorted(line.split()[1] for line in lines if line.startswith("FAILED "))

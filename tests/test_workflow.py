@@ -69,10 +69,15 @@ def _venv(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_workflow_install_and_gate_steps_run_as_written(tmp_path):
+def test_workflow_install_and_gate_steps_run_as_written(tmp_path, reference_cache):
     flow = yaml.safe_load((FLOWS / "sae-quality.yml").read_text())
     steps = _steps(flow, "saebench")
+    cached = steps["Model weights and SAE-independent work (activations, clean losses)"]
+    assert ".pytest_cache/d/saebench" in cached["with"]["path"].split()
     repo = _training_repo(tmp_path)
+    # What the cache step restores after earlier runs: the session's gate runs of the same
+    # checkpoint filled it (tests/test_reference.py; empty when this test runs alone).
+    shutil.copytree(reference_cache, repo / ".pytest_cache" / "d" / "saebench")
     venv, env = _venv(tmp_path)
     for line in steps["Install"]["run"].splitlines():
         done = subprocess.run(line, shell=True, cwd=repo, env=env, capture_output=True,

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from pytest_saebench.evals import probing
 from pytest_saebench.evals.base import EvalContext, EvalResult, mean_stderr
@@ -72,14 +73,26 @@ def _compute_llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     side = probing.labeled_activations(ctx, name, CLASSES[name], cfg.train_set_size // 2,
                                        cfg.test_set_size // 2, cfg.context_length,
                                        cfg.llm_batch_size)
-    side["probes"] = {}
-    for c in side["classes"]:
-        (i_tr, y_tr), (i_te, y_te) = side["tasks"][c]["train"], side["tasks"][c]["test"]
-        side["probes"][c] = probing.train_probe(
-            side["train_pooled"][i_tr], y_tr, side["test_pooled"][i_te], y_te,
-            probing.derive_seed(ctx.seed, name, c, "tpp-probe"), lr=cfg.probe_lr,
-            epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size,
-            patience=cfg.probe_epochs, l1=cfg.probe_l1_penalty)
+
+    def train() -> dict[str, torch.Tensor]:
+        out = {}
+        for c in side["classes"]:
+            (i_tr, y_tr), (i_te, y_te) = side["tasks"][c]["train"], side["tasks"][c]["test"]
+            acc, w, b = probing.train_probe(
+                side["train_pooled"][i_tr], y_tr, side["test_pooled"][i_te], y_te,
+                probing.derive_seed(ctx.seed, name, c, "tpp-probe"), lr=cfg.probe_lr,
+                epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size,
+                patience=cfg.probe_epochs, l1=cfg.probe_l1_penalty)
+            out[f"{c}/weight"] = w
+            out[f"{c}/accuracy_bias"] = torch.tensor([acc, b], dtype=torch.float64)
+        return out
+
+    # The probes read only the model's activations: trained once, kept with them on disk
+    # (retraining them was most of a warm TPP run in a new process).
+    parts = ctx.cache_parts(probing_set=name, config=dataclasses.asdict(cfg))
+    probes = ctx.cache.get("tpp-probes", parts, train)
+    side["probes"] = {c: (float(probes[f"{c}/accuracy_bias"][0]), probes[f"{c}/weight"],
+                          float(probes[f"{c}/accuracy_bias"][1])) for c in side["classes"]}
     return side
 
 
