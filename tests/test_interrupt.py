@@ -56,8 +56,10 @@ def sweep(tiny_world, tmp_path):
 
 def _run(pytester, sweep, monkeypatch, when: str = ""):
     monkeypatch.setenv("SAEBENCH_INTERRUPT", when)
-    return pytester.runpytest_subprocess(f"--sae-path={sweep}", "--saebench-update-baseline",
-                                         "-p", "no:cacheprovider")
+    args = (f"--sae-path={sweep}", "--saebench-update-baseline", "-p", "no:cacheprovider")
+    if not when:  # nothing is interrupted: in this process, which saves a start-up
+        return pytester.runpytest_inprocess(*args)
+    return pytester.runpytest_subprocess(*args)  # the SIGINT must not reach this process
 
 
 def test_ctrl_c_loses_nothing(pytester, sweep, monkeypatch):
