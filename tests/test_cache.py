@@ -162,9 +162,8 @@ def test_probing_and_absorption_identical_cold_and_warm(tiny_world, tmp_path):
 
 def test_tpp_probes_come_from_the_disk_cache_in_a_new_run(tiny_world, tmp_path, monkeypatch):
     from pytest_saebench.evals import probing, tpp
+    from tests.test_tpp import TINY as cfg
 
-    cfg = dataclasses.replace(tpp.PRESETS["fast"], train_set_size=200, test_set_size=100,
-                              context_length=32, probe_epochs=5, n_values=(2, 20))
     trained = []
     real = probing.train_probe
     monkeypatch.setattr(probing, "train_probe", lambda *a, **k: trained.append(1) or real(*a, **k))

@@ -131,13 +131,11 @@ def test_pooled_codes_are_shared_within_a_checkpoint_by_tensor(monkeypatch):
 
 
 def test_sparse_probing_and_tpp_give_the_same_numbers_with_shared_codes(tiny_world):
-    from pytest_saebench.evals import tpp
+    from tests.test_tpp import TINY as tpp_cfg
 
     sp_cfg = dataclasses.replace(TINY, dataset_names=("supersense_wordnet",),
                                  probe_train_set_size=200, probe_test_set_size=100,
                                  probe_epochs=5)
-    tpp_cfg = dataclasses.replace(tpp.PRESETS["fast"], train_set_size=200, test_set_size=100,
-                                  context_length=32, probe_epochs=5, n_values=(2, 20))
     together = make_runner(tiny_world.trained, sparse_probing=sp_cfg, tpp=tpp_cfg)
     sae_id = next(iter(together.checkpoints))
     shared = together.results(sae_id, ["sparse_probing", "tpp"])

@@ -11,6 +11,10 @@ from pytest_saebench import testing as T
 from pytest_saebench.evals import probing, tpp
 from tests.helpers import make_runner
 
+# TPP at a budget the tiny world answers in seconds (also used by the cache and probing tests).
+TINY = dataclasses.replace(tpp.PRESETS["fast"], train_set_size=200, test_set_size=100,
+                           context_length=32, probe_epochs=5, n_values=(2, 20))
+
 
 @pytest.mark.parametrize("remask", [True, False])
 def test_pooled_ablation_equals_explicit_per_position_ablation(remask):
@@ -40,9 +44,7 @@ def test_pooled_ablation_equals_explicit_per_position_ablation(remask):
 
 
 def test_tpp_runs_and_reports_unrun_n_as_not_computed(tiny_world):
-    cfg = dataclasses.replace(tpp.PRESETS["fast"], train_set_size=200, test_set_size=100,
-                              context_length=32, probe_epochs=5, n_values=(2, 20))
-    runner = make_runner(tiny_world.trained, tpp=cfg)
+    runner = make_runner(tiny_world.trained, tpp=TINY)
     res = runner.results("trained", ["tpp"]).evals["tpp"]
     total = res.metrics["tpp.tpp_metrics.tpp_threshold_20_total_metric"]
     intended = res.metrics["tpp.tpp_metrics.tpp_threshold_20_intended_diff_only"]
