@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from transformer_lens import HookedTransformer
+
+if TYPE_CHECKING:  # imported by every eval module, which the metric registry imports
+    from transformer_lens import HookedTransformer
 
 _RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 

@@ -8,10 +8,14 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import math
+import os
+import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_saebench import lineage
 from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.thresholds import Outcome, fmt
 
@@ -195,13 +199,32 @@ def env_differences(new_env: dict[str, Any], old_env: dict[str, Any]) -> list[st
             if k in new_env and k in old_env and new_env[k] != old_env[k]]
 
 
-def pick(baseline: dict[str, Any], sae_id: str) -> Any | None:
-    """The baseline entry for ``sae_id``: same id, else the only checkpoint it holds."""
-    if sae_id in baseline:
-        return baseline[sae_id]
-    if len(baseline) == 1:
-        return next(iter(baseline.values()))
-    return None
+def pick(baseline: dict[str, Any], sae_id: str, pattern: re.Pattern[str] | None = None
+         ) -> tuple[Any, str]:
+    """``(entry, how)``: the baseline entry for ``sae_id`` (same id, else the same point of
+    another training run, else its nearest earlier step, else the only entry; see
+    :mod:`lineage`) and how it was found ('' for the same id), or ``(None, why)``."""
+    found = lineage.match(sae_id, baseline, pattern)
+    if isinstance(found, str):
+        return None, found
+    return baseline[found.entry], found.how
+
+
+def entry_label(label: str, entry: str, how: str) -> str:
+    """``label`` naming the entry compared with when it is not the checkpoint's own id."""
+    return f"{label} entry '{entry}' ({how})" if how else label
+
+
+def update_advice(command: str, verb: str = "update", env: Mapping[str, str] | None = None
+                  ) -> str:
+    """What to do about a baseline that is missing or lacks this checkpoint. A pull request
+    must not write main's baseline: there the advice is to let main's workflow write it."""
+    env = os.environ if env is None else env
+    if env.get("GITHUB_EVENT_NAME", "").startswith("pull_request"):
+        return ("this is a pull request: main's workflow writes the baseline when it gates "
+                "main (--saebench-update-baseline on a push), and later pull requests compare "
+                "with it; nothing to do here")
+    return f"{verb} it with: {command}"
 
 
 def create_command(sae_paths: tuple[str, ...], target: str,

@@ -125,10 +125,13 @@ def _compare(new_path: str, old_path: str, fail: bool, config: str | None) -> in
               "a direction using max_drop = 0, z = 2 (moves beyond 2 standard errors)")
     table, messages = [], []
     for new in new_all:
-        old = pick(old_all, new.sae_id)
+        old, how = pick(old_all, new.sae_id)
         if old is None:
-            messages.append(f"{new.sae_id}: not in {old_path}; nothing to compare")
+            messages.append(f"{new.sae_id}: not in {old_path}"
+                            f"{' (' + how + ')' if how else ''}; nothing to compare")
             continue
+        if how:
+            messages.append(f"{new.sae_id}: compared with {old.sae_id} of {old_path} ({how})")
         messages += [f"{new.sae_id}: environment differs: {d}"
                      for d in env_differences(new.env, old.env)]
         for rule in rules or [RegressionRule(m, max_drop=0.0, z=2.0)

@@ -17,12 +17,14 @@ from typing import Any
 
 from pytest_saebench.baseline import CKPT_PREFIX, RegressionRule, parse_rules
 from pytest_saebench.config_tables import (  # re-exported: cli.py and tests read them here
+    check_paths_and_sizes,
     frontier_rules,
     model_kwargs,
     select_evals,
     shard,
 )
 from pytest_saebench.errors import SaebenchError, did_you_mean
+from pytest_saebench.lineage import compile_pattern
 from pytest_saebench.thresholds import Threshold, make_threshold, parse_cli_rule
 
 TABLES = ("pytest-saebench", "saebench")
@@ -30,6 +32,7 @@ SCALAR_KEYS: dict[str, type] = {
     "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
     "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
     "cache-dir": str, "cache-size-mb": int, "repeats": int, "threads": int,
+    "step-pattern": str,
 }
 TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression", "frontier",
               "model-kwargs")
@@ -37,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
     "on-missing-baseline": "skip", "html": None, "cache-dir": None, "cache-size-mb": 4096,
-    "repeats": 1, "threads": 0,
+    "repeats": 1, "threads": 0, "step-pattern": None,
 }
 # CLI dest / env variable for each scalar key.
 CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
@@ -78,6 +81,8 @@ class Settings:
     frontier: tuple[Any, ...] = ()  # [tool.pytest-saebench.frontier] rules (frontier.py)
     # Added to the checkpoint's model_from_pretrained_kwargs (TransformerLens names only).
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # step-pattern: how a checkpoint id names its training step (lineage.py), or None
+    step_pattern: re.Pattern[str] | None = None
 
     @property
     def active(self) -> bool:
@@ -105,7 +110,9 @@ class FileConfig:
         for number, line in enumerate(self.text.splitlines(), 1):
             head = line.strip()
             if section and head.startswith("["):
-                inside = head.rstrip("]").endswith(f".{section}")
+                # A header may carry a comment and spaces inside its brackets.
+                name = head.split("#", 1)[0].strip().strip("[]").strip()
+                inside = name.endswith(f".{section}")
                 continue
             if inside and (f'"{key}"' in head or f"'{key}'" in head
                            or head.split("=", 1)[0].strip() == key):
@@ -290,7 +297,7 @@ def build_settings(
                                 "run-dependent value (a wall-clock time); it is recorded but "
                                 "never compared with a baseline, remove its rule")
     baseline, update = _baseline_paths(options, fc, env, values)
-    _check_paths_and_sizes(values, where, options, env, baseline, update)
+    check_paths_and_sizes(values, where, options, env, baseline, update)
     if values["on-missing-baseline"] not in ("skip", "fail"):
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
                             f"got {values['on-missing-baseline']!r}")
@@ -311,6 +318,8 @@ def build_settings(
         on_missing_baseline=values["on-missing-baseline"],
         select_evals=select_evals(options, fc, env),
         model_kwargs=model_kwargs(options, fc, env),
+        step_pattern=(compile_pattern(values["step-pattern"], where["step-pattern"])
+                      if values["step-pattern"] else None),
         sae_paths=tuple(paths), suite=values["suite"], model=values["model"],
         dataset=values["dataset"], device=values["device"], dtype=values["dtype"],
         seed=_seed(values["seed"], where["seed"]),
@@ -325,39 +334,6 @@ def regression_rules(fc: FileConfig, resolve, gated: list[str],
     return parse_rules(fc.table.get("regression", {}), fc.section_label("regression"), resolve,
                        gated, lambda key: fc.line_of(key, "regression"), str(fc.path or ""),
                        default_severity)
-
-
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def _check_paths_and_sizes(values: dict[str, Any], where: dict[str, str],
-                           options: Mapping[str, Any], env: Mapping[str, str],
-                           baseline: str | None, update: str | None) -> None:
-    """Usage errors, before anything is evaluated, for settings that would otherwise pass
-    silently or fail deep inside a library."""
-    device = str(values["device"])
-    if not _DEVICE.match(device):
-        raise SaebenchError(f"{where['device']}: unknown device '{device}'; use auto, cpu, "
-                            "cuda, cuda:N or mps")
-    if int(values["cache-size-mb"]) < 0:
-        raise SaebenchError(f"{where['cache-size-mb']}: must be at least 0, got "
-                            f"{values['cache-size-mb']}")
-    results = values["results-json"]
-    if results not in (None, "", "none") and Path(results).is_dir():
-        raise SaebenchError(f"{where['results-json']}: {results} is a directory; give a file path "
-                            "(e.g. saebench-results.json) or 'none'")
-    cache_dir = values["cache-dir"]
-    if cache_dir and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
-        raise SaebenchError(f"{where['cache-dir']}: {cache_dir} is a file, not a directory; give a "
-                            "directory or --saebench-no-cache")
-    for path, key in ((values["html"], where["html"]), (update, "--saebench-update-baseline")):
-        if path and Path(path).is_dir():
-            raise SaebenchError(f"{key}: {path} is a directory; give a file path")
-    explicit = options.get("saebench_baseline") is not None or "SAEBENCH_BASELINE" in env
-    if (explicit and baseline and not baseline.startswith(CKPT_PREFIX) and update is None
-            and not Path(baseline).is_file()):
-        raise SaebenchError(f"--saebench-baseline {baseline}: no such file; write one with "
-                            f"--saebench-update-baseline={baseline}")
 
 
 def _seed(value: Any, key: str) -> int:

@@ -1,16 +1,21 @@
 """The parts of ``[tool.pytest-saebench]`` and the command line that are parsed on their own:
-eval selection, model kwargs, the shard, frontier rules (torch-free, like config.py)."""
+eval selection, model kwargs, the shard, frontier rules, and the checks of paths and sizes
+(torch-free, like config.py)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from pytest_saebench.baseline import CKPT_PREFIX
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.paths import missing_path
 
 FileConfig = Any  # config.FileConfig; named here without importing config (it imports this)
 
-__all__ = ["frontier_rules", "model_kwargs", "select_evals", "shard"]
+__all__ = ["check_paths_and_sizes", "frontier_rules", "model_kwargs", "select_evals", "shard"]
 
 
 def select_evals(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str]
@@ -80,3 +85,41 @@ def frontier_rules(fc: FileConfig, resolve, direction_of, written: str | None = 
                           fc.path.parent if fc.path else None,
                           lambda key: fc.line_of(key, "frontier"), str(fc.path or ""),
                           written)
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_paths_and_sizes(values: dict[str, Any], where: dict[str, str],
+                           options: Mapping[str, Any], env: Mapping[str, str],
+                           baseline: str | None, update: str | None) -> None:
+    """Usage errors, before anything is evaluated, for settings that would otherwise pass
+    silently or fail deep inside a library."""
+    device = str(values["device"])
+    if not _DEVICE.match(device):
+        raise SaebenchError(f"{where['device']}: unknown device '{device}'; use auto, cpu, "
+                            "cuda, cuda:N or mps")
+    if int(values["cache-size-mb"]) < 0:
+        raise SaebenchError(f"{where['cache-size-mb']}: must be at least 0, got "
+                            f"{values['cache-size-mb']}")
+    results = values["results-json"]
+    if results not in (None, "", "none") and Path(results).is_dir():
+        raise SaebenchError(f"{where['results-json']}: {results} is a directory; give a file path "
+                            "(e.g. saebench-results.json) or 'none'")
+    cache_dir = values["cache-dir"]
+    if cache_dir and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise SaebenchError(f"{where['cache-dir']}: {cache_dir} is a file, not a directory; give a "
+                            "directory or --saebench-no-cache")
+    for path, key in ((values["html"], where["html"]), (update, "--saebench-update-baseline")):
+        if path and Path(path).is_dir():
+            raise SaebenchError(f"{key}: {path} is a directory; give a file path")
+    dataset = str(values["dataset"])
+    if dataset != "auto" and ":" not in dataset and missing_path(dataset):
+        raise SaebenchError(f"{where['dataset']}: {dataset}: no such file or directory; give "
+                            "an existing local path, a Hub dataset name (owner/name) or "
+                            "saebench-reference:train")
+    explicit = options.get("saebench_baseline") is not None or "SAEBENCH_BASELINE" in env
+    if (explicit and baseline and not baseline.startswith(CKPT_PREFIX) and update is None
+            and not Path(baseline).is_file()):
+        raise SaebenchError(f"--saebench-baseline {baseline}: no such file; write one with "
+                            f"--saebench-update-baseline={baseline}")

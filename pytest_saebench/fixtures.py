@@ -131,11 +131,14 @@ def saebench_results(request: pytest.FixtureRequest, saebench_sae_id: str):
     from pytest_saebench.runner import EvaluationFailed
 
     kwargs = _marker_kwargs(request)
+    runner = _runner(request.config)
     try:
-        return _runner(request.config).results(saebench_sae_id, kwargs.get("evals"),
-                                               kwargs.get("suite"))
+        return runner.results(saebench_sae_id, kwargs.get("evals"), kwargs.get("suite"))
     except (SaebenchError, EvaluationFailed) as exc:
         pytest.fail(str(exc), pytrace=False)
+    finally:
+        if runner.progress is not None:
+            runner.progress.item_done(request.node.nodeid)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import Any
 from pytest_saebench.config import Settings
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.loading.checkpoints import CheckpointRef
+from pytest_saebench.paths import missing_path
 
 
 class Inputs:
@@ -104,22 +105,35 @@ class Inputs:
         return tokens, f"{dataset_key(spec)}|sep={separator}|concat={concat}"
 
     def preflight(self, refs: list[CheckpointRef], reads_dataset: bool) -> None:
-        """Before anything is collected: one line (a usage error) for a model that cannot be
-        loaded offline, or a Hub dataset the evals read that is not cached, instead of an
-        error on every item later."""
-        from pytest_saebench.loading import hub
-        from pytest_saebench.loading.model import local_model_path
-
+        """Before anything is collected: one line (a usage error) naming the checkpoint, for a
+        model that cannot be loaded offline, or a dataset the evals read that is missing or
+        (a Hub dataset) not cached, instead of an error on every item later."""
         checked: set[str] = set()
         for ref in refs:
             if ref.error is not None:
                 continue
-            name, _ = self._model_spec(ref)
-            if name not in checked and local_model_path(name) is None:
-                hub.check_model_cached(name)
-            checked.add(name)
-            spec = self.dataset_for(ref)
-            if (reads_dataset and spec not in checked and hub.offline()
-                    and hub.is_hub_name(spec) and hub.cached_dataset_snapshot(spec) is None):
-                raise SaebenchError(hub.dataset_not_cached(spec))
-            checked.add(spec)
+            try:
+                self._preflight_one(ref, reads_dataset, checked)
+            except SaebenchError as exc:
+                where = ref.where()
+                raise SaebenchError(str(exc) if where in str(exc) else f"{where}: {exc}"
+                                    ) from None
+
+    def _preflight_one(self, ref: CheckpointRef, reads_dataset: bool, checked: set[str]
+                       ) -> None:
+        from pytest_saebench.loading import hub
+        from pytest_saebench.loading.model import local_model_path
+
+        name, _ = self._model_spec(ref)
+        if name not in checked and local_model_path(name) is None:
+            hub.check_model_cached(name)
+        checked.add(name)
+        spec = self.dataset_for(ref)
+        if reads_dataset and self.settings.dataset == "auto" and missing_path(spec):
+            raise SaebenchError(f"dataset_path {spec}: no such file or directory; pass "
+                                "--saebench-dataset PATH_OR_NAME, or set dataset in "
+                                "[tool.pytest-saebench]")
+        if (reads_dataset and spec not in checked and hub.offline()
+                and hub.is_hub_name(spec) and hub.cached_dataset_snapshot(spec) is None):
+            raise SaebenchError(hub.dataset_not_cached(spec))
+        checked.add(spec)

@@ -33,8 +33,9 @@ def _evaluate(item: pytest.Item, sae_id: str):
     """Results for ``sae_id``; any failure becomes a one-line pytest failure."""
     from pytest_saebench.runner import EvaluationFailed
 
+    runner = _runner(item.config)
     try:
-        return _runner(item.config).results(sae_id)
+        return runner.results(sae_id)
     except EvaluationFailed as exc:
         # reported in full once, by the first item that asked; the rest point at it
         message = (str(exc) if isinstance(item, EvaluateItem)
@@ -44,6 +45,9 @@ def _evaluate(item: pytest.Item, sae_id: str):
     except Exception as exc:  # a library's own error: its first line, not its traceback
         first = (str(exc).strip().splitlines() or [""])[0]
         message = f"evaluation of '{sae_id}' failed: {type(exc).__name__}: {first}"
+    finally:
+        if runner.progress is not None:
+            runner.progress.item_done(item.nodeid)
     # outside the except blocks, so no "During handling of the above exception" chain
     pytest.fail(message, pytrace=False)
 
@@ -236,6 +240,7 @@ class RegressionItem(_RuleGate):
             self._skip(outcome.message)
         old = base.value(rule.metric)
         self.user_properties.append(("baseline", repr(old)))
+        self.user_properties.append(("baseline_entry", base.sae_id))
         self.user_properties.append(("delta", repr(value - old) if value is not None
                                      else "null"))
         if stderr is not None:

@@ -65,6 +65,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--saebench-update-baseline", nargs="?", const="", metavar="PATH",
                     help="write this run's results as the baseline (default: the configured "
                          "baseline path); regression gates pass")
+    group.addoption("--saebench-step-pattern", metavar="REGEX",
+                    help="how a checkpoint id names its training step, to match it with the "
+                         "baseline across training runs: a regex with a (?P<step>...) group "
+                         "and optionally a (?P<run>...) group (SAELens's checkpoints/<run "
+                         "id>/<tokens>/ and step_N folders are known without it)")
     group.addoption("--saebench-html", metavar="PATH",
                     help="also write a self-contained HTML report with plots to PATH")
     group.addoption("--saebench-cache-dir", metavar="PATH",
@@ -92,6 +97,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "saebench(evals=None, suite=None): pytest-saebench gate items; on a user "
         "test, which evals saebench_results computes and in which suite")
+    if not config.pluginmanager.hasplugin("xdist"):  # gate items carry it for --dist loadgroup
+        config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's group marker")
     if not config.pluginmanager.has_plugin("saebench-fixtures"):
         config.pluginmanager.register(fixtures, "saebench-fixtures")
     try:
@@ -99,7 +106,10 @@ def pytest_configure(config: pytest.Config) -> None:
     except SaebenchError as exc:
         raise pytest.UsageError(f"pytest-saebench: {exc}") from None
     if runner is not None:
+        from pytest_saebench.signals import terminate_as_interrupt
+
         config.stash[RUNNER_KEY] = runner
+        config.add_cleanup(terminate_as_interrupt())
         runner.judge_provider = lambda: config.hook.pytest_saebench_autointerp_judge(
             config=config)
         workerinput = getattr(config, "workerinput", None)
@@ -136,11 +146,17 @@ def _progress(config: pytest.Config):
         capman = config.pluginmanager.get_plugin("capturemanager")
         return capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
 
+    def end_line(shown) -> None:
+        shown.ensure_newline()
+        # -q writes result letters without a prefix, which ensure_newline does not end.
+        if getattr(getattr(shown, "_tw", None), "width_of_current_line", 0):
+            shown.write("\n")
+
     def write_line(line: str) -> None:
         shown = reporter()
         if shown is not None:
             with outside_capture():
-                shown.ensure_newline()
+                end_line(shown)
                 shown.write_line(line)
 
     def tty() -> bool:
@@ -150,9 +166,19 @@ def _progress(config: pytest.Config):
     def newline() -> None:
         shown = reporter()
         if shown is not None:
-            shown.ensure_newline()
+            end_line(shown)
 
-    return Progress(write_line, tty, outside_capture, lambda: sys.stdout, newline)
+    def resume(nodeid: str) -> None:
+        # Without -v pytest writes a file's prefix once, at its first item; the result
+        # letters that follow the progress lines get it again, as the next file's would.
+        shown = reporter()
+        if shown is not None and shown.showfspath and not shown.showlongtestinfo:
+            fsid = nodeid.split("::", 1)[0]
+            end_line(shown)
+            shown.write(f"{fsid} ")
+            shown.currentfspath = config.rootpath / fsid
+
+    return Progress(write_line, tty, outside_capture, lambda: sys.stdout, newline, resume)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -267,6 +293,7 @@ class GateRecorder:
             "value": _num(props.get("value")), "stderr": _num(props.get("stderr")),
             "min": _num(props.get("min")), "max": _num(props.get("max")),
             "limit": props.get("limit", ""), "message": message,
+            **({"baseline_entry": props["baseline_entry"]} if "baseline_entry" in props else {}),
         })
 
 

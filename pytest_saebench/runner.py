@@ -150,7 +150,13 @@ class Runner:
         Raises :class:`SaebenchError` for a baseline file that is not a results JSON, and
         :class:`EvaluationFailed` when a ``ckpt:`` baseline cannot be evaluated.
         """
-        from pytest_saebench.baseline import CKPT_PREFIX, create_command, pick
+        from pytest_saebench.baseline import (
+            CKPT_PREFIX,
+            create_command,
+            entry_label,
+            pick,
+            update_advice,
+        )
 
         spec = self.settings.baseline
         if spec is None:
@@ -164,14 +170,15 @@ class Runner:
             from pytest_saebench.results import load_envelope
 
             if not Path(spec).exists():
-                return f"no baseline at {label}; create it with: {again}", label
+                return f"no baseline at {label}; {update_advice(again, 'create')}", label
             self._baseline_file = {r.sae_id: r for r in load_envelope(spec)[0]}
-        found = pick(self._baseline_file, sae_id)
+        found, how = pick(self._baseline_file, sae_id, self.settings.step_pattern)
         if found is None:
-            return (f"baseline {label} has no checkpoint '{sae_id}' (it has "
-                    f"{', '.join(self._baseline_file) or 'none'}); update it with: "
-                    f"{again}"), label
-        return found, label
+            return (f"baseline {label} has no checkpoint '{sae_id}' ("
+                    f"{how + '; ' if how else ''}it has "
+                    f"{', '.join(self._baseline_file) or 'none'}); {update_advice(again)}"
+                    ), label
+        return found, entry_label(label, found.sae_id, how)
 
     def _checkpoint_baseline(self, sae_id: str, path: str) -> SaeResults | str:
         from pytest_saebench.baseline import pick
@@ -181,8 +188,8 @@ class Runner:
             refs = discover_all([path])
             self.baseline_checkpoints = {f"baseline:{r.id}": dataclasses.replace(
                 r, id=f"baseline:{r.id}") for r in refs}
-        found = pick({k.removeprefix("baseline:"): k for k in self.baseline_checkpoints},
-                     sae_id)
+        found, _how = pick({k.removeprefix("baseline:"): k for k in self.baseline_checkpoints},
+                           sae_id, self.settings.step_pattern)
         if found is None:
             return (f"baseline checkpoints at {path} hold no '{sae_id}' (they are "
                     f"{', '.join(k.removeprefix('baseline:') for k in self.baseline_checkpoints)})")

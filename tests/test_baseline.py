@@ -112,9 +112,11 @@ def test_update_then_compare_workflow(pytester, tiny_world):
     result.assert_outcomes(passed=2, failed=2)
     result.stdout.re_match_lines([
         rf"^{L0} changed \(\d+\.?\d* -> \d+\.?\d*, Δ [-+]\d+\.?\d*\), beyond max_change_pct 15% "
-        r"vs baseline baselines/sb\.json \(sae random, suite fast\)$",
+        r"vs baseline baselines/sb\.json entry 'trained' \(the only checkpoint the baseline "
+        r"holds\) \(sae random, suite fast\)$",
         rf"^{EV} regressed \(0\.\d+ -> -?\d\.\d+, Δ -\d\.\d+\), beyond max_drop 0\.01 "
-        r"vs baseline baselines/sb\.json \(sae random, suite fast\)$",
+        r"vs baseline baselines/sb\.json entry 'trained' \(the only checkpoint the baseline "
+        r"holds\) \(sae random, suite fast\)$",
     ])
     data = json.loads((pytester.path / "saebench-results.json").read_text())
     reg = {c["metric"]: c for c in data["checks"] if c["kind"] == "regression"}

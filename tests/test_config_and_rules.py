@@ -84,6 +84,18 @@ def test_thresholds_record_their_pyproject_line(tmp_path):
     assert t.source == f"{tmp_path / 'pyproject.toml'}:3"
 
 
+def test_rule_lines_are_found_under_headers_that_carry_a_comment(tmp_path):
+    # README's own table header carries a comment; the annotation must keep file and line.
+    fc = _fc(tmp_path, '[tool.pytest-saebench]\nsuite = "fast"\n'
+             '[tool.pytest-saebench.thresholds]      # one gate item each\n'
+             '"l0" = { min = 1 }\n'
+             '[ tool.pytest-saebench.regression ]  # against the baseline\n'
+             'default = { max_drop = 0.01 }\n')
+    s = build_settings({"sae_path": ["x"]}, fc, {}, metric_registry().resolve)
+    assert s.thresholds[0].source.endswith("pyproject.toml:4")
+    assert s.regressions[0].source.endswith("pyproject.toml:6")
+
+
 @pytest.mark.parametrize("bad, message", [
     ('"l0" = 3', "expected a table like"),
     ('"l0" = { mn = 3 }', "did you mean 'min'"),

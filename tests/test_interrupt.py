@@ -1,5 +1,5 @@
-"""Ctrl-C (a real SIGINT) during evaluation or during the baseline update leaves the old
-baseline and results byte-identical."""
+"""Ctrl-C (a real SIGINT) and a CI job's cancellation (SIGTERM) during evaluation or during
+the baseline update leave the old baseline and results byte-identical."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import SMALL_PYPROJECT
 
-# Loaded by the inner pytest run: sends this process SIGINT at the moment SAEBENCH_INTERRUPT
-# names, as a user's Ctrl-C would.
+# Loaded by the inner pytest run: sends this process SAEBENCH_SIGNAL at the moment
+# SAEBENCH_INTERRUPT names, as a user's Ctrl-C or a cancelled CI job would.
 INTERRUPTER = '''
 import os
 import signal
@@ -18,10 +18,14 @@ import signal
 import pytest
 
 WHEN = os.environ.get("SAEBENCH_INTERRUPT", "")
+SIGNAL = getattr(signal, os.environ.get("SAEBENCH_SIGNAL", "SIGINT"))
+# A background job of a non-interactive shell starts with SIGINT ignored (POSIX), and Python
+# then installs no KeyboardInterrupt handler: this run sets the terminal's default itself.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _interrupt():
-    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), SIGNAL)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -54,15 +58,16 @@ def sweep(tiny_world, tmp_path):
     return root
 
 
-def _run(pytester, sweep, monkeypatch, when: str = ""):
+def _run(pytester, sweep, monkeypatch, when: str = "", signal: str = "SIGINT"):
     monkeypatch.setenv("SAEBENCH_INTERRUPT", when)
+    monkeypatch.setenv("SAEBENCH_SIGNAL", signal)
     args = (f"--sae-path={sweep}", "--saebench-update-baseline", "-p", "no:cacheprovider")
     if not when:  # nothing is interrupted: in this process, which saves a start-up
         return pytester.runpytest_inprocess(*args)
     return pytester.runpytest_subprocess(*args)  # the SIGINT must not reach this process
 
 
-def test_ctrl_c_loses_nothing(pytester, sweep, monkeypatch):
+def test_ctrl_c_and_sigterm_lose_nothing(pytester, sweep, monkeypatch):
     pytester.makeconftest(INTERRUPTER)
     config = SMALL_PYPROJECT.replace("[tool.pytest-saebench]\n",
                                      '[tool.pytest-saebench]\nbaseline = "base.json"\n')
@@ -72,14 +77,14 @@ def test_ctrl_c_loses_nothing(pytester, sweep, monkeypatch):
     outputs = [pytester.path / "base.json", pytester.path / "saebench-results.json"]
     before = {p: p.read_bytes() for p in outputs}
     assert b'"sweep/a"' in before[outputs[0]] and b'"sweep/b"' in before[outputs[0]]
-
-    # Ctrl-C while the second checkpoint is evaluated: nothing is written
-    during = _run(pytester, sweep, monkeypatch, "evaluation")
-    assert during.ret == pytest.ExitCode.INTERRUPTED
-    during.stdout.fnmatch_lines(["*baseline: not written (the run was interrupted)*"])
-    assert before == {p: p.read_bytes() for p in outputs}
-    # Ctrl-C while the baseline is written: the old one stays whole
-    writing = _run(pytester, sweep, monkeypatch, "baseline")
-    assert writing.ret != 0
-    assert outputs[0].read_bytes() == before[outputs[0]]
-    assert not list(pytester.path.glob(".*.tmp"))
+    for signal in ("SIGINT", "SIGTERM"):  # Ctrl-C; a cancelled CI job
+        # Interrupted while the second checkpoint is evaluated: nothing is written
+        during = _run(pytester, sweep, monkeypatch, "evaluation", signal)
+        assert during.ret == pytest.ExitCode.INTERRUPTED, (signal, during.stdout.str())
+        during.stdout.fnmatch_lines(["*baseline: not written (the run was interrupted)*"])
+        assert before == {p: p.read_bytes() for p in outputs}, signal
+        # Interrupted while the baseline is written: the old one stays whole
+        writing = _run(pytester, sweep, monkeypatch, "baseline", signal)
+        assert writing.ret == pytest.ExitCode.INTERRUPTED, (signal, writing.stdout.str())
+        assert outputs[0].read_bytes() == before[outputs[0]], signal
+        assert not list(pytester.path.glob(".*.tmp")), signal

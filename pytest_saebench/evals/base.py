@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 from pytest_saebench.cache import TensorCache
-from pytest_saebench.loading.sae import LoadedSAE
+
+if TYPE_CHECKING:  # the metric registry imports every eval: keep sae_lens and TL out of it
+    from transformer_lens import HookedTransformer
+
+    from pytest_saebench.loading.sae import LoadedSAE
 
 TokenSource = Callable[[int, int, bool], torch.Tensor]
 """``(n_windows, context_size, prepend_bos) -> LongTensor [n_windows, context_size]``."""

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
 
 from pytest_saebench.activations import hook_activations, right_pad
 from pytest_saebench.errors import SaebenchError
@@ -221,6 +220,8 @@ def _encode(ctx: EvalContext, x: torch.Tensor, batch: int) -> torch.Tensor:
 def _quiet_sklearn():
     """sae-probes silences ConvergenceWarning; scikit-learn >= 1.8 also warns that the
     ``penalty`` argument sae-probes passes is deprecated: nothing a user can act on."""
+    from sklearn.exceptions import ConvergenceWarning  # here: the metric registry imports us
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.filterwarnings("ignore", module="sklearn")

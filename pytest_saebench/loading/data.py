@@ -25,6 +25,7 @@ import torch
 from pytest_saebench import reference
 from pytest_saebench.errors import SaebenchError, first_line
 from pytest_saebench.loading import hub
+from pytest_saebench.paths import missing_path
 
 _LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet",
             ".arrow": "arrow", ".csv": "csv"}
@@ -153,6 +154,8 @@ def load_text_dataset(spec: str, split: str = "train") -> DatasetSource:
         ds = reference.corpus_dataset(spec.removeprefix(reference.DATASET_PREFIX))
         return DatasetSource(spec, ds, "text", False, False, "embedded corpus", spec)
     path = Path(spec).expanduser()
+    if missing_path(spec):
+        raise SaebenchError(f"dataset {spec}: no such file or directory")
     revision = ""
     try:
         if path.exists():

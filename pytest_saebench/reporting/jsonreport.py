@@ -31,6 +31,15 @@ def results_files(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> St
     return [*files, (path, json_bytes(data))]
 
 
+def stale_files(results_json: str | Path, written: list[Path]) -> list[Path]:
+    """SAEBench-format files an earlier run left beside ``results_json`` that this run's
+    ``written`` files do not replace (another checkpoint or eval): removed after the write,
+    so the folder holds this run's files only."""
+    root = Path(results_json).with_suffix("")
+    keep = {p.resolve() for p in written}
+    return sorted(p for p in root.glob("*/*.json") if p.resolve() not in keep)
+
+
 def baseline_file(runner: Any, eval_id: str) -> Staged:
     """This run's results as the baseline (empty when no checkpoint was evaluated).
 

@@ -68,6 +68,11 @@ def write_outputs(runner: Any, checks: list[dict[str, Any]], why_not: str, stopp
             write_many_atomic(staged)
         except OSError as exc:
             return Written([f"outputs not written: {exc}"], out.annotations)
+    if wanted_results and any(w.startswith("results:") for w in wrote):
+        for old in jsonreport.stale_files(settings.results_json, [p for p, _ in staged]):
+            old.unlink(missing_ok=True)
+            if not any(old.parent.iterdir()):
+                old.parent.rmdir()
     out.notes[:0] = wrote
     return out
 
