@@ -95,7 +95,8 @@ def _show(path: str, verbose: bool) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{path}: suite {suite}, {len(results)} checkpoint(s)")
-    for line in render(rows(results, checks, metric_registry(), verbose)):
+    registry = metric_registry()
+    for line in render(rows(results, checks, registry, verbose), registry):
         print(line)
     failed = [c for c in checks if c["status"] in ("fail", "error")]
     return 1 if failed else 0

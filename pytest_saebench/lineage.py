@@ -40,6 +40,7 @@ class Position:
     step: int
     unit: str
     rule: str
+    run: str = ""  # the id with the step alone replaced: one training run's checkpoints
 
 
 def compile_pattern(pattern: str, where: str) -> re.Pattern[str]:
@@ -62,20 +63,21 @@ def position(sae_id: str, pattern: re.Pattern[str] | None = None) -> Position | 
         found = pattern.search(sae_id)
         if found and found.group("step") and found.group("step").isdigit():
             return Position(_blank(sae_id, found), int(found.group("step")), "steps",
-                            "step-pattern")
+                            "step-pattern", _blank(sae_id, found, keep_run=True))
     for rule, regex, unit in RULES:
         found = regex.match(sae_id)
         if found:
-            return Position(_blank(sae_id, found), int(found.group("step")), unit, rule)
+            return Position(_blank(sae_id, found), int(found.group("step")), unit, rule,
+                            _blank(sae_id, found, keep_run=True))
     return None
 
 
-def _blank(sae_id: str, found: re.Match[str]) -> str:
-    """``sae_id`` with the ``run`` group as ``*`` and the step (``final_`` included) as
-    ``#``."""
+def _blank(sae_id: str, found: re.Match[str], keep_run: bool = False) -> str:
+    """``sae_id`` with the ``run`` group as ``*`` (unless ``keep_run``) and the step
+    (``final_`` included) as ``#``."""
     groups = found.re.groupindex
     spans = []
-    if "run" in groups and found.group("run") is not None:
+    if "run" in groups and found.group("run") is not None and not keep_run:
         spans.append((found.start("run"), found.end("run"), "*"))
     final = "final" in groups and found.group("final") is not None
     spans.append((found.start("final" if final else "step"), found.end("step"), "#"))

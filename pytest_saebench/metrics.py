@@ -26,6 +26,9 @@ class MetricSpec:
     default_min: float | None = None
     # Wall-clock and other run-dependent values: recorded, never compared with a baseline.
     volatile: bool = False
+    # Shown beside the value where a reader would otherwise misread it (a bug-compatible id
+    # next to the corrected one).
+    note: str = ""
 
     @property
     def eval_type_id(self) -> str:

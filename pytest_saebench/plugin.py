@@ -371,7 +371,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if not table and not runner.errors():
         return
     terminalreporter.section("saebench")
-    for line in terminal.render(table) if table else []:
+    for line in terminal.render(table, runner.registry) if table else []:
         terminalreporter.write_line(line)
     for sae_id, message in runner.errors().items():
         terminalreporter.write_line(f"{sae_id}: evaluation failed: {message}", red=True)

@@ -141,6 +141,22 @@ def test_a_hub_model_or_dataset_not_cached_offline_stops_at_start_up(pytester, t
                         "Face cache", "saebench-reference:train (embedded, always offline)")
 
 
+def test_a_dataset_path_that_does_not_exist_is_no_such_file(pytester, tiny_world, tmp_path):
+    # path-shaped: never taken for a Hub name (which has exactly one "/")
+    for spec in ("/nonexistent/data.jsonl", "data/train.jsonl", "./corpus"):
+        result = _run(pytester, f"--sae-path={tiny_world.trained}", f"--saebench-dataset={spec}")
+        _assert_usage_error(result, f"--saebench-dataset: {spec}: no such file or directory")
+    # the checkpoint's own dataset_path: the line names the checkpoint's cfg.json
+    ckpt = tmp_path / "moved"
+    shutil.copytree(tiny_world.trained, ckpt)
+    cfg = json.loads((ckpt / "cfg.json").read_text())
+    cfg["metadata"]["dataset_path"] = "/nonexistent/data.jsonl"
+    (ckpt / "cfg.json").write_text(json.dumps(cfg))
+    result = _run(pytester, f"--sae-path={ckpt}")
+    _assert_usage_error(result, f"{ckpt / 'cfg.json'}: dataset_path /nonexistent/data.jsonl: no "
+                        "such file or directory")
+
+
 def test_unknown_metric_id(pytester, tiny_world):
     result = _run(pytester, f"--sae-path={tiny_world.trained}",
                   thresholds='"core.reconstruction_quality.explained_varience" = { min = 0.5 }')

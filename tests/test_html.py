@@ -148,6 +148,35 @@ def test_sweep_draws_one_line_per_architecture_and_width():
             assert f">{name}</text>" in chart
 
 
+def test_a_training_run_is_drawn_step_by_step_not_as_a_frontier():
+    # L0 falls, then rises over training: joined by L0 the line would zigzag back in time
+    run = [_results(f"checkpoints/e3d4cbd2/{step}", l0, ev)
+           for step, l0, ev in ((1000, 90, 0.6), (2000, 40, 0.8), (3000, 60, 0.9))]
+    sweep = html._sweep([*run, _results("final", 55, 0.92)])
+    chart = sweep.split("</svg>")[0]
+    assert ">training run checkpoints/e3d4cbd2/# (in step order)</text>" in chart
+    (line,) = re.findall(r'<polyline points="([^"]+)"', chart)  # "final" alone: a point
+    xs = [float(p.split(",")[0]) for p in line.split()]
+    assert xs[1] < xs[2] < xs[0]  # steps 1000, 2000, 3000 at L0 90, 40, 60
+    # one checkpoint of a run is a point among the others, not a run
+    assert "training run" not in html._sweep(run[:1] + [_results("final", 55, 0.92)])
+
+
+def test_a_bug_compatible_metric_says_why_it_differs():
+    from pytest_saebench.evals import metric_registry
+    from pytest_saebench.reporting import terminal
+
+    res = _results("good", 40, 0.9)
+    res.evals["core"].metrics.update({"core.reconstruction_quality.mse": 2.0,
+                                      "core.reconstruction_quality.mse_saebench_v0_6": 0.002})
+    registry = metric_registry()
+    page = unescape(html.render([res], [], "fast", {}, registry))
+    assert "divides each token's error by the number of tokens in its batch" in page
+    lines = terminal.render(terminal.rows([res], [], registry, True), registry)
+    assert any(line.startswith("note: core.reconstruction_quality.mse_saebench_v0_6: SAEBench "
+                               "0.6.0's value") for line in lines), lines
+
+
 def test_a_missing_plot_says_why_where_it_would_be():
     res = _results("relu", 600, 0.99, absorbed=False)
     del res.evals["sparse_probing"]

@@ -42,9 +42,19 @@ PRESETS = {
 }
 
 
-def _m(cat: str, key: str, direction: str, title: str, severity: str = "error") -> MetricSpec:
+def _m(cat: str, key: str, direction: str, title: str, severity: str = "error",
+       note: str = "") -> MetricSpec:
     return MetricSpec(f"core.{cat}.{key}", direction, title,  # type: ignore[arg-type]
-                      default_severity=severity)
+                      default_severity=severity, note=note)
+
+
+# The bug-compatible ids sit beside the corrected ones; say why they differ.
+_V06 = "SAEBench 0.6.0's value, kept to compare with published numbers"
+MSE_NOTE = (f"{_V06}: it also divides each token's error by the number of tokens in its "
+            "batch, so it is about mse / (tokens per batch) and shrinks as batches grow")
+EV_NOTE = (f"{_V06}: its denominator is about the variance around zero, not around the mean "
+           "(SAELens#659), which inflates it where activations have large means; never gate on "
+           "it")
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -61,9 +71,11 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("model_performance_preservation", "ce_loss_increase", "down", "CE increase (nats)"),
     _m("reconstruction_quality", "explained_variance", "up", "explained variance"),
     _m("reconstruction_quality", "explained_variance_legacy", "up", "explained var. (legacy)"),
-    _m("reconstruction_quality", "explained_variance_saebench_v0_6", "info", "EV (SAEBench 0.6)"),
+    _m("reconstruction_quality", "explained_variance_saebench_v0_6", "info", "EV (SAEBench 0.6)",
+       note=EV_NOTE),
     _m("reconstruction_quality", "mse", "down", "MSE per token"),
-    _m("reconstruction_quality", "mse_saebench_v0_6", "info", "MSE (SAEBench 0.6)"),
+    _m("reconstruction_quality", "mse_saebench_v0_6", "info", "MSE (SAEBench 0.6)",
+       note=MSE_NOTE),
     _m("reconstruction_quality", "cossim", "up", "cosine similarity"),
     _m("shrinkage", "l2_norm_in", "info", "mean ||x||"),
     _m("shrinkage", "l2_norm_out", "info", "mean ||x_hat||"),

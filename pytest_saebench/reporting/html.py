@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from pytest_saebench import __version__
+from pytest_saebench import __version__, lineage
 from pytest_saebench.reporting import svg
 from pytest_saebench.reporting.gates import headline, ordered_with_notes
 from pytest_saebench.thresholds import fmt
@@ -117,22 +117,33 @@ def _gates(checks: list[dict[str, Any]], suite: str) -> str:
 
 
 def _sweep(results: list[Any]) -> str:
-    """EV and CE-loss score against L0, one line per architecture and width: a line joins
-    only checkpoints that differ in sparsity alone."""
+    """EV and CE-loss score against L0: a sweep's checkpoints joined by L0, one line per
+    architecture and width (they differ in sparsity alone); a training run's checkpoints
+    joined step by step, one line per run (a path through training, not a frontier)."""
     points = [r for r in results if r.value(L0) is not None]
     if len(points) < 2:
         return ""
-    groups = {_family(r): None for r in points}
+    runs = {r.sae_id: p for r in points if (p := lineage.position(r.sae_id)) is not None}
+    runs = {k: p for k, p in runs.items()
+            if sum(q.run == p.run for q in runs.values()) > 1}  # a run of one is a point
+    groups = {_family(r) for r in points if r.sae_id not in runs}
     charts = []
     for metric, label in SWEEP_Y:
         series: dict[str, list[tuple[float, float, str]]] = {}
-        for r in points:
-            if r.value(metric) is not None:
-                name = _family(r) if len(groups) > 1 else label
-                series.setdefault(name, []).append((r.value(L0), r.value(metric), r.sae_id))
+        trained: set[str] = set()
+        for r in sorted(points, key=lambda r: runs[r.sae_id].step if r.sae_id in runs else 0):
+            if r.value(metric) is None:
+                continue
+            if r.sae_id in runs:
+                name = f"training run {runs[r.sae_id].run} (in step order)"
+                trained.add(name)
+            else:
+                name = _family(r) if len(groups) > 1 or runs else label
+            series.setdefault(name, []).append((r.value(L0), r.value(metric), r.sae_id))
         if sum(len(v) for v in series.values()) >= 2:
             charts.append(svg.lines(f"{label} against L0", series, "L0 (log scale)", label,
-                                    log_x=True, label_points=True))
+                                    log_x=True, label_points=True,
+                                    in_order=frozenset(trained)))
     return "".join(charts)
 
 
@@ -170,8 +181,9 @@ def _glossary(results: list[Any], checks: list[dict[str, Any]], registry: Any) -
         if spec is None:
             continue
         better = DIRECTIONS.get(spec.direction, spec.direction)
+        note = f'<br><span class="note">{escape(spec.note)}</span>' if spec.note else ""
         rows.append(f'<tr id="m-{escape(metric)}"><td><code>{escape(metric)}</code></td>'
-                    f"<td>{escape(spec.title)}</td><td>{escape(better)}</td></tr>")
+                    f"<td>{escape(spec.title)}{note}</td><td>{escape(better)}</td></tr>")
     if not rows:
         return ""
     return ("<h2>The metrics</h2><p class=\"note\">What each means and how it is computed: "
@@ -231,7 +243,7 @@ def _checkpoint(res: Any, registry: Any) -> str:
     for metric, value in res.all_metrics().items():
         spec = registry.get(metric) if registry is not None else None
         shown = fmt(value, res.stderr(metric)) if res.computed(metric) else "not computed"
-        why = res.reason(metric) if value is None else ""
+        why = res.reason(metric) if value is None else (spec.note if spec else "")
         rows.append(f"<tr><td>{_metric_link(metric)}</td>"
                     f"<td>{escape(spec.direction if spec else '')}</td>"
                     f"<td>{escape(shown)}</td><td class=\"note\">{escape(why or '')}</td></tr>")

@@ -116,9 +116,12 @@ def bars(title: str, labels: Sequence[str], series: dict[str, Sequence[float | N
 
 
 def lines(title: str, series: dict[str, Sequence[tuple[float, float, str]]], xlabel: str,
-          ylabel: str, log_x: bool = False, label_points: bool = False) -> str:
+          ylabel: str, log_x: bool = False, label_points: bool = False,
+          in_order: frozenset[str] = frozenset()) -> str:
     """Points joined by lines, one colour per series; each point is ``(x, y, label)``,
-    written beside the point when ``label_points``. A log axis is ticked at the data."""
+    written beside the point when ``label_points``. A series is joined by x, or, named in
+    ``in_order``, in the order given (a training run, step by step). A log axis is ticked at
+    the data."""
     fx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
     # a point may carry a fourth element, its standard error, drawn as an error bar
     series = {k: [(p[0], p[1], p[2], p[3] if len(p) > 3 else None) for p in v]
@@ -132,8 +135,10 @@ def lines(title: str, series: dict[str, Sequence[tuple[float, float, str]]], xla
     body = []
     for s, (name, points) in enumerate(series.items()):
         color = COLORS[s % len(COLORS)]
-        kept = sorted((fx(x), y, lab, err) for x, y, lab, err in points
-                      if y is not None and (x > 0 or not log_x))
+        kept = [(fx(x), y, lab, err) for x, y, lab, err in points
+                if y is not None and (x > 0 or not log_x)]
+        if name not in in_order:
+            kept.sort()
         if len(kept) > 1:
             path = " ".join(f"{ax.x(x):.1f},{ax.y(y):.1f}" for x, y, _, _ in kept)
             body.append(f'<polyline points="{path}" fill="none" stroke="{color}" '

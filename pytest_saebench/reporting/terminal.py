@@ -51,10 +51,14 @@ def rows(results: list[Any], checks: list[dict[str, Any]], registry: Any, verbos
     return out
 
 
-def render(table: list[list[str]]) -> list[str]:
-    """Align ``table`` under the metric table's header into text lines."""
+def render(table: list[list[str]], registry: Any = None) -> list[str]:
+    """Align ``table`` under the metric table's header into text lines, then a note for
+    each metric shown whose value needs one (a bug-compatible id beside the corrected)."""
     header = HEADER + BASELINE_HEADER if table and len(table[0]) > len(HEADER) else HEADER
-    return align(header, table)
+    shown = dict.fromkeys(row[1] for row in table)
+    notes = [f"note: {m}: {registry[m].note}" for m in shown
+             if registry is not None and m in registry and registry[m].note]
+    return align(header, table) + notes
 
 
 def align(header: list[str], table: list[list[str]]) -> list[str]:
