@@ -85,6 +85,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="results JSON path (default: saebench-results.json; 'none' disables)")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> None:
+    """``--sae-path PATH`` (two words) gets the rootdir and ini file ``--sae-path=PATH``
+    gets: pytest chose them before it knew the option takes a value."""
+    from pytest_saebench.rootdir import realign
+
+    realign(early_config, args)
+
+
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     """Register pytest-saebench's own hooks (``hookspecs.py``)."""
     from pytest_saebench import hookspecs

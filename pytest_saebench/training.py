@@ -32,3 +32,13 @@ def reference_inputs(device: str = "cpu") -> tuple[Any, Any]:
     from pytest_saebench.loading.model import load_model
 
     return load_model(MODEL_NAME, device, "float32"), reference.corpus_dataset("train")
+
+
+def hub_dataset(name: str, split: str = "train") -> Any:
+    """Hub dataset ``name`` streamed as ``datasets.load_dataset(name, streaming=True)`` gives
+    it, for SAELens's runner (``override_dataset``): from the local Hugging Face cache when it
+    holds the dataset (with ``HF_HUB_OFFLINE=1``, where ``load_dataset`` by name refuses),
+    else from the Hub. Offline and not cached: one line with the command that fetches it."""
+    from pytest_saebench.loading.data import open_hub_dataset
+
+    return open_hub_dataset(name, split)[0]

@@ -77,6 +77,32 @@ def reference_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("saebench-cache")
 
 
+@pytest.fixture(scope="session")
+def user_install(tmp_path_factory: pytest.TempPathFactory):
+    """README's install in a venv that sees nothing of this environment (tests/user_install.py),
+    shared by the install and workflow tests."""
+    from tests import user_install as U
+
+    return U.make(tmp_path_factory.mktemp("user-install"))
+
+
+@pytest.fixture(scope="session")
+def hub_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline Hugging Face cache and the SAEs its trainers wrote (tests/hub_world.py):
+    ``ROOT/hf`` is the cache, ``ROOT/saelens`` README's quick start's output."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("hub")
+    env = {**os.environ, "HF_HOME": str(root / "hf"), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).parents[1])}
+    built = subprocess.run([sys.executable, str(Path(__file__).parent / "hub_world.py"),
+                            str(root)], env=env, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    return root
+
+
 SMALL_PYPROJECT = """
 [tool.pytest-saebench]
 select-evals = ["core"]

@@ -97,9 +97,27 @@ def tokens_stream():
     return datasets.load_dataset(snapshot, split="train", streaming=True)
 
 
+def quick_start():
+    """README's quick start, ``example_tests/train_sae.py``, as a module."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "example_tests" / "train_sae.py"
+    spec = importlib.util.spec_from_file_location("train_sae", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# What README's quick start is run with here (example_tests/train_sae.py's options).
+QUICK_START_ARGS = {"training_tokens": 49_152, "context_size": CONTEXT, "batch_tokens": 512}
+
+
 def train_saelens(out: Path, training_tokens: int = 49_152, pretokenized: bool = False) -> None:
-    """SAELens's runner by model name: on the text dataset with two mid-training checkpoints,
-    or on the pretokenized one (final SAE only)."""
+    """SAELens's runner by model name: README's quick start on the text dataset (two
+    mid-training checkpoints), or on the pretokenized one (final SAE only)."""
+    if not pretokenized:
+        quick_start().train(out, **QUICK_START_ARGS)
+        return
     from sae_lens import (
         LanguageModelSAERunnerConfig,
         LanguageModelSAETrainingRunner,
@@ -110,15 +128,13 @@ def train_saelens(out: Path, training_tokens: int = 49_152, pretokenized: bool =
     cfg = LanguageModelSAERunnerConfig(
         sae=StandardTrainingSAEConfig(d_in=D_MODEL, d_sae=D_SAE, l1_coefficient=2.0,
                                       normalize_activations="expected_average_only_in"),
-        model_name=MODEL, hook_name=HOOK, dataset_path=TOKENS if pretokenized else TEXT,
-        is_dataset_tokenized=pretokenized, streaming=True, context_size=CONTEXT,
-        training_tokens=training_tokens, train_batch_size_tokens=512, store_batch_size_prompts=16,
-        n_batches_in_buffer=32, n_checkpoints=0 if pretokenized else 2,
-        checkpoint_path=str(out / "checkpoints"), output_path=str(out / "final"),
-        device="cpu", lr=3e-3, seed=0, n_batches_for_norm_estimate=8,
-        logger=LoggingConfig(log_to_wandb=False))
-    stream = tokens_stream() if pretokenized else text_stream()
-    LanguageModelSAETrainingRunner(cfg, override_dataset=stream).run()
+        model_name=MODEL, hook_name=HOOK, dataset_path=TOKENS, is_dataset_tokenized=True,
+        streaming=True, context_size=CONTEXT, training_tokens=training_tokens,
+        train_batch_size_tokens=512, store_batch_size_prompts=16, n_batches_in_buffer=32,
+        n_checkpoints=0, checkpoint_path=str(out / "checkpoints"),
+        output_path=str(out / "final"), device="cpu", lr=3e-3, seed=0,
+        n_batches_for_norm_estimate=8, logger=LoggingConfig(log_to_wandb=False))
+    LanguageModelSAETrainingRunner(cfg, override_dataset=tokens_stream()).run()
 
 
 def train_dictionary_learning(out: Path, steps: int = 300) -> None:

@@ -52,3 +52,16 @@ def test_readme_is_a_quick_start_whose_links_resolve():
     pages = {p.name for p in (ROOT / "docs").glob("*.md")}
     linked = {Path(t).name for t, _ in LINK.findall(text) if t.startswith("docs/")}
     assert pages <= linked, pages - linked  # every moved section is reachable from README
+
+
+def test_readmes_quick_start_is_the_script_its_test_runs():
+    # tests/hub_world.py runs example_tests/train_sae.py's train(); README shows that function.
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Quick start"):]
+    shown = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = (ROOT / "example_tests" / "train_sae.py").read_text()
+    assert shown.startswith("def train(") and shown in script
+    assert "..." not in shown
+    world = (ROOT / "tests" / "hub_world.py").read_text()
+    assert "quick_start().train(out, **QUICK_START_ARGS)" in world
+    assert "--training-tokens 49152 --context-size 32 --batch-tokens 512" in section

@@ -60,13 +60,11 @@ def _env(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Hub:
-    """Build the world, run the user's CI command on it, ask the trainers."""
-    root = tmp_path_factory.mktemp("hub")
+def hub(hub_world: Path) -> Hub:
+    """The world (README's quick start trained in it), the user's CI command run on it, and
+    the trainers asked."""
+    root = hub_world
     env = _env(root)
-    built = subprocess.run([sys.executable, str(TESTS / "hub_world.py"), str(root)], env=env,
-                           capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr[-3000:]
     repo = root / "repo"
     repo.mkdir()
     (repo / "pyproject.toml").write_text(PYPROJECT)

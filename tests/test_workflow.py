@@ -1,119 +1,183 @@
-"""The example workflow's install and gate steps, run as written in a fresh virtual environment
-laid out like a training repository (the plugin as the submodule tools/pytest-saebench)."""
+"""The example workflows: clean under a GitHub Actions security linter and the workflow schema,
+installing the plugin as README says, and their steps run as written in README's install (a
+venv that sees nothing else, tests/user_install.py): sae-quality.yml's pull request, push and
+retrained pull request on SAELens's layout, and sae-train-and-gate.yml's training and gate
+steps on the offline Hub world."""
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
 import subprocess
-import sys
-import sysconfig
+import tomllib
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).parents[1]
+from tests.user_install import README_PLUGIN, ROOT, readme_install
+
 FLOWS = ROOT / "example_tests" / ".github" / "workflows"
+FILES = sorted(FLOWS.glob("*.yml"))
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}  # v\d+(\.\d+)*$")
+PUSH_FLAG = "${{ github.event_name == 'push' && '--saebench-update-baseline' || '' }}"
+QUICK_START_ARGS = "--training-tokens 49152 --context-size 32 --batch-tokens 512"
+
+
+def _flow(name: str) -> dict:
+    return yaml.safe_load((FLOWS / name).read_text())
 
 
 def _steps(flow: dict, job: str) -> dict[str, dict]:
-    return {s.get("name", s.get("uses", "")): s for s in flow["jobs"][job]["steps"]}
+    return {s.get("name", s.get("uses", "").split("@")[0]): s for s in flow["jobs"][job]["steps"]}
 
 
-@pytest.mark.parametrize("name, jobs", [("sae-quality.yml", ["saebench"]),
-                                        ("sae-quality-matrix.yml", ["shard", "merge"])])
-def test_every_job_checks_out_the_plugin_it_installs(name, jobs):
-    flow = yaml.safe_load((FLOWS / name).read_text())
-    for job in jobs:
-        steps = _steps(flow, job)
-        checkout = steps["actions/checkout@v4"]
-        assert checkout["with"]["submodules"] is True, (name, job)
-        install = steps["Install"]["run"].splitlines()
-        assert install[0].startswith("pip install torch ")  # torch is the user's choice
-        assert install[1] == "pip install ./tools/pytest-saebench"
-        assert "pip install pytest-saebench" not in (FLOWS / name).read_text()
+def test_workflows_pass_zizmor_and_the_workflow_schema():
+    lint = subprocess.run(["zizmor", "--offline", "--no-progress", str(FLOWS)],
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout[-4000:] + lint.stderr[-2000:]
+    schema = subprocess.run(["check-jsonschema", "--builtin-schema", "vendor.github-workflows",
+                             *map(str, FILES)], capture_output=True, text=True)
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    bot = subprocess.run(["check-jsonschema", "--builtin-schema", "vendor.dependabot",
+                          str(FLOWS.parent / "dependabot.yml")], capture_output=True, text=True)
+    assert bot.returncode == 0, bot.stdout + bot.stderr
 
 
-def _training_repo(tmp_path: Path) -> Path:
-    """What the workflow checks out: pyproject + tests, a checkpoint, the plugin submodule."""
-    repo = tmp_path / "repo"
-    plugin = repo / "tools" / "pytest-saebench"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
-                           capture_output=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        (plugin / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, plugin / rel)
-    shutil.copy(ROOT / "example_tests" / "pyproject.toml", repo / "pyproject.toml")
-    (repo / "example_tests").mkdir()
-    shutil.copy(ROOT / "example_tests" / "test_sae_quality.py", repo / "example_tests")
-    shutil.copytree(ROOT / "example_tests" / "checkpoints" / "good",
-                    repo / "checkpoints" / "latest")
-    return repo
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_actions_pinned_by_commit_least_privilege_and_no_persisted_token(path):
+    text = path.read_text()
+    uses = [line.split("uses:", 1)[1].strip() for line in text.splitlines() if "uses:" in line]
+    assert uses and all(PINNED.match(u) for u in uses), uses  # SHA, and its version beside it
+    flow = yaml.safe_load(text)
+    assert flow["permissions"] == {}
+    for name, job in flow["jobs"].items():
+        assert job["permissions"] == {"contents": "read"}, name
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False, name
 
 
-def _venv(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A fresh venv that sees this environment's packages (torch and the rest are then
-    already satisfied and nothing is downloaded) and whose own site-packages come first."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    purelib = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
-                                   "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  check=True, capture_output=True, text=True).stdout.strip())
-    (purelib / "base-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
-           "VIRTUAL_ENV": str(venv), "HF_HUB_OFFLINE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    env.pop("PYTHONPATH", None)
-    return venv, env
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_every_job_installs_the_plugin_as_readme_says(path):
+    flow = yaml.safe_load(path.read_text())
+    assert f'pip install "{flow["env"]["PLUGIN"]}"' == readme_install()[1]
+    assert README_PLUGIN.fullmatch(readme_install()[1])
+    for job in flow["jobs"]:
+        install = _steps(flow, job)["Install"]["run"].splitlines()
+        assert install[0].startswith("pip install torch ")  # torch first: the user's build
+        assert install[1] == 'pip install "$PLUGIN"'
+
+
+def _run_step(step: dict, flow: dict, repo: Path, user, event: str, **env: str):
+    """One ``run:`` step as written, with the workflow's and the step's env, as GitHub runs
+    it for ``event`` (offline here: nothing is downloaded)."""
+    values = {**flow["env"], **{k: str(v) for k, v in (step.get("env") or {}).items()},
+              "GITHUB_EVENT_NAME": event, "HF_HUB_OFFLINE": "1", **env}
+    if values.get("UPDATE") == PUSH_FLAG:
+        values["UPDATE"] = "--saebench-update-baseline" if event == "push" else ""
+    assert "${{" not in " ".join(values.values()) + step["run"], values
+    return subprocess.run(step["run"], shell=True, cwd=repo, env={**user.env, **values},
+                          capture_output=True, text=True, timeout=900)
+
+
+def _regressions(repo: Path) -> dict[str, dict]:
+    checks = json.loads((repo / "saebench-results.json").read_text())["checks"]
+    return {f"{c['sae']}::{c['metric']}": c for c in checks if c["kind"] == "regression"}
 
 
 @pytest.mark.slow
-def test_workflow_install_and_gate_steps_run_as_written(tmp_path, reference_cache):
-    flow = yaml.safe_load((FLOWS / "sae-quality.yml").read_text())
-    steps = _steps(flow, "saebench")
-    cached = steps["Model weights and SAE-independent work (activations, clean losses)"]
-    assert ".pytest_cache/d/saebench" in cached["with"]["path"].split()
-    repo = _training_repo(tmp_path)
-    # What the cache step restores after earlier runs: the session's gate runs of the same
-    # checkpoint filled it (tests/test_reference.py; empty when this test runs alone).
+def test_sae_quality_on_saelens_layout_pull_request_push_and_a_retrained_pull_request(
+        tmp_path, user_install, reference_cache):
+    flow = _flow("sae-quality.yml")
+    gate = _steps(flow, "saebench")["Gate the checkpoints"]
+    assert gate["env"]["UPDATE"] == PUSH_FLAG
+    assert flow["env"]["RUN"] == "checkpoints" and flow["env"]["FINAL"] == "final"
+    repo = tmp_path / "repo"
+    (repo / "example_tests").mkdir(parents=True)
+    shutil.copy(ROOT / "example_tests" / "test_sae_quality.py", repo / "example_tests")
+    # the example's table, core only (this repository's choice, to keep the test short)
+    pyproject = (ROOT / "example_tests" / "pyproject.toml").read_text().replace(
+        "[tool.pytest-saebench]\n", '[tool.pytest-saebench]\nselect-evals = ["core"]\n', 1)
+    (repo / "pyproject.toml").write_text(pyproject)
+    good = ROOT / "example_tests" / "checkpoints" / "good"
+    shutil.copytree(good, repo / "checkpoints" / "7fa0ce03" / "6144")  # SAELens: run / tokens
+    shutil.copytree(good, repo / "final")
+    # what the cache step restores after earlier runs (tests/test_reference.py filled it)
     shutil.copytree(reference_cache, repo / ".pytest_cache" / "d" / "saebench")
-    venv, env = _venv(tmp_path)
-    for line in steps["Install"]["run"].splitlines():
-        done = subprocess.run(line, shell=True, cwd=repo, env=env, capture_output=True,
-                              text=True)
-        assert done.returncode == 0, (line, done.stdout[-2000:], done.stderr[-2000:])
-    where = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import pytest_saebench, torch; print(pytest_saebench.__file__);"
-                            "print(torch.__version__)"], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, check=True).stdout.split()
-    assert Path(where[0]).is_relative_to(venv), where  # the submodule's copy, not ours
-    assert where[1] == __import__("torch").__version__  # the installed torch was kept
-    # pytest itself comes from the base environment through the .pth; its console script is
-    # what `pip install pytest` would have put in the venv.
-    script = venv / "bin" / "pytest"
-    script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom pytest import "
-                      "console_main\nsys.exit(console_main())\n")
-    script.chmod(0o755)
-    gate = steps["Gate the checkpoint"]["run"]
-    for key, value in flow["env"].items():
-        gate = gate.replace("${{ env." + key + " }}", value)
-    flag = "${{ github.event_name == 'push' && '--saebench-update-baseline' || '' }}"
-    # A pull request before main has saved a baseline: regression gates skip with the reason.
-    done = subprocess.run(gate.replace(flag, ""), shell=True, cwd=repo, env=env,
-                          capture_output=True, text=True)
-    assert "${{" not in gate.replace(flag, "")
-    assert done.returncode == 0, done.stdout[-4000:]
-    regressions = [c for c in json.loads((repo / "saebench-results.json").read_text())["checks"]
-                   if c["kind"] == "regression"]
-    assert regressions and all(c["status"] == "skip" and "no baseline at "
-                               "baselines/saebench.json" in c["message"] for c in regressions)
-    assert not (repo / "baselines" / "saebench.json").exists()
-    # A push to main: the same gates, and the results become the baseline.
-    done = subprocess.run(gate.replace(flag, "--saebench-update-baseline"), shell=True,
-                          cwd=repo, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-4000:]
-    assert " passed" in done.stdout and "failed" not in done.stdout.splitlines()[-1]
+    baseline = repo / "baselines" / "saebench.json"
+
+    # A pull request before main has a baseline: the regression gates skip, saying so.
+    done = _run_step(gate, flow, repo, user_install, "pull_request")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    skipped = _regressions(repo)
+    assert skipped and all(c["status"] == "skip" and "this is a pull request" in c["message"]
+                           for c in skipped.values()), skipped
+    assert not baseline.exists()
+    # A push to main: the same gates; the results become the baseline.
+    done = _run_step(gate, flow, repo, user_install, "push")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     for out in ("junit.xml", "saebench-results.json", "saebench-report.html",
                 "baselines/saebench.json"):
         assert (repo / out).is_file(), out
+    # A pull request that retrained: SAELens wrote the run under another id; each of its
+    # checkpoints is compared with main's at the same tokens seen.
+    (repo / "checkpoints" / "7fa0ce03").rename(repo / "checkpoints" / "e3d4cbd2")
+    done = _run_step(gate, flow, repo, user_install, "pull_request")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    compared = _regressions(repo)
+    mid = {k: c for k, c in compared.items() if k.startswith("checkpoints/e3d4cbd2/6144::")}
+    assert mid and all(c["status"] == "pass" and c["baseline_entry"] ==
+                       "checkpoints/7fa0ce03/6144" for c in mid.values()), mid
+    assert all("the same step (6,144 tokens) of another training run" in c["message"]
+               for c in mid.values())
+    assert all(c["status"] == "pass" for c in compared.values()), compared
+
+
+@pytest.mark.slow
+def test_train_and_gate_runs_readmes_quick_start_and_gates_what_it_wrote(
+        tmp_path, user_install, hub_world):
+    flow = _flow("sae-train-and-gate.yml")
+    steps = _steps(flow, "train-and-gate")
+    assert flow["env"]["TRAIN"] == "python example_tests/train_sae.py"
+    repo = tmp_path / "repo"
+    (repo / "example_tests").mkdir(parents=True)
+    for name in ("train_sae.py", "test_sae_quality.py"):
+        shutil.copy(ROOT / "example_tests" / name, repo / "example_tests")
+    # README's pyproject, core only as its quick start says
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Configure"):].split("```toml", 1)[1].split("```", 1)[0]
+    tomllib.loads(table)
+    (repo / "pyproject.toml").write_text(table.replace(
+        "[tool.pytest-saebench]\n", '[tool.pytest-saebench]\nselect-evals = ["core"]\n', 1))
+    hf = {"HF_HOME": str(hub_world / "hf"), "HF_DATASETS_OFFLINE": "1",
+          "TRANSFORMERS_OFFLINE": "1"}
+    # The example's hand-written encode(0) test: SAELens's standard SAEs pass it.
+    tests = {"TESTS": "example_tests/test_sae_quality.py::test_encoding_zero"}
+    runs = {}
+    for event in ("push", "pull_request"):  # main trains and writes the baseline; a PR retrains
+        shutil.rmtree(repo / "checkpoints", ignore_errors=True)
+        trained = _run_step(steps["Train"], flow, repo, user_install, event,
+                            TRAIN_ARGS=QUICK_START_ARGS, **hf)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        (run_id,) = [p.name for p in (repo / "checkpoints").iterdir()]
+        runs[event] = run_id
+        done = _run_step(steps["Gate what the training wrote"], flow, repo, user_install, event,
+                         **hf, **tests)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        cases = ET.parse(repo / "junit.xml").getroot().iter("testcase")
+        zero = [c for c in cases if c.get("name", "").startswith("test_encoding_zero[")]
+        assert len(zero) == 3 and not any(len(c) for c in zero), done.stdout[-3000:]
+        data = json.loads((repo / "saebench-results.json").read_text())
+        mids = sorted(k for k in data["saes"] if k.startswith(f"checkpoints/{run_id}/"))
+        assert len(mids) == 2 and "final" in data["saes"], list(data["saes"])
+        assert not [c for c in data["checks"] if c["status"] in ("fail", "error")]
+    assert runs["push"] != runs["pull_request"]  # SAELens drew another run id
+    compared = _regressions(repo)
+    for sae_id in mids:
+        ours = {k: c for k, c in compared.items() if k.startswith(f"{sae_id}::")}
+        assert ours and all(c["status"] in ("pass", "improved") and c["baseline_entry"] ==
+                            sae_id.replace(runs["pull_request"], runs["push"])
+                            for c in ours.values()), ours

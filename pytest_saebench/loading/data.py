@@ -132,7 +132,7 @@ def _local(path: Path, spec: str, split: str) -> Any:
                                  streaming=True)
 
 
-def _hub(spec: str, split: str) -> tuple[Any, str, str, str]:
+def open_hub_dataset(spec: str, split: str = "train") -> tuple[Any, str, str, str]:
     """``(stream, origin, location, revision)`` of a Hub dataset: its cached snapshot when
     there is one, else (online) the Hub itself; offline and not cached, one line."""
     snapshot = hub.cached_dataset_snapshot(spec)
@@ -161,7 +161,7 @@ def load_text_dataset(spec: str, split: str = "train") -> DatasetSource:
         if path.exists():
             data, origin, location = _local(path, spec, split), "local path", str(path)
         else:
-            data, origin, location, revision = _hub(spec, split)
+            data, origin, location, revision = open_hub_dataset(spec, split)
         peek = iter(data)
         first = next(peek, None)
         _close(peek)
