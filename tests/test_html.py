@@ -171,7 +171,7 @@ def test_a_bug_compatible_metric_says_why_it_differs():
                                       "core.reconstruction_quality.mse_saebench_v0_6": 0.002})
     registry = metric_registry()
     page = unescape(html.render([res], [], "fast", {}, registry))
-    assert "divides each token's error by the number of tokens in its batch" in page
+    assert "divides by the tokens in each batch" in page
     lines = terminal.render(terminal.rows([res], [], registry, True), registry)
     assert any(line.startswith("note: core.reconstruction_quality.mse_saebench_v0_6: SAEBench "
                                "0.6.0's value") for line in lines), lines

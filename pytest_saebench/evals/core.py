@@ -48,13 +48,10 @@ def _m(cat: str, key: str, direction: str, title: str, severity: str = "error",
                       default_severity=severity, note=note)
 
 
-# The bug-compatible ids sit beside the corrected ones; say why they differ.
-_V06 = "SAEBench 0.6.0's value, kept to compare with published numbers"
-MSE_NOTE = (f"{_V06}: it also divides each token's error by the number of tokens in its "
-            "batch, so it is about mse / (tokens per batch) and shrinks as batches grow")
-EV_NOTE = (f"{_V06}: its denominator is about the variance around zero, not around the mean "
-           "(SAELens#659), which inflates it where activations have large means; never gate on "
-           "it")
+# Bug-compatible ids sit beside the corrected ones: say why they differ (METRICS.md 2.4-2.5).
+_V06 = "SAEBench 0.6.0's value, kept to compare with published numbers: "
+MSE_NOTE = _V06 + "it also divides by the tokens in each batch, so it is about mse / batch size"
+EV_NOTE = _V06 + "its variance is taken about zero, not the mean (SAELens#659); never gate on it"
 
 
 METRICS: tuple[MetricSpec, ...] = (
