@@ -43,12 +43,14 @@ def test_bad_shard_is_one_line(raw):
 
 
 def _workflow_commands() -> tuple[str, list[str], int]:
-    """The shard job's command (with its ${{ }} expressions) and the merge job's, as written."""
+    """The shard job's command (its shell variables unexpanded) and the merge job's, as
+    written."""
     flow = yaml.safe_load(WORKFLOW.read_text())
     n = int(flow["env"]["SHARDS"])
     assert flow["jobs"]["shard"]["strategy"]["matrix"]["shard"] == list(range(1, n + 1))
     assert flow["jobs"]["merge"]["needs"] == "shard"
     steps = {s.get("name"): s for s in flow["jobs"]["shard"]["steps"]}
+    assert steps["Gate this shard"]["env"]["SHARD"] == "${{ matrix.shard }}"
     merge_steps = {s.get("name"): s for s in flow["jobs"]["merge"]["steps"]}
     merged = shlex.split(merge_steps["Merge the shards"]["run"])
     assert merged[:3] == ["python", "-m", "pytest_saebench"]
@@ -56,12 +58,13 @@ def _workflow_commands() -> tuple[str, list[str], int]:
 
 
 def _shard_args(command: str, shard: int, n: int) -> list[str]:
-    """The shard job's pytest arguments for matrix value ``shard``."""
-    command = (command.replace("${{ matrix.shard }}", str(shard))
-               .replace("${{ env.SHARDS }}", str(n)).replace("${{ env.SWEEP }}", str(SWEEP))
-               .replace("${{ env.TESTS }}", "example_tests/"))
-    assert "${{" not in command, command
-    args = shlex.split(command)
+    """The shard job's pytest arguments for matrix value ``shard``: the workflow's and the
+    step's variables as the runner's shell expands them."""
+    values = {"SHARD": str(shard), "SHARDS": str(n), "SWEEP": str(SWEEP),
+              "TESTS": "example_tests/"}
+    expanded = re.sub(r"\$(\w+)", lambda m: values[m.group(1)], command)
+    assert "$" not in expanded and "${{" not in expanded, expanded
+    args = shlex.split(expanded)
     assert args[:2] == ["pytest", "example_tests/"]
     return [a for a in args[2:] if not a.startswith("--junitxml")]
 
