@@ -79,6 +79,7 @@ def test_ctrl_c_and_sigterm_lose_nothing(pytester, sweep, monkeypatch):
     before = {p: p.read_bytes() for p in outputs}
     assert b'"sweep/a"' in before[outputs[0]] and b'"sweep/b"' in before[outputs[0]]
     for signal in ("SIGINT", "SIGTERM"):  # Ctrl-C; a cancelled CI job
+        before = {p: p.read_bytes() for p in outputs}
         # Interrupted while the second checkpoint is evaluated: nothing is written
         during = _run(pytester, sweep, monkeypatch, "evaluation", signal)
         assert during.ret == pytest.ExitCode.INTERRUPTED, (signal, during.stdout.str())
