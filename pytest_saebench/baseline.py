@@ -47,7 +47,7 @@ class RegressionRule:
     source: str = ""
 
     def limit_text(self) -> str:
-        """E.g. ``drop <= 0.01`` or ``change <= 15%``, plus the noise margin if any."""
+        """E.g. ``drop <= 0.01`` or ``change <= 15%``, and the confidence: ``, z 3``."""
         parts = []
         if self.max_drop is not None:
             parts.append(f"drop <= {self.max_drop:g}")
@@ -56,7 +56,7 @@ class RegressionRule:
         if self.max_change_pct is not None:
             parts.append(f"change <= {self.max_change_pct:g}%")
         text = ", ".join(parts)
-        return text + (f" + {self.z:g}σ" if self.z else "")
+        return text + (f", z {self.z:g}" if self.z else "")
 
 
 def parse_rules(table: Any, label: str, resolve, gated: list[str], line_of=None,
@@ -124,12 +124,15 @@ def _resolve(resolve, name: str, where: str) -> str:
 
 
 def compare(rule: RegressionRule, direction: str, new: float | None, old: float | None,
-            new_se: float | None = None, old_se: float | None = None, context: str = ""
-            ) -> Outcome:
+            new_se: float | None = None, old_se: float | None = None, context: str = "",
+            paired: Any = None, unpaired: str = "") -> Outcome:
     """Check ``new`` against the baseline value ``old``.
 
-    Status ``fail`` (``warn`` for warn rules) past an allowance, ``improved`` when the metric
-    moved the good way by more than the noise margin, else ``pass``.
+    Without ``rule.z`` the values decide: ``fail`` (``warn`` for warn rules) past an
+    allowance, ``improved`` when the metric moved the good way, else ``pass``. With ``z`` the
+    interval of the difference decides, three ways (STATISTICS.md §3): its standard error is
+    the paired one (``paired``, a ``gates.stats.Difference``) where the runs share units,
+    else ``hypot(new_se, old_se)``, and the message says which and (``unpaired``) why.
     """
     mid = rule.metric
     if old is None or not math.isfinite(old):
@@ -137,28 +140,91 @@ def compare(rule: RegressionRule, direction: str, new: float | None, old: float 
     if new is None or not math.isfinite(new):
         return Outcome("fail", f"{mid} is undefined now but was {fmt(old)} in the baseline "
                                f"{context}")
-    margin = rule.z * math.hypot(new_se or 0.0, old_se or 0.0)
+    if rule.z:
+        return _compare_interval(rule, direction, new, old, new_se, old_se, context, paired,
+                                 unpaired)
     delta = new - old
     sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
     moved = f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g})"
-    bad = -sign * delta if sign else abs(delta)  # how far it moved the wrong way
-    broken = []
-    if rule.max_drop is not None and bad > rule.max_drop + margin:
-        broken.append(f"max_drop {rule.max_drop:g}")
-    if rule.max_drop_pct is not None and bad > abs(old) * rule.max_drop_pct / 100 + margin:
-        broken.append(f"max_drop_pct {rule.max_drop_pct:g}%")
-    if rule.max_change_pct is not None and \
-            abs(delta) > abs(old) * rule.max_change_pct / 100 + margin:
-        broken.append(f"max_change_pct {rule.max_change_pct:g}%")
+    broken = [label for bad, allow, label in _limits(rule, sign, delta, old) if bad > allow]
     if broken:
         verb = "regressed" if sign and -sign * delta > 0 else "changed"
-        margin_text = f" + {rule.z:g}σ = {margin:.3g}" if margin else ""
         return Outcome("warn" if rule.severity == "warn" else "fail",
-                       f"{mid} {verb} {moved}, beyond {', '.join(broken)}{margin_text} "
-                       f"{context}".rstrip())
-    if sign and sign * delta > margin and delta != 0:
+                       f"{mid} {verb} {moved}, beyond {', '.join(broken)} {context}".rstrip())
+    if sign and sign * delta > 0:
         return Outcome("improved", f"{mid} improved {moved} {context}".rstrip())
     return Outcome("pass", f"{mid} {moved} within {rule.limit_text()} {context}".rstrip())
+
+
+def _limits(rule: RegressionRule, sign: float, delta: float, old: float
+            ) -> list[tuple[float, float, str]]:
+    """``(how far it moved the wrong way, the allowance, its name)`` for each limit."""
+    bad = -sign * delta if sign else abs(delta)
+    out = []
+    if rule.max_drop is not None:
+        out.append((bad, rule.max_drop, f"max_drop {rule.max_drop:g}"))
+    if rule.max_drop_pct is not None:
+        out.append((bad, abs(old) * rule.max_drop_pct / 100,
+                    f"max_drop_pct {rule.max_drop_pct:g}%"))
+    if rule.max_change_pct is not None:
+        out.append((abs(delta), abs(old) * rule.max_change_pct / 100,
+                    f"max_change_pct {rule.max_change_pct:g}%"))
+    return out
+
+
+def _compare_interval(rule: RegressionRule, direction: str, new: float, old: float,
+                      new_se: float | None, old_se: float | None, context: str, paired: Any,
+                      unpaired: str) -> Outcome:
+    from pytest_saebench.gates.stats import critical, verdict
+
+    mid = rule.metric
+    if paired is not None and paired.stderr is not None:
+        delta, se, df = paired.delta, paired.stderr, paired.df
+        basis = f"paired over {paired.n_paired} units with identical inputs"
+    else:
+        delta, se, df = new - old, math.hypot(new_se or 0.0, old_se or 0.0), None
+        basis = f"unpaired{': ' + unpaired if unpaired else ''}"
+    c = critical(rule.z, df)
+    sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
+    moved = f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g} ± {se:.2g}, {basis})"
+    half = c * se
+    limits = [(bad, label, verdict(bad, se, allow, c))
+              for bad, allow, label in _limits(rule, sign, delta, old)]
+    how = "drop" if sign else "change"
+    for bad, label, status in limits:
+        if status == "fail":
+            verb = "regressed" if sign and -sign * delta > 0 else "changed"
+            return Outcome("warn" if rule.severity == "warn" else "fail",
+                           f"{mid} {verb} {moved}: the {how} {fmt(bad)} ± {c:.3g}σ = "
+                           f"[{fmt(bad - half)}, {fmt(bad + half)}] lies beyond {label} "
+                           f"{context}")
+    for bad, label, status in limits:
+        if status == "inconclusive":
+            return Outcome("inconclusive",
+                           f"{mid} {moved}: the {how} {fmt(bad)} ± {c:.3g}σ = "
+                           f"[{fmt(bad - half)}, {fmt(bad + half)}] holds {label}: "
+                           f"inconclusive at z {rule.z:g} {context}")
+    if sign and sign * delta - half > 0:
+        return Outcome("improved", f"{mid} improved {moved} {context}")
+    return Outcome("pass", f"{mid} {moved} within {rule.limit_text()} {context}")
+
+
+def pair(metric: str, new: Any, old: Any) -> tuple[Any, str]:
+    """``(gates.stats.Difference, '')`` of ``metric`` between two results over the units both
+    evaluated with identical inputs, or ``(None, why not)``."""
+    from pytest_saebench.gates.stats import paired_difference
+
+    theirs = old.units(metric)
+    if theirs is None:
+        return None, "the baseline recorded no per-unit sums (written before paired gates)"
+    mine = new.units(metric)
+    if mine is None:
+        return None, "this run recorded no per-unit sums (repeated seeds)"
+    found = paired_difference(mine[0], mine[1], theirs[1], theirs[0])
+    if found is None:
+        return None, ("no unit has the baseline's inputs (another seed, dataset, budget or "
+                      "model)")
+    return found, ""
 
 
 def check_metric(rule: RegressionRule, direction: str, new: Any, old: Any, label: str,
@@ -173,8 +239,9 @@ def check_metric(rule: RegressionRule, direction: str, new: Any, old: Any, label
     if diffs:
         return Outcome("skip", f"{metric} not compared: the {eval_type} eval config differs "
                                f"from baseline {label} in {', '.join(diffs)}")
+    paired, why = pair(metric, new, old) if rule.z else (None, "")
     return compare(rule, direction, new.value(metric), old.value(metric), new.stderr(metric),
-                   old.stderr(metric), f"vs baseline {label} {context}")
+                   old.stderr(metric), f"vs baseline {label} {context}", paired, why)
 
 
 def config_differences(new_config: dict[str, Any], old_config: dict[str, Any]) -> list[str]:

@@ -32,7 +32,7 @@ SCALAR_KEYS: dict[str, type] = {
     "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
     "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
     "cache-dir": str, "cache-size-mb": int, "repeats": int, "threads": int,
-    "step-pattern": str,
+    "step-pattern": str, "on-inconclusive": str,
 }
 TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression", "frontier",
               "model-kwargs")
@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
     "on-missing-baseline": "skip", "html": None, "cache-dir": None, "cache-size-mb": 4096,
-    "repeats": 1, "threads": 0, "step-pattern": None,
+    "repeats": 1, "threads": 0, "step-pattern": None, "on-inconclusive": "warn",
 }
 # CLI dest / env variable for each scalar key.
 CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
@@ -83,6 +83,8 @@ class Settings:
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     # step-pattern: how a checkpoint id names its training step (lineage.py), or None
     step_pattern: re.Pattern[str] | None = None
+    # What an inconclusive gate (its interval holds its bound) does: warn | fail | pass.
+    on_inconclusive: str = "warn"
 
     @property
     def active(self) -> bool:
@@ -211,12 +213,11 @@ def _thresholds(fc: FileConfig, cli_rules: list[str], resolve,
         where = f"{label} '{name}'"
         if not isinstance(spec, dict):
             raise SaebenchError(f"{where}: expected a table like {{ min = 0.8 }}, got {spec!r}")
-        unknown = set(spec) - {"min", "max", "severity"}
+        unknown = set(spec) - {"min", "max", "severity", "z"}
         if unknown:
             key = sorted(unknown)[0]
-            raise SaebenchError(
-                f"{where}: unknown key '{key}'{did_you_mean(key, ['min', 'max', 'severity'])}"
-            )
+            raise SaebenchError(f"{where}: unknown key '{key}'"
+                                f"{did_you_mean(key, ['min', 'max', 'severity', 'z'])}")
         for bound in ("min", "max"):
             if bound in spec and (isinstance(spec[bound], bool)
                                   or not isinstance(spec[bound], int | float)):
@@ -225,7 +226,8 @@ def _thresholds(fc: FileConfig, cli_rules: list[str], resolve,
         line = fc.line_of(name, "thresholds")
         source = f"{fc.path}:{line}" if fc.path and line else str(fc.path or "")
         threshold = make_threshold(metric, spec.get("min"), spec.get("max"),
-                                   spec.get("severity", default_severity(metric)), where)
+                                   spec.get("severity", default_severity(metric)), where,
+                                   spec.get("z", 0.0))
         found[metric] = dataclasses.replace(threshold, source=source)
     for rule in cli_rules:
         name, op, number = parse_cli_rule(rule)
@@ -234,7 +236,7 @@ def _thresholds(fc: FileConfig, cli_rules: list[str], resolve,
                                           source="command line"))
         lo, hi = (number, old.max) if op == ">=" else (old.min, number)
         found[metric] = make_threshold(metric, lo, hi, old.severity,
-                                       f"--saebench-threshold '{rule}'")
+                                       f"--saebench-threshold '{rule}'", old.z)
     return tuple(found.values())
 
 
@@ -298,6 +300,9 @@ def build_settings(
                                 "never compared with a baseline, remove its rule")
     baseline, update = _baseline_paths(options, fc, env, values)
     check_paths_and_sizes(values, where, options, env, baseline, update)
+    if values["on-inconclusive"] not in ("warn", "fail", "pass"):
+        raise SaebenchError(f"{where['on-inconclusive']}: must be 'warn', 'fail' or 'pass', "
+                            f"got {values['on-inconclusive']!r}")
     if values["on-missing-baseline"] not in ("skip", "fail"):
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
                             f"got {values['on-missing-baseline']!r}")
@@ -316,6 +321,7 @@ def build_settings(
         repeats=_positive(values["repeats"], where["repeats"]),
         threads=_at_least_zero(values["threads"], where["threads"]),
         on_missing_baseline=values["on-missing-baseline"],
+        on_inconclusive=values["on-inconclusive"],
         select_evals=select_evals(options, fc, env),
         model_kwargs=model_kwargs(options, fc, env),
         step_pattern=(compile_pattern(values["step-pattern"], where["step-pattern"])

@@ -151,20 +151,30 @@ def sae_metrics(request: pytest.FixtureRequest, saebench_results) -> SaeMetrics:
 
 
 @pytest.fixture
-def saebench_check(request: pytest.FixtureRequest, sae_metrics: SaeMetrics):
-    """``saebench_check(id, min=None, max=None, severity="error")``: gate one metric inside a
-    test with the same one-line message as the generated threshold items; returns the value."""
+def saebench_check(request: pytest.FixtureRequest, sae_metrics: SaeMetrics, saebench_results):
+    """``saebench_check(id, min=None, max=None, severity="error", z=0)``: gate one metric
+    inside a test with the same one-line message and verdict as the generated threshold items
+    (with ``z``, an inconclusive one does what ``on-inconclusive`` says); returns the value."""
     runner = _runner(request.config)
 
     def _check(metric: str, min: float | None = None, max: float | None = None,
-               severity: str = "error") -> float:
+               severity: str = "error", z: float = 0.0) -> float:
         try:
             metric_id = runner.registry.resolve(metric)
-            threshold = make_threshold(metric_id, min, max, severity, f"saebench_check({metric!r})")
+            threshold = make_threshold(metric_id, min, max, severity,
+                                       f"saebench_check({metric!r})", z)
         except SaebenchError as exc:
             pytest.fail(str(exc), pytrace=False)
         value = sae_metrics[metric_id]
-        outcome = check(threshold, float(value), None, sae_metrics._context)
+        outcome = check(threshold, float(value), None, sae_metrics._context,
+                        saebench_results.stderr(metric_id), saebench_results.dof(metric_id))
+        if outcome.status == "inconclusive":
+            from pytest_saebench.items import SaebenchInconclusiveWarning
+
+            if runner.settings.on_inconclusive == "fail":
+                pytest.fail(outcome.message, pytrace=False)
+            if runner.settings.on_inconclusive == "warn":
+                warnings.warn(SaebenchInconclusiveWarning(outcome.message), stacklevel=2)
         if outcome.status == "fail":
             pytest.fail(outcome.message, pytrace=False)
         if outcome.status == "warn":

@@ -21,6 +21,10 @@ class SaebenchGateWarning(UserWarning):
     """A gate with ``severity = "warn"`` was outside its bounds."""
 
 
+class SaebenchInconclusiveWarning(UserWarning):
+    """A gate's interval held its bound: the run could not tell pass from fail."""
+
+
 class SaebenchBaselineWarning(UserWarning):
     """The baseline was computed in a different environment (library versions, device)."""
 
@@ -137,8 +141,17 @@ class _MetricGate(_GateItem):
             self._skip(f"{metric} not computed {context}: {reason}")
 
     def _conclude(self, outcome: Outcome) -> None:
-        """Record the status; fail, or warn for a warn-severity gate."""
+        """Record the status; fail, or warn for a warn-severity gate; an inconclusive one
+        as ``on-inconclusive`` says (its status stays ``inconclusive`` everywhere)."""
         self._finish(outcome.status)
+        if outcome.status == "inconclusive":
+            self.user_properties.append(("message", outcome.message))
+            policy = _runner(self.config).settings.on_inconclusive
+            if policy == "fail":
+                pytest.fail(outcome.message, pytrace=False)
+            if policy == "warn":
+                warnings.warn(SaebenchInconclusiveWarning(outcome.message), stacklevel=1)
+            return
         if outcome.status == "fail":
             pytest.fail(outcome.message, pytrace=False)
         if outcome.status == "warn":
@@ -177,7 +190,8 @@ class ThresholdItem(_MetricGate):
         self.user_properties.append(("value", "null" if value is None else repr(value)))
         if stderr is not None:
             self.user_properties.append(("stderr", repr(stderr)))
-        self._conclude(check(t, value, res.reason(t.metric), context))
+        self._conclude(check(t, value, res.reason(t.metric), context, stderr,
+                             res.dof(t.metric)))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Location: the pyproject line of the threshold when known."""

@@ -70,6 +70,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "baseline across training runs: a regex with a (?P<step>...) group "
                          "and optionally a (?P<run>...) group (SAELens's checkpoints/<run "
                          "id>/<tokens>/ and step_N folders are known without it)")
+    group.addoption("--saebench-on-inconclusive", choices=("warn", "fail", "pass"),
+                    help="a gate whose interval holds its bound (z set, not enough evidence "
+                         "either way): warn (default), fail or pass")
     group.addoption("--saebench-html", metavar="PATH",
                     help="also write a self-contained HTML report with plots to PATH")
     group.addoption("--saebench-cache-dir", metavar="PATH",

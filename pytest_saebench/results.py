@@ -50,6 +50,24 @@ class SaeResults:
             return None
         return res.reasons.get(metric_id) or res.not_computed.get(metric_id)
 
+    def units(self, metric_id: str) -> tuple[Any, Any] | None:
+        """``(formula, units)`` (gates.stats) that ``metric_id``'s standard error resamples,
+        or None where the eval recorded none (an older results file, a repeated run)."""
+        from pytest_saebench.gates.stats import Formula, Units
+
+        res = self.evals.get(metric_id.split(".", 1)[0])
+        formula = None if res is None else getattr(res, "formulas", {}).get(metric_id)
+        if formula is None:
+            return None
+        formula = Formula.from_json(formula)
+        return formula, Units.from_json(res.units[formula.table])
+
+    def dof(self, metric_id: str) -> int | None:
+        """Degrees of freedom of ``metric_id``'s standard error: its units less one (None:
+        unknown, read as the normal)."""
+        found = self.units(metric_id)
+        return len(found[1]) - 1 if found is not None and len(found[1]) >= 2 else None
+
     def computed(self, metric_id: str) -> bool:
         """True if the metric was computed (possibly as an undefined value)."""
         res = self.evals.get(metric_id.split(".", 1)[0])
@@ -128,6 +146,10 @@ def envelope(results: list[SaeResults], suite: str, checks: list[dict[str, Any]]
             "not_computed": {m: r for v in res.evals.values() for m, r in v.not_computed.items()},
             "error": None,
         }
+        units = {k: {"tables": v.units, "formulas": v.formulas}
+                 for k, v in res.evals.items() if getattr(v, "units", None)}
+        if units:  # what a later run pairs with (a baseline without it still loads)
+            saes[res.sae_id]["units"] = units
     for sae_id, message in errors.items():
         saes.setdefault(sae_id, {"evals": {}})["error"] = message
     return {
@@ -196,7 +218,8 @@ def _envelope_results(data: dict[str, Any]) -> list[SaeResults]:
                 {k: v for k, v in entry.get("stderr", {}).items() if k.startswith(prefix)},
                 {k: v for k, v in entry.get("reasons", {}).items() if k.startswith(prefix)},
                 {k: v for k, v in entry.get("not_computed", {}).items() if k.startswith(prefix)},
-                [], out.get("eval_result_unstructured") or {})
+                [], out.get("eval_result_unstructured") or {},
+                *_units_of(entry, eval_type_id))
         # every SAEBench eval output repeats the checkpoint's cfg (the report groups by it)
         cfgs = [out.get("sae_cfg_dict") for out in entry.get("evals", {}).values()]
         sae_cfg = next((c for c in cfgs if isinstance(c, dict) and c), {})
@@ -207,3 +230,18 @@ def _envelope_results(data: dict[str, Any]) -> list[SaeResults]:
                                   evaluated_by=entry.get("evaluated_by", "main"),
                                   inputs=entry.get("inputs") or {}))
     return results
+
+
+def _units_of(entry: dict[str, Any], eval_type_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(tables, formulas)`` an entry recorded for one eval, checked; ``({}, {})`` for a
+    results file written before units were recorded."""
+    from pytest_saebench.gates.stats import Formula, Units
+
+    recorded = (entry.get("units") or {}).get(eval_type_id) or {}
+    tables, formulas = recorded.get("tables") or {}, recorded.get("formulas") or {}
+    for table in tables.values():
+        Units.from_json(table)  # raises ValueError for a malformed table
+    for metric, formula in formulas.items():
+        if Formula.from_json(formula).table not in tables:
+            raise ValueError(f"units of {metric}: no table '{formula['table']}'")
+    return dict(tables), dict(formulas)

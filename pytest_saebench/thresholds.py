@@ -10,7 +10,7 @@ from typing import Literal
 from pytest_saebench.errors import SaebenchError
 
 Severity = Literal["error", "warn"]
-Status = Literal["pass", "fail", "warn", "skip", "error"]
+Status = Literal["pass", "fail", "warn", "skip", "error", "inconclusive", "improved"]
 _RULE = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(>=|<=)\s*(\S+)\s*$")
 
 
@@ -23,14 +23,19 @@ class Threshold:
     max: float | None = None
     severity: Severity = "error"
     source: str = ""
+    # How sure a verdict must be (STATISTICS.md §3): 0 decides on the value alone (today's
+    # gate); z > 0 decides on the interval value ± c·stderr, three ways.
+    z: float = 0.0
 
     def limit_text(self) -> str:
-        """``>= 0.7``, ``<= 120`` or ``in [20, 120]``."""
+        """``>= 0.7``, ``<= 120`` or ``in [20, 120]`` (and ``, z 3`` with a confidence)."""
         if self.min is not None and self.max is not None:
-            return f"in [{self.min:g}, {self.max:g}]"
-        if self.min is not None:
-            return f">= {self.min:g}"
-        return f"<= {self.max:g}"
+            text = f"in [{self.min:g}, {self.max:g}]"
+        elif self.min is not None:
+            text = f">= {self.min:g}"
+        else:
+            text = f"<= {self.max:g}"
+        return text + (f", z {self.z:g}" if self.z else "")
 
 
 @dataclass(frozen=True)
@@ -56,12 +61,27 @@ def gate_context(sae_id: str, suite: str) -> str:
     return f"(sae {sae_id}, suite {suite})"
 
 
-def check(threshold: Threshold, value: float | None, reason: str | None, context: str) -> Outcome:
-    """Check ``value`` against ``threshold``; ``context`` is e.g. ``(sae good, suite fast)``."""
+def interval_text(value: float, stderr: float, c: float, df: int | None) -> str:
+    """``0.9283 ± 3.45 × 0.0013 = [0.9238, 0.9328] (z 3 as t with 19 df)`` style text."""
+    half = c * stderr
+    dist = f"t, {df} df" if df is not None else "normal"
+    return (f"{fmt(value)} ± {c:.3g} × {stderr:.2g} = [{fmt(value - half)}, "
+            f"{fmt(value + half)}] ({dist})")
+
+
+def check(threshold: Threshold, value: float | None, reason: str | None, context: str,
+          stderr: float | None = None, df: int | None = None) -> Outcome:
+    """Check ``value`` against ``threshold``; ``context`` is e.g. ``(sae good, suite fast)``.
+
+    With ``threshold.z`` and a standard error the interval decides (STATISTICS.md §3):
+    wholly beyond a bound fails, wholly inside passes, holding a bound is ``inconclusive``.
+    """
     mid = threshold.metric
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         why = reason or "value is undefined"
         return Outcome("fail", f"{mid} is undefined: {why} {context}")
+    if threshold.z and stderr is not None and math.isfinite(stderr):
+        return _check_interval(threshold, value, reason, context, stderr, df)
     if threshold.min is not None and value < threshold.min:
         msg = f"{mid} = {fmt(value)} < min {threshold.min:g} {context}"
     elif threshold.max is not None and value > threshold.max:
@@ -71,6 +91,28 @@ def check(threshold: Threshold, value: float | None, reason: str | None, context
     if reason:  # e.g. the counterexample of a violated property
         msg += f": {reason}"
     return Outcome("warn" if threshold.severity == "warn" else "fail", msg)
+
+
+def _check_interval(t: Threshold, value: float, reason: str | None, context: str,
+                    stderr: float, df: int | None) -> Outcome:
+    from pytest_saebench.gates.stats import critical, verdict
+
+    c = critical(t.z, df)
+    shown = interval_text(value, stderr, c, df)
+    sides = [(b - value, f"min {b:g}", "below") for b in (t.min,) if b is not None] + \
+            [(value - b, f"max {b:g}", "above") for b in (t.max,) if b is not None]
+    found = [(verdict(bad, stderr, 0.0, c), bound, where) for bad, bound, where in sides]
+    for status, bound, where in found:
+        if status == "fail":
+            msg = f"{t.metric} = {shown}: wholly {where} {bound} {context}"
+            if reason:
+                msg += f": {reason}"
+            return Outcome("warn" if t.severity == "warn" else "fail", msg)
+    for status, bound, _ in found:
+        if status == "inconclusive":
+            return Outcome("inconclusive", f"{t.metric} = {shown} holds {bound}: "
+                                           f"inconclusive at z {t.z:g} {context}")
+    return Outcome("pass", f"{t.metric} = {shown} {t.limit_text()} {context}")
 
 
 def parse_cli_rule(text: str) -> tuple[str, str, float]:
@@ -94,8 +136,11 @@ def parse_cli_rule(text: str) -> tuple[str, str, float]:
 
 
 def make_threshold(metric: str, lo: float | None, hi: float | None, severity: str,
-                   source: str) -> Threshold:
-    """Validated :class:`Threshold` (bounds numbers, min <= max, known severity)."""
+                   source: str, z: float = 0.0) -> Threshold:
+    """Validated :class:`Threshold` (bounds numbers, min <= max, known severity, z >= 0)."""
+    if isinstance(z, bool) or not isinstance(z, int | float) or not math.isfinite(z) or z < 0:
+        raise SaebenchError(f"{source}: z must be a non-negative number (how many standard "
+                            f"errors a verdict needs, e.g. 3), got {z!r}")
     if severity not in ("error", "warn"):
         raise SaebenchError(f"{source}: severity must be 'error' or 'warn', got '{severity}'")
     if lo is None and hi is None:
@@ -106,4 +151,4 @@ def make_threshold(metric: str, lo: float | None, hi: float | None, severity: st
             raise SaebenchError(f"{source}: {name} must be a finite number, got {bound}")
     if lo is not None and hi is not None and lo > hi:
         raise SaebenchError(f"{source}: min {lo:g} > max {hi:g}; swap them")
-    return Threshold(metric, lo, hi, severity, source)  # type: ignore[arg-type]
+    return Threshold(metric, lo, hi, severity, source, float(z))  # type: ignore[arg-type]

@@ -32,13 +32,14 @@ def test_rule_engine(rule, direction, new, old, status):
     assert compare(rule, direction, new, old).status == status
 
 
-def test_noise_margin_widens_the_allowance():
+def test_z_decides_on_the_interval_of_the_difference():
     rule = RegressionRule(EV, max_drop=0.01, z=2)
-    # a drop of 0.05 with combined stderr hypot(0.02, 0.02) = 0.028: allowance 0.01 + 0.057
-    assert compare(rule, "up", 0.85, 0.90, 0.02, 0.02).status == "pass"
+    # a drop of 0.05 with combined stderr hypot(0.02, 0.02) = 0.028: [-0.007, 0.107] holds
+    # the allowance 0.01, so the run cannot tell (it used to pass, inside "0.01 + 2σ")
+    assert compare(rule, "up", 0.85, 0.90, 0.02, 0.02).status == "inconclusive"
     assert compare(rule, "up", 0.85, 0.90, 0.005, 0.005).status == "fail"
     # an improvement inside the noise is not reported as one
-    assert compare(rule, "up", 0.91, 0.90, 0.02, 0.02).status == "pass"
+    assert compare(rule, "up", 0.901, 0.90, 0.002, 0.002).status == "pass"
 
 
 def test_undefined_values():
@@ -210,6 +211,13 @@ def test_compare_cli_exits_1_on_a_regression(pytester, tiny_world, capsys, monke
     ({"a": {"evals": {"core": {}}}}, "malformed results entry (KeyError"),
     ({"a": {"evals": {"core": {"eval_result_metrics": {"x": {"y": "0.9"}}}}}},
      "metric core.x.y is not a number"),
+    # per-unit sums that do not line up, or a formula over a table that is not there
+    ({"a": {"evals": {"core": {"eval_result_metrics": {}}}, "units": {"core": {"tables": {
+        "loss": {"keys": ["a"], "sums": [[1.0, 2.0]], "fingerprints": ["f"]}}}}}},
+     "sums, keys and fingerprints disagree"),
+    ({"a": {"evals": {"core": {"eval_result_metrics": {}}}, "units": {"core": {"tables": {},
+        "formulas": {"core.x.y": {"table": "loss", "num": {}, "den": {}}}}}}},
+     "no table 'loss'"),
 ])
 def test_a_malformed_baseline_is_one_line_naming_the_file(tmp_path, saes, message):
     from pytest_saebench.results import load_envelope

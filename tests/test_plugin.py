@@ -344,7 +344,8 @@ def test_step_summary_leads_with_a_headline_failures_first_and_shared_notes(monk
     text = summary_markdown(checks, [], "fast", html="out/saebench-report.html")
     lines = text.splitlines()
     assert lines[0] == "### pytest-saebench: 1 failed, 1 warned, 2 passed, 4 skipped (fast suite)"
-    assert "| bad | 0 | 1 | 0 | 0 | 2 |" in text and "| good | 2 | 0 | 0 | 1 | 2 |" in text
+    # passed, failed, errors, inconclusive, warned, skipped
+    assert "| bad | 0 | 1 | 0 | 0 | 0 | 2 |" in text and "| good | 2 | 0 | 0 | 0 | 1 | 2 |" in text
     assert text.index("| bad | 0 | 1") < text.index("| good | 2 | 0")  # failing first
     gates = [line for line in lines if line.startswith("| ") and "`" in line]
     assert gates[0].startswith("| ❌ fail |") and gates[1].startswith("| ⚠️ warn |")

@@ -28,7 +28,12 @@ import torch
 
 from pytest_saebench.activations import hook_activations
 from pytest_saebench.errors import SaebenchError
-from pytest_saebench.evals.base import EvalContext, EvalResult
+from pytest_saebench.evals.base import (
+    EvalContext,
+    EvalResult,
+    input_fingerprint,
+    record_mean_units,
+)
 from pytest_saebench.evals.probing import derive_seed
 from pytest_saebench.metrics import MetricSpec
 
@@ -365,4 +370,8 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
         res.set(f"{EVAL_TYPE_ID}.mean.mean_{key}", mean, stderr, reason=why)
         res.set(f"{EVAL_TYPE_ID}.mean.std_dev_{key}", std,
                 reason=why or "needs at least two scored letters")
+    record_mean_units(res, "letter", {r["first_letter"]: r for r in rows},
+                      {f"{EVAL_TYPE_ID}.mean.mean_{key}": column for key, column in keys},
+                      input_fingerprint(ctx, EVAL_TYPE_ID, config=dataclasses.asdict(cfg),
+                                        seed=ctx.seed))
     return res

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +74,11 @@ class EvalResult:
     not_computed: dict[str, str] = field(default_factory=dict)
     details: list[dict[str, Any]] = field(default_factory=list)
     unstructured: dict[str, Any] = field(default_factory=dict)
+    # What the standard errors resample (STATISTICS.md §1), JSON-ready: per phase a table of
+    # per-unit sums and fingerprints (gates.stats.Units), and per metric its formula over
+    # them (gates.stats.Formula). A regression gate pairs two runs' units through these.
+    units: dict[str, Any] = field(default_factory=dict)
+    formulas: dict[str, Any] = field(default_factory=dict)
 
     def set(self, metric_id: str, value: float | None, stderr: float | None = None,
             reason: str | None = None) -> None:
@@ -116,7 +123,7 @@ def grouped_jackknife(
     groups = min(n_groups, n_units)
     if groups < 2 or not math.isfinite(value):
         return value, None
-    bounds = torch.linspace(0, n_units, groups + 1).round().long().tolist()
+    bounds = group_bounds(n_units, groups)
     loo: list[float] = []
     for g in range(groups):
         lo, hi = bounds[g], bounds[g + 1]
@@ -126,6 +133,65 @@ def grouped_jackknife(
     mean = sum(loo) / groups
     var = (groups - 1) / groups * sum((x - mean) ** 2 for x in loo)
     return value, math.sqrt(var)
+
+
+def group_bounds(n_units: int, n_groups: int) -> list[int]:
+    """Where the contiguous groups of :func:`grouped_jackknife` start and end."""
+    groups = max(1, min(n_groups, n_units))
+    return torch.linspace(0, n_units, groups + 1).round().long().tolist()
+
+
+def input_fingerprint(ctx: EvalContext, phase: str, **extra: Any) -> str:
+    """What a unit's inputs depend on besides its own token ids: the model as loaded, its
+    dtype, the hook(s) read and the special tokens (never the SAE, the device or the seed,
+    which the token ids already reflect)."""
+    parts = {"model": ctx.model_key or f"unhashed:{id(ctx.model)}",
+             "dtype": str(ctx.model.cfg.dtype), "hook": ctx.loaded.hook.name,
+             "hook_out": ctx.loaded.hook_out.name if ctx.loaded.hook_out is not None else None,
+             "special_ids": sorted(ctx.special_ids), "phase": phase, **extra}
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def unit_table(kind: str, per_unit: Stats, n_groups: int, tokens: torch.Tensor,
+               inputs: str) -> dict[str, Any]:
+    """A ``gates.stats.Units`` table (JSON form) of the contiguous groups
+    :func:`grouped_jackknife` resamples: each scalar key of ``per_unit`` summed per group,
+    and each group's fingerprint, a hash of ``inputs`` and its token ids."""
+    from pytest_saebench.gates.stats import Units
+
+    keys = tuple(k for k, v in per_unit.items() if v.dim() == 1)
+    bounds = group_bounds(tokens.shape[0], n_groups)
+    sums, prints = [], []
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        sums.append(tuple(float(per_unit[k][lo:hi].double().sum()) for k in keys))
+        digest = hashlib.sha256(inputs.encode())
+        digest.update(tokens[lo:hi].to(torch.int64).contiguous().numpy().tobytes())
+        prints.append(digest.hexdigest()[:16])
+    return Units(kind, keys, tuple(sums), tuple(prints)).to_json()
+
+
+def record_mean_units(res: EvalResult, kind: str, rows: Mapping[str, Mapping[str, float]],
+                      metrics: Mapping[str, str], inputs: str) -> None:
+    """Units for metrics that are means over units (datasets, classes, letters):
+    ``rows`` maps each unit to its values by column, ``metrics`` each metric id to its
+    column. Each unit's fingerprint hashes ``inputs`` with the unit's name; each metric
+    becomes the mean of its column over the units that have it (gates.stats)."""
+    from pytest_saebench.gates.stats import Formula, Units
+
+    columns = sorted({c for m, c in metrics.items() if res.metrics.get(m) is not None})
+    if len(rows) < 1 or not columns:
+        return
+    keys = tuple(k for c in columns for k in (f"v:{c}", f"n:{c}"))
+    sums, prints = [], []
+    for name, row in rows.items():
+        sums.append(tuple(x for c in columns for x in (
+            (float(row[c]), 1.0) if c in row and math.isfinite(row[c]) else (0.0, 0.0))))
+        prints.append(hashlib.sha256(f"{inputs}|{name}".encode()).hexdigest()[:16])
+    res.units[kind] = Units(kind, keys, tuple(sums), tuple(prints)).to_json()
+    for metric, column in metrics.items():
+        if column in columns:
+            res.formulas[metric] = Formula(kind, {f"v:{column}": 1.0},
+                                           {f"n:{column}": 1.0}).to_json()
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -160,7 +226,7 @@ def combine_repeats(results: list[EvalResult], seeds: list[int]) -> EvalResult:
             out.set(metric, mean, stderr)
             spread[metric] = max(vals) - min(vals)
     out.not_computed = dict(first.not_computed)
-    out.details = first.details
+    out.details = first.details  # units stay empty: the seeds' runs share no windows to pair
     out.unstructured = {**first.unstructured,
                         "repeats": {"seeds": seeds, "values": values, "range": spread}}
     return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from pytest_saebench.activations import logits_with_replacement
-from pytest_saebench.evals import core_side
+from pytest_saebench.evals import core_side, core_units
 from pytest_saebench.evals.base import EvalContext, EvalResult, grouped_jackknife, mean_stderr
 from pytest_saebench.metrics import MetricSpec
 
@@ -368,12 +368,15 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     groups = cfg.stderr_groups
     if n_rec:
         side = core_side.loss_side(ctx, n_rec, n_rec + n_var, context, cfg.batch_size_prompts)
-        _record_loss(res, _loss_phase(ctx, side, cfg), groups)
+        stats = _loss_phase(ctx, side, cfg)
+        _record_loss(res, stats, groups)
+        core_units.record(res, "loss", stats, side["tokens"], groups, ctx)
     if n_var:
         side = core_side.variance_side(ctx, n_rec, n_var, context, cfg.batch_size_prompts)
         widths = ref.matryoshka_widths  # the last is d_sae: the main metrics
         stats, rrb, ev_v06, active, prompts = _variance_phase(ctx, side, cfg, widths[:-1])
         _record_variance(res, stats, rrb, ev_v06, groups)
+        core_units.record(res, "variance", stats, side["tokens"], groups, ctx)
         if widths:
             _record_prefixes(res, stats, widths, groups)
         density, cah = _record_density(res, active, prompts, float(stats["n"].sum()))

@@ -19,7 +19,13 @@ import torch
 
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.evals import probing
-from pytest_saebench.evals.base import EvalContext, EvalResult, mean_stderr
+from pytest_saebench.evals.base import (
+    EvalContext,
+    EvalResult,
+    input_fingerprint,
+    mean_stderr,
+    record_mean_units,
+)
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "scr"
@@ -189,4 +195,8 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
         else:
             res.set(spec.id, None, reason="the biased probe scored the same on both attributes "
                                           "(S1 == S2) for every pair, so no direction applies")
+    record_mean_units(res, "pair", {f"{p}_{q}": scores for (p, q), scores in runs.items()},
+                      {spec.id: spec.key for spec in METRICS},
+                      input_fingerprint(ctx, EVAL_TYPE_ID, config=dataclasses.asdict(cfg),
+                                        seed=ctx.seed))
     return res

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 
 from pytest_saebench.evals import probing
-from pytest_saebench.evals.base import EvalContext, EvalResult, mean_stderr
+from pytest_saebench.evals.base import (
+    EvalContext,
+    EvalResult,
+    input_fingerprint,
+    mean_stderr,
+    record_mean_units,
+)
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "sparse_probing"
@@ -138,4 +144,9 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
                 res.metrics[metric] = None
                 res.not_computed[metric] = (f"k not in this suite's k_values {cfg.k_values} "
                                             "(suite 'standard' runs up to k=50)")
+    record_mean_units(res, "dataset", per_dataset, {
+        f"sparse_probing.{cat}.{prefix}_{key}": f"{prefix}_{key}"
+        for prefix, cat in (("llm", "llm"), ("sae", "sae"))
+        for key in ["test_accuracy", *(f"top_{k}_test_accuracy" for k in SCHEMA_K)]},
+        input_fingerprint(ctx, EVAL_TYPE_ID, config=dataclasses.asdict(cfg), seed=ctx.seed))
     return res

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from pytest_saebench.evals import probing
-from pytest_saebench.evals.base import EvalContext, EvalResult, mean_stderr
+from pytest_saebench.evals.base import (
+    EvalContext,
+    EvalResult,
+    input_fingerprint,
+    mean_stderr,
+    record_mean_units,
+)
 from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "tpp"
@@ -149,4 +155,7 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
             res.metrics[spec.id] = None
             res.not_computed[spec.id] = (f"N not in this suite's n_values {cfg.n_values} "
                                          "(suite 'standard' runs N up to 500)")
+    record_mean_units(res, "dataset", per_dataset, {spec.id: spec.key for spec in METRICS},
+                      input_fingerprint(ctx, EVAL_TYPE_ID, config=dataclasses.asdict(cfg),
+                                        seed=ctx.seed))
     return res

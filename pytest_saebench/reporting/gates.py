@@ -8,9 +8,9 @@ from typing import Any
 
 from pytest_saebench.thresholds import gate_context
 
-STATUS_ORDER = {"error": 0, "fail": 1, "warn": 2}
-HEADLINE = (("pass", "passed"), ("fail", "failed"), ("error", "errors"), ("warn", "warned"),
-            ("skip", "skipped"))
+STATUS_ORDER = {"error": 0, "fail": 1, "inconclusive": 2, "warn": 3}
+HEADLINE = (("pass", "passed"), ("fail", "failed"), ("error", "errors"),
+            ("inconclusive", "inconclusive"), ("warn", "warned"), ("skip", "skipped"))
 
 
 def general_message(check: dict[str, Any], suite: str) -> str:
@@ -27,7 +27,7 @@ def ordered_with_notes(checks: list[dict[str, Any]], suite: str
     """``(rows, notes, uses)``: each gate, failures first, with its note number (a reason
     several gates share) or its own message; the notes numbered from 1; how many gates
     share each."""
-    ordered = sorted(checks, key=lambda c: STATUS_ORDER.get(c["status"], 3))
+    ordered = sorted(checks, key=lambda c: STATUS_ORDER.get(c["status"], 4))
     general = [general_message(c, suite) for c in ordered]
     uses = Counter(text for text in general if text)
     notes = {text: i + 1 for i, text in enumerate(t for t, n in uses.items() if n > 1)}
@@ -47,5 +47,5 @@ def counts_by_checkpoint(checks: list[dict[str, Any]]) -> dict[str, Counter]:
 def headline(checks: list[dict[str, Any]]) -> str:
     """``2 failed, 18 passed, 9 skipped``: failures first, zero counts left out."""
     total = Counter(c["status"] for c in checks)
-    order = sorted(HEADLINE, key=lambda kv: STATUS_ORDER.get(kv[0], 3))
+    order = sorted(HEADLINE, key=lambda kv: STATUS_ORDER.get(kv[0], 4))
     return ", ".join(f"{total[s]} {word}" for s, word in order if total[s]) or "no gates"

@@ -19,7 +19,7 @@ from pytest_saebench.thresholds import fmt
 MAX_BYTES = 1 << 20  # GitHub rejects step summaries over 1 MiB
 MAX_CHECKPOINT_ROWS = 100  # the headline table: the checkpoints with failures first
 ICONS = {"pass": "✅", "fail": "❌", "error": "💥", "warn": "⚠️", "skip": "⏭️",
-         "improved": "⬆️"}
+         "improved": "⬆️", "inconclusive": "❔"}
 
 
 def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: str,
@@ -91,10 +91,11 @@ def workspace_path(path: str) -> str:
 
 
 def annotations(checks: list[dict[str, Any]], sources: dict[str, str]) -> list[str]:
-    """``::error`` lines for failed gates (``::warning`` for warn, ``::notice`` for an
-    improvement over the baseline), with the file and line of the rule."""
+    """``::error`` lines for failed gates (``::warning`` for warn and inconclusive,
+    ``::notice`` for an improvement over the baseline), with the file and line of the rule."""
     lines = []
-    levels = {"fail": "error", "error": "error", "warn": "warning", "improved": "notice"}
+    levels = {"fail": "error", "error": "error", "warn": "warning", "inconclusive": "warning",
+              "improved": "notice"}
     for check in checks:
         if check["status"] not in levels:
             continue

@@ -39,6 +39,7 @@ th{background:#f2f2f2}
 .pass,.improved{color:#17692a}
 .fail,.error{color:#b00020;font-weight:600}
 .warn{color:#9a6200}
+.inconclusive{color:#6a4c93}
 .skip,.note{color:#666}
 ol.notes li{overflow-wrap:anywhere;color:#444;margin:4px 0}
 svg{border:1px solid #eee;margin:4px;vertical-align:top}

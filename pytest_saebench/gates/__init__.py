@@ -1,0 +1,1 @@
+"""How a gate decides (torch-free): the statistics of STATISTICS.md in ``stats``."""
