@@ -62,8 +62,8 @@ def main() -> None:
     parser.add_argument("--z", type=float, default=3.0)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from pytest_saebench.baseline import pair
     from pytest_saebench.evals.core import PRESETS
+    from pytest_saebench.gates.regression import pair
     from pytest_saebench.gates.stats import critical
     from tests.helpers import make_runner
 

@@ -103,13 +103,13 @@ def _show(path: str, verbose: bool) -> int:
 
 
 def _compare(new_path: str, old_path: str, fail: bool, config: str | None) -> int:
-    from pytest_saebench.baseline import RegressionRule, check_metric, env_differences, pick
     from pytest_saebench.config import read_file_config
     from pytest_saebench.errors import SaebenchError
     from pytest_saebench.evals import metric_registry
+    from pytest_saebench.gates.regression import RegressionRule, check_metric, env_differences, pick
+    from pytest_saebench.gates.thresholds import fmt, gate_context
     from pytest_saebench.reporting.terminal import align
     from pytest_saebench.results import load_envelope
-    from pytest_saebench.thresholds import fmt, gate_context
 
     registry = metric_registry()
     try:
@@ -165,8 +165,9 @@ def _compare(new_path: str, old_path: str, fail: bool, config: str | None) -> in
 def _frontier_rows(fc, registry, results: list, suite: str) -> tuple[list, list[str]]:
     """Rows for the file's frontier rules: each checkpoint against its sweep's frontier."""
     from pytest_saebench.config import frontier_rules
-    from pytest_saebench.frontier import check, interpolate, load_frontier
-    from pytest_saebench.thresholds import fmt, gate_context
+    from pytest_saebench.gates.frontier import check, interpolate
+    from pytest_saebench.gates.thresholds import fmt, gate_context
+    from pytest_saebench.results import load_frontier
 
     rows, messages = [], []
     for rule in frontier_rules(fc, registry.resolve, lambda m: registry[m].direction):

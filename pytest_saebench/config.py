@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_saebench.baseline import CKPT_PREFIX, RegressionRule, parse_rules
 from pytest_saebench.config_tables import (  # re-exported: cli.py and tests read them here
     check_paths_and_sizes,
     frontier_rules,
@@ -24,8 +23,9 @@ from pytest_saebench.config_tables import (  # re-exported: cli.py and tests rea
     shard,
 )
 from pytest_saebench.errors import SaebenchError, did_you_mean
-from pytest_saebench.lineage import compile_pattern
-from pytest_saebench.thresholds import Threshold, make_threshold, parse_cli_rule
+from pytest_saebench.gates.lineage import compile_pattern
+from pytest_saebench.gates.regression import CKPT_PREFIX, RegressionRule, parse_rules
+from pytest_saebench.gates.thresholds import Threshold, make_threshold, parse_cli_rule
 
 TABLES = ("pytest-saebench", "saebench")
 SCALAR_KEYS: dict[str, type] = {

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_saebench.baseline import CKPT_PREFIX
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.gates.regression import CKPT_PREFIX
 from pytest_saebench.paths import missing_path
 
 FileConfig = Any  # config.FileConfig; named here without importing config (it imports this)
@@ -75,7 +75,7 @@ def frontier_rules(fc: FileConfig, resolve, direction_of, written: str | None = 
                    ) -> tuple[Any, ...]:
     """``[tool.pytest-saebench.frontier]`` rules, ``against`` relative to the file (checked
     to exist unless it is ``written``, the baseline this run updates)."""
-    from pytest_saebench.frontier import parse_frontier
+    from pytest_saebench.gates.frontier import parse_frontier
 
     table = fc.table.get("frontier")
     if table is None:
@@ -84,7 +84,24 @@ def frontier_rules(fc: FileConfig, resolve, direction_of, written: str | None = 
                           direction_of or (lambda m: "up"),
                           fc.path.parent if fc.path else None,
                           lambda key: fc.line_of(key, "frontier"), str(fc.path or ""),
-                          written)
+                          written, check_results_file)
+
+
+def check_results_file(path: str, where: str) -> None:
+    """Before anything is evaluated: ``path`` is a pytest-saebench results JSON (the full
+    schema check comes when the gate reads it)."""
+    import json
+
+    if not Path(path).is_file():
+        raise SaebenchError(f"{where}: against = {path}: no such file; write it from the sweep "
+                            f"with --saebench-update-baseline={path}")
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SaebenchError(f"{where}: against = {path}: not a results JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("tool") != "pytest-saebench":
+        raise SaebenchError(f"{where}: against = {path}: not a pytest-saebench results file "
+                            "(no tool key); give a results JSON of the sweep")
 
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

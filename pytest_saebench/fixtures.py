@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.gates.thresholds import check, fmt, gate_context, make_threshold
 from pytest_saebench.session import runner_or_none
-from pytest_saebench.thresholds import check, fmt, gate_context, make_threshold
 
 SAE_FIXTURES = ("saebench_sae_id", "sae", "saebench_model", "saebench_results", "sae_metrics",
                 "saebench_check")

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from pytest_saebench.baseline import RegressionRule, check_metric, env_differences
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.gates.regression import RegressionRule, check_metric, env_differences
+from pytest_saebench.gates.thresholds import Outcome, Threshold, check, gate_context
 from pytest_saebench.session import RUNNER_KEY
-from pytest_saebench.thresholds import Outcome, Threshold, check, gate_context
 
 
 class SaebenchGateWarning(UserWarning):
@@ -268,7 +268,7 @@ class FrontierItem(_RuleGate):
 
     def runtest(self) -> None:
         """Skip outside the frontier's range, else gate the distance below it."""
-        from pytest_saebench.frontier import check
+        from pytest_saebench.gates.frontier import check
 
         runner, rule, res = _runner(self.config), self.rule, self.results
         context = self._start(rule.metric, rule.limit_text())

@@ -245,3 +245,19 @@ def _units_of(entry: dict[str, Any], eval_type_id: str) -> tuple[dict[str, Any],
         if Formula.from_json(formula).table not in tables:
             raise ValueError(f"units of {metric}: no table '{formula['table']}'")
     return dict(tables), dict(formulas)
+
+
+def load_frontier(rule: Any, higher_is_better: bool) -> list[tuple[float, float, float]]:
+    """The frontier (gates.frontier.pareto) of the checkpoints in ``rule.against``, a
+    results JSON: ``(x, metric, stderr)`` points."""
+    from pytest_saebench.errors import SaebenchError
+    from pytest_saebench.gates.frontier import pareto
+
+    if not Path(rule.against).is_file():
+        raise SaebenchError(f"frontier '{rule.metric}': no results file at {rule.against}; "
+                            f"write one from the sweep with --saebench-update-baseline="
+                            f"{rule.against}")
+    points = [(res.value(rule.x), res.value(rule.metric), res.stderr(rule.metric) or 0.0)
+              for res in load_envelope(rule.against)[0]]
+    return pareto([p for p in points if p[0] is not None and p[1] is not None],
+                  1.0 if higher_is_better else -1.0)

@@ -112,7 +112,7 @@ class Runner:
 
     def frontier_points(self, rule: Any) -> list[tuple[float, float, float]]:
         """The Pareto frontier of ``rule.against``'s checkpoints (read once per file)."""
-        from pytest_saebench.frontier import load_frontier
+        from pytest_saebench.results import load_frontier
 
         key = ("frontier", rule.against, rule.metric, rule.x)
         if key not in self._memo:
@@ -150,7 +150,7 @@ class Runner:
         Raises :class:`SaebenchError` for a baseline file that is not a results JSON, and
         :class:`EvaluationFailed` when a ``ckpt:`` baseline cannot be evaluated.
         """
-        from pytest_saebench.baseline import (
+        from pytest_saebench.gates.regression import (
             CKPT_PREFIX,
             create_command,
             entry_label,
@@ -181,7 +181,7 @@ class Runner:
         return found, entry_label(label, found.sae_id, how)
 
     def _checkpoint_baseline(self, sae_id: str, path: str) -> SaeResults | str:
-        from pytest_saebench.baseline import pick
+        from pytest_saebench.gates.regression import pick
         from pytest_saebench.loading.checkpoints import discover_all
 
         if self.baseline_checkpoints is None:

@@ -107,7 +107,7 @@ def _check_count(where: str, value: Any, default: Any) -> None:
 def default_thresholds(registry: Any, configs: dict[str, Any], configured: tuple) -> tuple:
     """Gates the suite's evals ask for by default (``MetricSpec.default_min``), for every
     metric the user did not gate; added after the configured ones."""
-    from pytest_saebench.thresholds import Threshold
+    from pytest_saebench.gates.thresholds import Threshold
 
     types = {get_eval(name).EVAL_TYPE_ID for name in configs}
     have = {t.metric for t in configured}

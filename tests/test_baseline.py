@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pytest_saebench.baseline import RegressionRule, compare, config_differences, make_rule
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.gates.regression import RegressionRule, compare, config_differences, make_rule
 from tests.conftest import SMALL_PYPROJECT
 
 EV = "core.reconstruction_quality.explained_variance"

@@ -13,7 +13,7 @@ from pytest_saebench.config import Settings, build_settings, read_file_config
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.evals import metric_registry
 from pytest_saebench.evals.base import grouped_jackknife
-from pytest_saebench.thresholds import Threshold, check, make_threshold
+from pytest_saebench.gates.thresholds import Threshold, check, make_threshold
 
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6)
 

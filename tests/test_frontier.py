@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_saebench.errors import SaebenchError
-from pytest_saebench.frontier import FrontierRule, check, interpolate, pareto, parse_frontier
+from pytest_saebench.gates.frontier import FrontierRule, check, interpolate, pareto, parse_frontier
 from tests.conftest import SMALL_PYPROJECT
 
 CHECKPOINTS = Path(__file__).parents[1] / "example_tests" / "checkpoints"
@@ -94,14 +94,20 @@ def test_sweep_member_passes_and_undertrained_fails_against_the_sweep(pytester):
 
 
 def test_a_missing_or_foreign_against_file_is_a_usage_error_before_evaluation(tmp_path):
+    from pytest_saebench.config_tables import check_results_file
+
     rule = {EV: {"against": "sweep.json"}}
+
+    def parse(**written):  # as the configuration parses it: gates read no files themselves
+        return parse_frontier(rule, "[frontier]", lambda n: n, lambda m: "up", tmp_path,
+                              check_file=check_results_file, **written)
+
     with pytest.raises(SaebenchError, match="against = .*sweep.json: no such file; write it "
                                             "from the sweep with --saebench-update-baseline="):
-        parse_frontier(rule, "[frontier]", lambda n: n, lambda m: "up", tmp_path)
+        parse()
     (tmp_path / "sweep.json").write_text('{"something": "else"}')
     with pytest.raises(SaebenchError, match="not a pytest-saebench results file"):
-        parse_frontier(rule, "[frontier]", lambda n: n, lambda m: "up", tmp_path)
+        parse()
     (tmp_path / "sweep.json").unlink()
-    made = parse_frontier(rule, "[frontier]", lambda n: n, lambda m: "up", tmp_path,
-                          written=str(tmp_path / "sweep.json"))  # this run writes it
+    made = parse(written=str(tmp_path / "sweep.json"))  # this run writes it
     assert made[0].against == str(tmp_path / "sweep.json")

@@ -69,6 +69,24 @@ def test_no_import_cycles_in_the_package():
     assert _cycles(graph) == []
 
 
+def test_gates_import_nothing_above_them_and_no_torch():
+    """How a gate decides sits below everything that reads files or runs models."""
+    import subprocess
+    import sys
+
+    graph = _import_graph()
+    for name, deps in graph.items():
+        if name.startswith("pytest_saebench.gates"):
+            above = {d for d in deps if not d.startswith("pytest_saebench.gates")} - {
+                "pytest_saebench.errors"}
+            assert not above, (name, above)
+    code = ("import sys, pytest_saebench.gates.regression, pytest_saebench.gates.frontier, "
+            "pytest_saebench.gates.thresholds, pytest_saebench.gates.stats; "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
 def test_loading_is_one_directional():
     """Model-specific loaders sit below the name resolver; format converters below discovery."""
     graph = _import_graph()

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from pytest_saebench.errors import SaebenchError
-from pytest_saebench.lineage import Match, compile_pattern, match, position
+from pytest_saebench.gates.lineage import Match, compile_pattern, match, position
 from tests.test_baseline import EV, _project
 
 BASE = ["checkpoints/7fa0ce03/14336", "checkpoints/7fa0ce03/28672",

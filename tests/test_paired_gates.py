@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pytest_saebench.baseline import RegressionRule, compare
 from pytest_saebench.gates import stats as S
+from pytest_saebench.gates.regression import RegressionRule, compare
 from tests.conftest import SMALL_PYPROJECT
 
 GOOD = Path(__file__).parents[1] / "example_tests" / "checkpoints" / "good"

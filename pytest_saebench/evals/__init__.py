@@ -34,7 +34,7 @@ def get_eval(name: str) -> ModuleType:
 
 def metric_registry():
     """All metrics of all registered evals (imports every eval module)."""
-    from pytest_saebench.metrics import MetricRegistry
+    from pytest_saebench.gates.registry import MetricRegistry
 
     specs = [spec for name in EVAL_MODULES for spec in get_eval(name).METRICS]
     return MetricRegistry(specs, EVAL_ALIASES)

@@ -35,7 +35,7 @@ from pytest_saebench.evals.base import (
     record_mean_units,
 )
 from pytest_saebench.evals.probing import derive_seed
-from pytest_saebench.metrics import MetricSpec
+from pytest_saebench.gates.registry import MetricSpec
 
 EVAL_TYPE_ID = "absorption_first_letter"
 # Reported as not computed for a transcoder (it reads one hook and writes another):

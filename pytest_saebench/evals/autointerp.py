@@ -31,8 +31,8 @@ import torch
 from pytest_saebench.activations import hook_activations
 from pytest_saebench.evals import autointerp_examples as ex
 from pytest_saebench.evals.base import EvalContext, EvalResult
+from pytest_saebench.gates.registry import MetricSpec
 from pytest_saebench.judge import NO_JUDGE, Judge, judge_name, resolve_judge
-from pytest_saebench.metrics import MetricSpec
 
 EVAL_TYPE_ID = "autointerp"
 READS_DATASET = True  # the checkpoint's dataset: checked at start-up (inputs.preflight)

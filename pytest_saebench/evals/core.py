@@ -10,7 +10,7 @@ import torch
 from pytest_saebench.activations import logits_with_replacement
 from pytest_saebench.evals import core_side, core_units
 from pytest_saebench.evals.base import EvalContext, EvalResult, grouped_jackknife, mean_stderr
-from pytest_saebench.metrics import MetricSpec
+from pytest_saebench.gates.registry import MetricSpec
 
 EVAL_TYPE_ID = "core"
 READS_DATASET = True  # the checkpoint's dataset: checked at start-up (inputs.preflight)

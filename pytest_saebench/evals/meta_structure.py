@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from pytest_saebench.evals.base import EvalContext, EvalResult
-from pytest_saebench.metrics import MetricSpec
+from pytest_saebench.gates.registry import MetricSpec
 
 EVAL_TYPE_ID = "meta_structure_decoder_variance"
 CATEGORY = "meta_structure"

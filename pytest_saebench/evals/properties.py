@@ -22,7 +22,7 @@ from hypothesis.errors import NoSuchExample
 
 from pytest_saebench.activations import hook_activations
 from pytest_saebench.evals.base import EvalContext, EvalResult
-from pytest_saebench.metrics import MetricSpec
+from pytest_saebench.gates.registry import MetricSpec
 
 EVAL_TYPE_ID = "properties"
 READS_DATASET = True  # the checkpoint's dataset: checked at start-up (inputs.preflight)

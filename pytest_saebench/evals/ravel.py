@@ -34,7 +34,7 @@ import torch
 
 from pytest_saebench.activations import hook_activations, last_logits, right_pad
 from pytest_saebench.evals.base import EvalContext, EvalResult
-from pytest_saebench.metrics import MetricSpec
+from pytest_saebench.gates.registry import MetricSpec
 
 EVAL_TYPE_ID = "ravel"
 # Reported as not computed for a transcoder (it reads one hook and writes another):

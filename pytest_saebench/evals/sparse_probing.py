@@ -22,7 +22,7 @@ from pytest_saebench.evals.base import (
     mean_stderr,
     record_mean_units,
 )
-from pytest_saebench.metrics import MetricSpec
+from pytest_saebench.gates.registry import MetricSpec
 
 EVAL_TYPE_ID = "sparse_probing"
 SCHEMA_K = (1, 2, 5, 10, 20, 50, 100)

@@ -30,7 +30,7 @@ import torch
 from pytest_saebench.activations import hook_activations, right_pad
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.evals.base import EvalContext, EvalResult, mean_stderr
-from pytest_saebench.metrics import MetricSpec
+from pytest_saebench.gates.registry import MetricSpec
 
 EVAL_TYPE_ID = "sparse_probing_sae_probes"
 PACKAGE_VERSION = "0.4.2"

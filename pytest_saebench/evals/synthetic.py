@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.evals.base import EvalContext, EvalResult
-from pytest_saebench.metrics import MetricSpec
+from pytest_saebench.gates.registry import MetricSpec
 
 EVAL_TYPE_ID = "synthetic"
 # Reported as not computed for a transcoder (it reads one hook and writes another):

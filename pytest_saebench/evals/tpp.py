@@ -23,7 +23,7 @@ from pytest_saebench.evals.base import (
     mean_stderr,
     record_mean_units,
 )
-from pytest_saebench.metrics import MetricSpec
+from pytest_saebench.gates.registry import MetricSpec
 
 EVAL_TYPE_ID = "tpp"
 # Reported as not computed for a transcoder (it reads one hook and writes another):

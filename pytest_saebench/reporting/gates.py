@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from pytest_saebench.thresholds import gate_context
+from pytest_saebench.gates.thresholds import gate_context
 
 STATUS_ORDER = {"error": 0, "fail": 1, "inconclusive": 2, "warn": 3}
 HEADLINE = (("pass", "passed"), ("fail", "failed"), ("error", "errors"),

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pytest_saebench.gates.thresholds import fmt
 from pytest_saebench.paths import relative_label
 from pytest_saebench.reporting.gates import (
     HEADLINE,
@@ -14,7 +15,6 @@ from pytest_saebench.reporting.gates import (
     headline,
     ordered_with_notes,
 )
-from pytest_saebench.thresholds import fmt
 
 MAX_BYTES = 1 << 20  # GitHub rejects step summaries over 1 MiB
 MAX_CHECKPOINT_ROWS = 100  # the headline table: the checkpoints with failures first

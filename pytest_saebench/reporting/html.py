@@ -13,10 +13,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from pytest_saebench import __version__, lineage
+from pytest_saebench import __version__
+from pytest_saebench.gates import lineage
+from pytest_saebench.gates.thresholds import fmt
 from pytest_saebench.reporting import svg
 from pytest_saebench.reporting.gates import headline, ordered_with_notes
-from pytest_saebench.thresholds import fmt
 
 L0 = "core.sparsity.l0"
 # eval type ids (the keys of SaeResults.evals) of the per-checkpoint plots

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_saebench.metrics import ARROWS
-from pytest_saebench.thresholds import fmt
+from pytest_saebench.gates.registry import ARROWS
+from pytest_saebench.gates.thresholds import fmt
 
 HEADLINE = (
     "core.sparsity.l0",

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_saebench import lineage
 from pytest_saebench.errors import SaebenchError, did_you_mean
-from pytest_saebench.thresholds import Outcome, fmt
+from pytest_saebench.gates import lineage
+from pytest_saebench.gates.thresholds import Outcome, fmt
 
 RULE_KEYS = ("max_drop", "max_drop_pct", "max_change_pct", "z", "severity")
 CKPT_PREFIX = "ckpt:"

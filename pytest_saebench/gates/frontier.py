@@ -13,13 +13,14 @@ torch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_saebench.baseline import _resolve
 from pytest_saebench.errors import SaebenchError, did_you_mean
-from pytest_saebench.thresholds import Outcome, fmt
+from pytest_saebench.gates.regression import _resolve
+from pytest_saebench.gates.thresholds import Outcome, fmt
 
 FRONTIER_KEYS = ("against", "x", "max_below", "z", "severity")
 Point = tuple[float, float, float]  # (x, metric, metric's stderr)
@@ -43,10 +44,12 @@ class FrontierRule:
 
 
 def parse_frontier(table: Any, label: str, resolve, direction_of, base: Path | None,
-                   line_of=None, path: str = "", written: str | None = None
+                   line_of=None, path: str = "", written: str | None = None,
+                   check_file: Callable[[str, str], None] | None = None
                    ) -> tuple[FrontierRule, ...]:
     """Rules from ``[tool.pytest-saebench.frontier]``; ``against`` is relative to ``base``
-    and must be a results JSON now (unless this run writes it: ``written``)."""
+    and ``check_file(path, where)`` (the caller's: nothing here reads files) says it is a
+    results JSON now, unless this run writes it (``written``)."""
     if not isinstance(table, dict):
         raise SaebenchError(f"{label}: 'frontier' must be a table of metric -> "
                             "{ against = ..., x = ..., max_below = ... }")
@@ -79,44 +82,14 @@ def parse_frontier(table: Any, label: str, resolve, direction_of, base: Path | N
         if sev not in ("error", "warn"):
             raise SaebenchError(f"{where}: severity must be 'error' or 'warn', got {sev!r}")
         full = against if base is None or Path(against).is_absolute() else str(base / against)
-        if written is None or Path(written).resolve() != Path(full).resolve():
-            _check_results_file(full, where)
+        if check_file is not None and (written is None or
+                                       Path(written).resolve() != Path(full).resolve()):
+            check_file(full, where)
         line = line_of(name) if line_of else None
         rules.append(FrontierRule(metric, full, x, float(spec.get("max_below", 0.0)),
                                   float(spec.get("z", 0.0)), sev,
                                   f"{path}:{line}" if path and line else path))
     return tuple(rules)
-
-
-def _check_results_file(path: str, where: str) -> None:
-    """Before anything is evaluated: ``path`` is a pytest-saebench results JSON (the full
-    schema check comes when the gate reads it)."""
-    import json
-
-    if not Path(path).is_file():
-        raise SaebenchError(f"{where}: against = {path}: no such file; write it from the sweep "
-                            f"with --saebench-update-baseline={path}")
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SaebenchError(f"{where}: against = {path}: not a results JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("tool") != "pytest-saebench":
-        raise SaebenchError(f"{where}: against = {path}: not a pytest-saebench results file "
-                            "(no tool key); give a results JSON of the sweep")
-
-
-def load_frontier(rule: FrontierRule, higher_is_better: bool) -> list[Point]:
-    """The frontier of the checkpoints in ``rule.against`` (a results JSON)."""
-    from pytest_saebench.results import load_envelope
-
-    if not Path(rule.against).is_file():
-        raise SaebenchError(f"frontier '{rule.metric}': no results file at {rule.against}; "
-                            f"write one from the sweep with --saebench-update-baseline="
-                            f"{rule.against}")
-    points = [(res.value(rule.x), res.value(rule.metric), res.stderr(rule.metric) or 0.0)
-              for res in load_envelope(rule.against)[0]]
-    return pareto([p for p in points if p[0] is not None and p[1] is not None],
-                  1.0 if higher_is_better else -1.0)
 
 
 def pareto(points: list[Point], sign: float) -> list[Point]:

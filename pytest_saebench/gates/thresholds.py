@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.gates import Verdict
 
 Severity = Literal["error", "warn"]
-Status = Literal["pass", "fail", "warn", "skip", "error", "inconclusive", "improved"]
+Status = Verdict
 _RULE = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(>=|<=)\s*(\S+)\s*$")
 
 
