@@ -32,7 +32,7 @@ SCALAR_KEYS: dict[str, type] = {
     "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
     "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
     "cache-dir": str, "cache-size-mb": int, "repeats": int, "threads": int,
-    "step-pattern": str, "on-inconclusive": str,
+    "step-pattern": str, "on-inconclusive": str, "budget": str,
 }
 TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression", "frontier",
               "model-kwargs")
@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
     "on-missing-baseline": "skip", "html": None, "cache-dir": None, "cache-size-mb": 4096,
     "repeats": 1, "threads": 0, "step-pattern": None, "on-inconclusive": "warn",
+    "budget": "fixed",
 }
 # CLI dest / env variable for each scalar key.
 CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
@@ -85,6 +86,9 @@ class Settings:
     step_pattern: re.Pattern[str] | None = None
     # What an inconclusive gate (its interval holds its bound) does: warn | fail | pass.
     on_inconclusive: str = "warn"
+    # fixed: every eval spends its whole budget; adaptive: the budget is a cap, evaluated in
+    # looks that stop when every gate is decided (gates.budget)
+    budget: str = "fixed"
 
     @property
     def active(self) -> bool:
@@ -300,6 +304,9 @@ def build_settings(
                                 "never compared with a baseline, remove its rule")
     baseline, update = _baseline_paths(options, fc, env, values)
     check_paths_and_sizes(values, where, options, env, baseline, update)
+    if values["budget"] not in ("fixed", "adaptive"):
+        raise SaebenchError(f"{where['budget']}: must be 'fixed' or 'adaptive', got "
+                            f"{values['budget']!r}")
     if values["on-inconclusive"] not in ("warn", "fail", "pass"):
         raise SaebenchError(f"{where['on-inconclusive']}: must be 'warn', 'fail' or 'pass', "
                             f"got {values['on-inconclusive']!r}")
@@ -321,7 +328,7 @@ def build_settings(
         repeats=_positive(values["repeats"], where["repeats"]),
         threads=_at_least_zero(values["threads"], where["threads"]),
         on_missing_baseline=values["on-missing-baseline"],
-        on_inconclusive=values["on-inconclusive"],
+        on_inconclusive=values["on-inconclusive"], budget=values["budget"],
         select_evals=select_evals(options, fc, env),
         model_kwargs=model_kwargs(options, fc, env),
         step_pattern=(compile_pattern(values["step-pattern"], where["step-pattern"])

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_saebench.errors import SaebenchError
+from pytest_saebench.gates.budget import look_of
 from pytest_saebench.gates.regression import RegressionRule, check_metric, env_differences
 from pytest_saebench.gates.thresholds import Outcome, Threshold, check, gate_context
 from pytest_saebench.session import RUNNER_KEY
@@ -190,8 +191,10 @@ class ThresholdItem(_MetricGate):
         self.user_properties.append(("value", "null" if value is None else repr(value)))
         if stderr is not None:
             self.user_properties.append(("stderr", repr(stderr)))
-        self._conclude(check(t, value, res.reason(t.metric), context, stderr,
-                             res.dof(t.metric)))
+        look = look_of(res.evals[t.metric.split(".", 1)[0]].unstructured)
+        df = res.dof(t.metric)
+        self._conclude(check(t, value, res.reason(t.metric), context, stderr, df,
+                             look.critical(t.z, df) if look is not None and t.z else None))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Location: the pyproject line of the threshold when known."""

@@ -356,6 +356,9 @@ class Runner:
         if self._sae_memo[0] != sae_id:
             self._sae_memo = (sae_id, {})
         res.inputs["sae"] = loaded.record()
+        from pytest_saebench.adaptive import stopper
+
+        stop = stopper(self, sae_id, suite, module, len(seeds))
         outs = []
         for seed in seeds:
             tokens, data_key = (self.inputs.token_source(model, ref, spec, seed)
@@ -365,7 +368,7 @@ class Runner:
                               sae_memo=self._sae_memo[1],
                               cache=self.tensor_cache(),
                               model_key=self._model_key(model) if model is not None else "",
-                              dataset_key=data_key, judge=self.judge)
+                              dataset_key=data_key, judge=self.judge, stop_when_decided=stop)
             torch.manual_seed(seed)
             outs.append(module.run(ctx, config))
         if self.inputs.opened(spec):

@@ -94,6 +94,14 @@ def test_critical_values_are_students_t_at_the_tail_of_z():
             assert S.critical(z, df) == pytest.approx(scipy_stats.t.isf(alpha / 2, df), rel=1e-8)
 
 
+def test_pocock_spends_more_early_than_obrien_fleming():
+    pocock = S.Looks.spending(3.0, (0.25, 0.5, 1.0), "pocock")
+    obf = S.Looks.spending(3.0, (0.25, 0.5, 1.0), "obrien-fleming")
+    assert math.fsum(pocock.alphas) == pytest.approx(math.fsum(obf.alphas), rel=1e-9)
+    assert pocock.critical(0, 19) < obf.critical(0, 19)
+    assert pocock.critical(2, 79) > obf.critical(2, 79)  # and pays for it at the last look
+
+
 def test_spending_looks_sum_to_the_tail_of_z_and_end_near_the_fixed_value():
     looks = S.Looks.spending(3.0, (1 / 8, 1 / 4, 1 / 2, 1))
     assert math.fsum(looks.alphas) == pytest.approx(S.two_sided_alpha(3.0), rel=1e-9)
@@ -104,12 +112,13 @@ def test_spending_looks_sum_to_the_tail_of_z_and_end_near_the_fixed_value():
         S.Looks.spending(3.0, (0.5, 0.25, 1))
 
 
-def _simulate(rng, n_groups: int, true_drop: float, z: float, fractions, reps: int):
+def _simulate(rng, n_groups: int, true_drop: float, z: float, fractions, reps: int,
+              kind: str = "pocock"):
     """Paired runs over shared windows: per group a shared difficulty (large), the baseline's
     own noise and the new run's (small); the metric is a mean over groups. Returns the
     verdict counts of a ``{ max_drop = 0, z }`` rule, looking at growing prefixes and stopping
     at the first decided look."""
-    looks = S.Looks.spending(z, fractions)
+    looks = S.Looks.spending(z, fractions, kind)
     sizes = [max(2, round(f * n_groups)) for f in fractions]
     crit = [looks.critical(k, size - 1) for k, size in enumerate(sizes)]
     counts = {"pass": 0, "fail": 0, "inconclusive": 0}
@@ -130,11 +139,13 @@ def _simulate(rng, n_groups: int, true_drop: float, z: float, fractions, reps: i
 
 @settings(max_examples=6, deadline=None)
 @given(n_groups=st.sampled_from([16, 40, 80]), z=st.sampled_from([2.0, 3.0]),
-       seed=st.integers(0, 2**16))
-def test_under_no_change_the_false_fail_rate_stays_at_the_nominal_level(n_groups, z, seed):
+       seed=st.integers(0, 2**16), kind=st.sampled_from(["pocock", "obrien-fleming"]))
+def test_under_no_change_the_false_fail_rate_stays_at_the_nominal_level(n_groups, z, seed,
+                                                                       kind):
     reps = 4000
-    for fractions in ((1.0,), (0.125, 0.25, 0.5, 1.0)):
-        counts = _simulate(np.random.default_rng(seed), n_groups, 0.0, z, fractions, reps)
+    for fractions in ((1.0,), (0.25, 0.5, 1.0), (0.125, 0.25, 0.5, 1.0)):
+        counts = _simulate(np.random.default_rng(seed), n_groups, 0.0, z, fractions, reps,
+                           kind)
         nominal = S.two_sided_alpha(z) / 2  # a fail is one side of the interval
         monte_carlo = 3 * math.sqrt(nominal * (1 - nominal) / reps)
         assert counts["fail"] / reps <= nominal + monte_carlo + 1 / reps, (fractions, counts)

@@ -135,6 +135,9 @@ def test_sae_quality_on_saelens_layout_pull_request_push_and_a_retrained_pull_re
                        "checkpoints/7fa0ce03/6144" for c in mid.values()), mid
     assert all("the same step (6,144 tokens) of another training run" in c["message"]
                for c in mid.values())
+    # the same windows as main's run: each rule with z pairs its difference with main's
+    assert all("paired over 20 units with identical inputs" in c["message"]
+               for c in mid.values() if "z " in c["limit"] and c["stderr"]), mid
     assert all(c["status"] == "pass" for c in compared.values()), compared
 
 
@@ -183,3 +186,5 @@ def test_train_and_gate_runs_readmes_quick_start_and_gates_what_it_wrote(
         assert ours and all(c["status"] in ("pass", "improved") and c["baseline_entry"] ==
                             sae_id.replace(runs["pull_request"], runs["push"])
                             for c in ours.values()), ours
+        assert all("paired over" in c["message"] for c in ours.values()
+                   if "z " in c["limit"] and c["stderr"]), ours

@@ -45,6 +45,9 @@ class EvalContext:
     dataset_key: str = ""  # the dataset plus what identifies its content (size, mtime)
     # Returns the run's autointerp judge from the plugin hook (None: not configured there).
     judge: Callable[[], Any] | None = None
+    # An adaptive budget (gates.budget): called with the results of each look and the look
+    # (gates.budget.Look); True when every gate reading them is decided. None: fixed budget.
+    stop_when_decided: Callable[[EvalResult, Any], bool] | None = None
 
     def valid(self, tokens: torch.Tensor) -> torch.Tensor:
         """True where ``tokens`` is not a special token (BOS/EOS/PAD), on ``tokens``' device."""
@@ -108,22 +111,31 @@ class EvalResult:
 Stats = Mapping[str, torch.Tensor]
 
 
+Groups = int | list[int]
+"""How many contiguous groups (split evenly), or their boundaries (an adaptive budget's
+prefix keeps the whole budget's)."""
+
+
+def _bounds(n_units: int, groups: Groups) -> list[int]:
+    return list(groups) if isinstance(groups, list) else group_bounds(n_units, groups)
+
+
 def grouped_jackknife(
-    per_unit: Stats, statistic: Callable[[Stats], float], n_groups: int = 20
+    per_unit: Stats, statistic: Callable[[Stats], float], n_groups: Groups = 20
 ) -> tuple[float, float | None]:
     """Value of ``statistic`` on the totals of ``per_unit`` and its grouped-jackknife stderr.
 
     ``per_unit`` maps names to tensors whose first dim indexes independent units (contexts).
-    Units are split into ``n_groups`` contiguous groups; tokens inside a context are
-    correlated, so the context (not the token) is the unit of resampling.
+    Units are split into ``n_groups`` contiguous groups (or at the given boundaries); tokens
+    inside a context are correlated, so the context (not the token) is the unit of resampling.
     """
     totals = {k: v.sum(0) for k, v in per_unit.items()}
     value = statistic(totals)
     n_units = next(iter(per_unit.values())).shape[0]
-    groups = min(n_groups, n_units)
+    bounds = _bounds(n_units, n_groups)
+    groups = len(bounds) - 1
     if groups < 2 or not math.isfinite(value):
         return value, None
-    bounds = group_bounds(n_units, groups)
     loo: list[float] = []
     for g in range(groups):
         lo, hi = bounds[g], bounds[g + 1]
@@ -152,7 +164,7 @@ def input_fingerprint(ctx: EvalContext, phase: str, **extra: Any) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
 
-def unit_table(kind: str, per_unit: Stats, n_groups: int, tokens: torch.Tensor,
+def unit_table(kind: str, per_unit: Stats, n_groups: Groups, tokens: torch.Tensor,
                inputs: str) -> dict[str, Any]:
     """A ``gates.stats.Units`` table (JSON form) of the contiguous groups
     :func:`grouped_jackknife` resamples: each scalar key of ``per_unit`` summed per group,
@@ -160,7 +172,7 @@ def unit_table(kind: str, per_unit: Stats, n_groups: int, tokens: torch.Tensor,
     from pytest_saebench.gates.stats import Units
 
     keys = tuple(k for k, v in per_unit.items() if v.dim() == 1)
-    bounds = group_bounds(tokens.shape[0], n_groups)
+    bounds = _bounds(tokens.shape[0], n_groups)
     sums, prints = [], []
     for lo, hi in zip(bounds, bounds[1:], strict=False):
         sums.append(tuple(float(per_unit[k][lo:hi].double().sum()) for k in keys))

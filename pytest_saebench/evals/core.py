@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from pytest_saebench.activations import logits_with_replacement
 from pytest_saebench.evals import core_side, core_units
-from pytest_saebench.evals.base import EvalContext, EvalResult, grouped_jackknife, mean_stderr
+from pytest_saebench.evals.base import EvalContext, EvalResult, group_bounds
+from pytest_saebench.gates import budget
 from pytest_saebench.gates.registry import MetricSpec
 
 EVAL_TYPE_ID = "core"
+ADAPTIVE = True  # evaluates in looks at growing prefixes under budget = "adaptive"
 READS_DATASET = True  # the checkpoint's dataset: checked at start-up (inputs.preflight)
 
 
@@ -43,9 +46,9 @@ PRESETS = {
 
 
 def _m(cat: str, key: str, direction: str, title: str, severity: str = "error",
-       note: str = "") -> MetricSpec:
+       note: str = "", monotone: str = "") -> MetricSpec:
     return MetricSpec(f"core.{cat}.{key}", direction, title,  # type: ignore[arg-type]
-                      default_severity=severity, note=note)
+                      default_severity=severity, note=note, monotone=monotone)
 
 
 # Bug-compatible ids sit beside the corrected ones: say why they differ (METRICS.md 2.4-2.5).
@@ -82,8 +85,9 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("sparsity", "l1", "info", "L1"),
     _m("token_stats", "total_tokens_eval_reconstruction", "info", "tokens (loss phase)"),
     _m("token_stats", "total_tokens_eval_sparsity_variance", "info", "tokens (variance phase)"),
-    _m("misc_metrics", "frac_alive", "up", "fraction of latents alive"),
-    _m("misc_metrics", "frac_dead", "down", "fraction of latents dead"),
+    # a latent seen firing stays alive as more tokens are read
+    _m("misc_metrics", "frac_alive", "up", "fraction of latents alive", monotone="up"),
+    _m("misc_metrics", "frac_dead", "down", "fraction of latents dead", monotone="down"),
     _m("misc_metrics", "freq_over_1_percent", "down", "latents with density > 1%"),
     # warn by default: on the reference ladder these four rise with training (TopK training
     # makes more frequent latents and closer decoder rows); see benchmarks/gate_signal.py.
@@ -109,14 +113,18 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def _loss_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config
+def _loss_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config,
+                done: dict[str, Any] | None = None, upto: int | None = None
                 ) -> dict[str, torch.Tensor]:
-    """Per-context sums of CE (clean / SAE / ablated) and KL (SAE / ablated); only the
-    SAE's own forward from the hook layer on is computed here."""
+    """Per-context sums of CE (clean / SAE / ablated) and KL (SAE / ablated) of the first
+    ``upto`` contexts (a batch boundary; default all); only the SAE's own forward from the
+    hook layer on is computed here. ``done`` keeps the batches computed for an earlier look."""
     loaded = ctx.loaded
-    rows: dict[str, list[torch.Tensor]] = {}
+    done = {} if done is None else done
+    rows: dict[str, list[torch.Tensor]] = done.setdefault("rows", {})
     bsz = cfg.batch_size_prompts
-    for start in range(0, side["tokens"].shape[0], bsz):
+    upto = side["tokens"].shape[0] if upto is None else upto
+    for start in range(done.get("n", 0), upto, bsz):
         t = side["tokens"][start:start + bsz].to(ctx.device)
         v = side["valid"][start:start + bsz].to(ctx.device)
         act = side["act"][start:start + bsz].to(ctx.device)
@@ -130,9 +138,10 @@ def _loss_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config
         kl = (lp_clean.exp() * (lp_clean - lp)).sum(-1)
         rows.setdefault("ce_sae", []).append((ce.double() * v[:, :-1].double()).sum(1).cpu())
         rows.setdefault("kl_sae", []).append((kl.double() * v.double()).sum(1).cpu())
-    out = {k: torch.cat(v) for k, v in rows.items()}
+        done["n"] = start + t.shape[0]
+    out = {k: torch.cat(v)[:upto] for k, v in rows.items()}
     for key in ("ce_clean", "ce_abl", "kl_abl", "n_ce", "n_kl"):
-        out[key] = side[key]
+        out[key] = side[key][:upto]
     return out
 
 
@@ -178,16 +187,21 @@ def _encode_chunked(ctx: EvalContext, act: torch.Tensor, v: torch.Tensor,
 
 @torch.inference_mode()
 def _variance_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config,
-                    prefixes: list[int] | None = None):
+                    prefixes: list[int] | None = None, done: dict[str, Any] | None = None,
+                    upto: int | None = None):
     """Per-context sums for reconstruction/sparsity metrics (and per Matryoshka prefix
-    width), per-batch values, densities."""
-    rows: dict[str, list[torch.Tensor]] = {}
-    rrb, ev_v06 = [], {"S": [], "m": [], "R": []}
+    width), per-batch values, densities, of the first ``upto`` contexts (a batch boundary;
+    default all). ``done`` keeps the batches computed for an earlier look."""
+    done = {} if done is None else done
+    rows: dict[str, list[torch.Tensor]] = done.setdefault("rows", {})
+    rrb = done.setdefault("rrb", [])
+    ev_v06 = done.setdefault("ev_v06", {"S": [], "m": [], "R": []})
     d_sae = ctx.loaded.d_sae
-    totals = {"active": torch.zeros(d_sae, dtype=torch.float64),
-              "prompts": torch.zeros(d_sae, dtype=torch.float64)}
+    totals = done.setdefault("totals", {"active": torch.zeros(d_sae, dtype=torch.float64),
+                                        "prompts": torch.zeros(d_sae, dtype=torch.float64)})
     bsz = cfg.batch_size_prompts
-    for start in range(0, side["tokens"].shape[0], bsz):
+    upto = side["tokens"].shape[0] if upto is None else upto
+    for start in range(done.get("n", 0), upto, bsz):
         v = side["valid"][start:start + bsz].to(ctx.device)
         act, target = core_side.variance_activations(ctx, side, start, bsz)
         x_hat, l0, l1, nested = _encode_chunked(ctx, act, v, totals, prefixes)
@@ -223,104 +237,10 @@ def _variance_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config
             ev_v06["S"].append(float((x2 * w).sum() / n_b))
             ev_v06["m"].append(float(((x.pow(2) * w[..., None]).sum((0, 1)) / n_b).mean()))
             ev_v06["R"].append(float((err * w).sum() / n_b))
-    stats = {k: torch.cat(v).cpu() for k, v in rows.items()}
-    return stats, rrb, ev_v06, totals["active"], totals["prompts"]
-
-
-def _record_loss(res: EvalResult, stats: dict[str, torch.Tensor], groups: int) -> None:
-    def mean_of(key: str, n: str):
-        return lambda s: _safe_div(s[key], s[n])
-
-    for key, metric in (("ce_clean", "ce_loss_without_sae"), ("ce_sae", "ce_loss_with_sae"),
-                        ("ce_abl", "ce_loss_with_ablation")):
-        res.set(f"core.model_performance_preservation.{metric}",
-                *grouped_jackknife(stats, mean_of(key, "n_ce"), groups))
-    for key, metric in (("kl_sae", "kl_div_with_sae"), ("kl_abl", "kl_div_with_ablation")):
-        res.set(f"core.model_behavior_preservation.{metric}",
-                *grouped_jackknife(stats, mean_of(key, "n_kl"), groups))
-    res.set("core.model_performance_preservation.ce_loss_increase", *grouped_jackknife(
-        stats, lambda s: _safe_div(s["ce_sae"] - s["ce_clean"], s["n_ce"]), groups))
-    totals = {k: v.sum() for k, v in stats.items()}
-    gap = _safe_div(totals["ce_abl"] - totals["ce_clean"], totals["n_ce"])
-    score_id = "core.model_performance_preservation.ce_loss_score"
-    if not gap > 1e-6:
-        res.set(score_id, None, reason=f"zero-ablation does not increase loss (CE_abl - CE_clean"
-                f" = {gap:.3g} nats); gate on ce_loss_increase instead")
-    else:
-        res.set(score_id, *grouped_jackknife(
-            stats, lambda s: _safe_div(s["ce_abl"] - s["ce_sae"], s["ce_abl"] - s["ce_clean"]),
-            groups))
-        if gap < 0.5:
-            res.unstructured["warnings"] = [f"ce_loss_score is ill-conditioned: zero-ablation "
-                                            f"raises CE by only {gap:.3f} nats"]
-    kl_abl = _safe_div(totals["kl_abl"], totals["n_kl"])
-    kl_id = "core.model_behavior_preservation.kl_div_score"
-    if not kl_abl > 1e-12:
-        res.set(kl_id, None, reason="KL with zero-ablation is 0; the score is undefined")
-    else:
-        res.set(kl_id, *grouped_jackknife(
-            stats, lambda s: _safe_div(s["kl_abl"] - s["kl_sae"], s["kl_abl"]), groups))
-
-
-def _explained_variance(s, err: str = "err") -> float:
-    n = float(s["n"])
-    var = float(s["x2"]) / n - float((s["sum_x"] / n).pow(2).sum())
-    return 1 - float(s[err]) / n / var if var >= 1e-10 else float("nan")
-
-
-def _record_prefixes(res: EvalResult, stats, widths: list[int], groups: int) -> None:
-    """Reconstruction from each nested Matryoshka prefix (``unstructured``, with stderrs)."""
-    rows = []
-    for i, width in enumerate(widths):
-        at = "" if i == len(widths) - 1 else f"@{width}"  # the full width: the main sums
-        row: dict[str, float | int] = {"width": width}
-        for name, fn in (
-                ("explained_variance", lambda s, a=at: _explained_variance(s, f"err{a}")),
-                ("mse", lambda s, a=at: _safe_div(s[f"err{a}"], s["n"])),
-                ("cossim", lambda s, a=at: _safe_div(s[f"cos{a}"], s["n"])),
-                ("l0", lambda s, a=at: _safe_div(s[f"l0{a}"], s["n"]))):
-            value, stderr = grouped_jackknife(stats, fn, groups)
-            row[name], row[f"{name}_stderr"] = value, stderr
-        rows.append(row)
-    res.unstructured["matryoshka_prefixes"] = rows
-
-
-def _record_variance(res: EvalResult, stats, rrb, ev_v06, groups: int) -> None:
-    def per_token(key: str):
-        return lambda s: _safe_div(s[key], s["n"])
-
-    rq = "core.reconstruction_quality"
-    res.set(f"{rq}.explained_variance", *grouped_jackknife(stats, _explained_variance, groups),
-            reason="activation variance is ~0")
-    for key, metric in (("legacy", f"{rq}.explained_variance_legacy"), ("err", f"{rq}.mse"),
-                        ("err_nb", f"{rq}.mse_saebench_v0_6"), ("cos", f"{rq}.cossim"),
-                        ("norm_in", "core.shrinkage.l2_norm_in"),
-                        ("norm_out", "core.shrinkage.l2_norm_out"),
-                        ("ratio", "core.shrinkage.l2_ratio"),
-                        ("l0", "core.sparsity.l0"), ("l1", "core.sparsity.l1")):
-        res.set(metric, *grouped_jackknife(stats, per_token(key), groups))
-    s_bar = sum(ev_v06["S"]) / len(ev_v06["S"])
-    m_bar = sum(ev_v06["m"]) / len(ev_v06["m"])
-    r_bar = sum(ev_v06["R"]) / len(ev_v06["R"])
-    res.set(f"{rq}.explained_variance_saebench_v0_6", 1 - r_bar / (s_bar - m_bar**2))
-    res.set("core.shrinkage.relative_reconstruction_bias", *mean_stderr(rrb))
-
-
-def _record_density(res: EvalResult, active: torch.Tensor, prompts: torch.Tensor, n: float):
-    density = active / max(n, 1.0)
-    total = float(density.sum())
-    mm = "core.misc_metrics"
-    res.set(f"{mm}.frac_alive", float((density > 0).double().mean()))
-    res.set(f"{mm}.frac_dead", float((density == 0).double().mean()))
-    for pct, thr in (("1", 0.01), ("10", 0.1)):
-        res.set(f"{mm}.freq_over_{pct}_percent", float((density > thr).double().mean()))
-        share = float(density[density > thr].sum()) / total if total > 0 else 0.0
-        res.set(f"{mm}.normalized_freq_over_{pct}_percent", share)
-    alive = density[density > 0]
-    res.set(f"{mm}.median_log10_feature_density",
-            float(alive.log10().quantile(0.5)) if alive.numel() else None,
-            reason="no latent fired")
-    return density, torch.where(prompts > 0, active / prompts.clamp_min(1), float("nan"))
+        done["n"] = start + v.shape[0]
+    stats = {k: torch.cat(v)[:upto].cpu() for k, v in rows.items()}
+    return stats, list(rrb), {k: list(x) for k, x in ev_v06.items()}, \
+        totals["active"].clone(), totals["prompts"].clone()
 
 
 def _max_other_cosine(rows: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -353,37 +273,80 @@ def _weight_stats(ctx: EvalContext) -> dict[str, torch.Tensor]:
     }
 
 
+def _fraction(sizes: tuple[int, int], n_rec: int, n_var: int) -> float:
+    """A look's information fraction: the larger of its two phases' shares."""
+    return max(sizes[0] / n_rec if n_rec else 0.0, sizes[1] / n_var if n_var else 0.0)
+
+
+def _plan(n_rec: int, n_var: int, loss_bounds: list[int], var_bounds: list[int], bsz: int
+          ) -> list[tuple[int, int]]:
+    """The contexts of each phase at each look of an adaptive budget, each look's fraction
+    above the last's (two targets that snap to the same fraction are one look)."""
+    plan: list[tuple[int, int]] = []
+    for f in budget.LOOKS:
+        sizes = (budget.snap(n_rec, loss_bounds, bsz, f), budget.snap(n_var, var_bounds, bsz, f))
+        if plan and _fraction(sizes, n_rec, n_var) <= _fraction(plan[-1], n_rec, n_var):
+            plan[-1] = (max(plan[-1][0], sizes[0]), max(plan[-1][1], sizes[1]))
+        else:
+            plan.append(sizes)
+    return plan
+
+
 def run(ctx: EvalContext, cfg: Config) -> EvalResult:
-    """Run the core eval on ``ctx`` with settings ``cfg``."""
+    """Run the core eval on ``ctx`` with settings ``cfg``; with ``ctx.stop_when_decided`` (an
+    adaptive budget) in looks at growing prefixes of the same windows, stopping at the first
+    look where every gate reading it is decided."""
     ref = ctx.loaded.ref
     context = min(cfg.context_size or ref.context_size, ctx.model.cfg.n_ctx)
-    n_rec = cfg.batch_size_prompts * cfg.n_eval_reconstruction_batches
-    n_var = cfg.batch_size_prompts * cfg.n_eval_sparsity_variance_batches
-    res = EvalResult(EVAL_TYPE_ID, {
-        **dataclasses.asdict(cfg), "context_size": context, "dataset": ctx.dataset,
-        "model_name": ctx.model.cfg.model_name,
-        "llm_dtype": str(ctx.model.cfg.dtype).removeprefix("torch."), "random_seed": ctx.seed,
-        "decoder_norm_folded": ctx.loaded.folded,
-        "stderr_method": "grouped jackknife over contexts"})
-    groups = cfg.stderr_groups
-    if n_rec:
-        side = core_side.loss_side(ctx, n_rec, n_rec + n_var, context, cfg.batch_size_prompts)
-        stats = _loss_phase(ctx, side, cfg)
-        _record_loss(res, stats, groups)
-        core_units.record(res, "loss", stats, side["tokens"], groups, ctx)
-    if n_var:
-        side = core_side.variance_side(ctx, n_rec, n_var, context, cfg.batch_size_prompts)
-        widths = ref.matryoshka_widths  # the last is d_sae: the main metrics
-        stats, rrb, ev_v06, active, prompts = _variance_phase(ctx, side, cfg, widths[:-1])
-        _record_variance(res, stats, rrb, ev_v06, groups)
-        core_units.record(res, "variance", stats, side["tokens"], groups, ctx)
-        if widths:
-            _record_prefixes(res, stats, widths, groups)
-        density, cah = _record_density(res, active, prompts, float(stats["n"].sum()))
-    else:
-        density = cah = torch.full((ctx.loaded.d_sae,), float("nan"))
-    res.set("core.token_stats.total_tokens_eval_reconstruction", float(n_rec * context))
-    res.set("core.token_stats.total_tokens_eval_sparsity_variance", float(n_var * context))
+    bsz, groups = cfg.batch_size_prompts, cfg.stderr_groups
+    n_rec = bsz * cfg.n_eval_reconstruction_batches
+    n_var = bsz * cfg.n_eval_sparsity_variance_batches
+    config = {**dataclasses.asdict(cfg), "context_size": context, "dataset": ctx.dataset,
+              "model_name": ctx.model.cfg.model_name,
+              "llm_dtype": str(ctx.model.cfg.dtype).removeprefix("torch."),
+              "random_seed": ctx.seed, "decoder_norm_folded": ctx.loaded.folded,
+              "stderr_method": "grouped jackknife over contexts"}
+    loss = core_side.loss_side(ctx, n_rec, n_rec + n_var, context, bsz) if n_rec else None
+    var = core_side.variance_side(ctx, n_rec, n_var, context, bsz) if n_var else None
+    widths = ref.matryoshka_widths  # the last is d_sae: the main metrics
+    loss_bounds, var_bounds = group_bounds(n_rec, groups), group_bounds(n_var, groups)
+    stop = ctx.stop_when_decided
+    plan = [(n_rec, n_var)]
+    if stop is not None:
+        plan = _plan(n_rec, n_var, loss_bounds, var_bounds, bsz)
+    fractions = tuple(_fraction(p, n_rec, n_var) for p in plan)
+    done_loss: dict[str, Any] = {}
+    done_var: dict[str, Any] = {}
+    for k, (n_l, n_v) in enumerate(plan):
+        res = EvalResult(EVAL_TYPE_ID, dict(config))
+        if n_rec:
+            bounds = [b for b in loss_bounds if b <= n_l]
+            stats = _loss_phase(ctx, loss, cfg, done_loss, n_l)
+            core_units.record_loss(res, stats, bounds)
+            core_units.record(res, "loss", stats, loss["tokens"][:n_l], bounds, ctx)
+        if n_var:
+            bounds = [b for b in var_bounds if b <= n_v]
+            stats, rrb, ev_v06, active, prompts = _variance_phase(
+                ctx, var, cfg, widths[:-1], done_var, n_v)
+            core_units.record_variance(res, stats, rrb, ev_v06, bounds)
+            core_units.record(res, "variance", stats, var["tokens"][:n_v], bounds, ctx)
+            if widths:
+                core_units.record_prefixes(res, stats, widths, bounds)
+            density, cah = core_units.record_density(res, active, prompts,
+                                                     float(stats["n"].sum()))
+        else:
+            density = cah = torch.full((ctx.loaded.d_sae,), float("nan"))
+        res.set("core.token_stats.total_tokens_eval_reconstruction", float(n_l * context))
+        res.set("core.token_stats.total_tokens_eval_sparsity_variance", float(n_v * context))
+        if stop is None:
+            break
+        look = budget.Look(k, fractions)
+        res.unstructured["looks"] = {
+            "budget": "adaptive", "spending": budget.SPENDING, "fractions": list(fractions),
+            "stopped_at": k, "contexts": [list(p) for p in plan[:k + 1]],
+            "tokens_used": (n_l + n_v) * context, "tokens_cap": (n_rec + n_var) * context}
+        if look.last or stop(res, look):
+            break
     mm = "core.misc_metrics"
     res.set(f"{mm}.decoder_norm_max_deviation", ctx.loaded.decoder_norm_max_deviation)
     weights: dict[str, torch.Tensor] = {}

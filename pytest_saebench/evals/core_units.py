@@ -1,12 +1,26 @@
-"""Core's units for paired comparisons (STATISTICS.md §1): the per-group sums its grouped
+"""Core's metrics and units from its per-context sums: each metric with its grouped-jackknife
+standard error, and for paired comparisons (STATISTICS.md §1) the per-group sums the
 jackknife resamples, each group's fingerprint, and every metric as a formula over the sums."""
 
 from __future__ import annotations
 
 import torch
 
-from pytest_saebench.evals.base import EvalContext, EvalResult, input_fingerprint, unit_table
+from pytest_saebench.evals.base import (
+    EvalContext,
+    EvalResult,
+    Groups,
+    grouped_jackknife,
+    input_fingerprint,
+    mean_stderr,
+    unit_table,
+)
 from pytest_saebench.gates.stats import Formula
+
+
+def _safe_div(num: torch.Tensor, den: torch.Tensor) -> float:
+    d = float(den)
+    return float(num) / d if d != 0 else float("nan")
 
 
 def _formulas(phase: str) -> dict[str, Formula]:
@@ -42,7 +56,7 @@ def _formulas(phase: str) -> dict[str, Formula]:
 
 
 def record(res: EvalResult, phase: str, stats: dict[str, torch.Tensor],
-                  tokens: torch.Tensor, groups: int, ctx: EvalContext) -> None:
+           tokens: torch.Tensor, groups: Groups, ctx: EvalContext) -> None:
     """The phase's per-group sums, fingerprints and formulas, for paired comparisons."""
     formulas = {m: f for m, f in _formulas(phase).items() if res.metrics.get(m) is not None}
     if not formulas:
@@ -59,3 +73,99 @@ def record(res: EvalResult, phase: str, stats: dict[str, torch.Tensor],
     res.units[phase] = unit_table("context group", per_context, groups, tokens,
                                   input_fingerprint(ctx, f"core/{phase}"))
     res.formulas.update({m: f.to_json() for m, f in formulas.items()})
+
+
+def record_loss(res: EvalResult, stats: dict[str, torch.Tensor], groups: Groups) -> None:
+    def mean_of(key: str, n: str):
+        return lambda s: _safe_div(s[key], s[n])
+
+    for key, metric in (("ce_clean", "ce_loss_without_sae"), ("ce_sae", "ce_loss_with_sae"),
+                        ("ce_abl", "ce_loss_with_ablation")):
+        res.set(f"core.model_performance_preservation.{metric}",
+                *grouped_jackknife(stats, mean_of(key, "n_ce"), groups))
+    for key, metric in (("kl_sae", "kl_div_with_sae"), ("kl_abl", "kl_div_with_ablation")):
+        res.set(f"core.model_behavior_preservation.{metric}",
+                *grouped_jackknife(stats, mean_of(key, "n_kl"), groups))
+    res.set("core.model_performance_preservation.ce_loss_increase", *grouped_jackknife(
+        stats, lambda s: _safe_div(s["ce_sae"] - s["ce_clean"], s["n_ce"]), groups))
+    totals = {k: v.sum() for k, v in stats.items()}
+    gap = _safe_div(totals["ce_abl"] - totals["ce_clean"], totals["n_ce"])
+    score_id = "core.model_performance_preservation.ce_loss_score"
+    if not gap > 1e-6:
+        res.set(score_id, None, reason=f"zero-ablation does not increase loss (CE_abl - CE_clean"
+                f" = {gap:.3g} nats); gate on ce_loss_increase instead")
+    else:
+        res.set(score_id, *grouped_jackknife(
+            stats, lambda s: _safe_div(s["ce_abl"] - s["ce_sae"], s["ce_abl"] - s["ce_clean"]),
+            groups))
+        if gap < 0.5:
+            res.unstructured["warnings"] = [f"ce_loss_score is ill-conditioned: zero-ablation "
+                                            f"raises CE by only {gap:.3f} nats"]
+    kl_abl = _safe_div(totals["kl_abl"], totals["n_kl"])
+    kl_id = "core.model_behavior_preservation.kl_div_score"
+    if not kl_abl > 1e-12:
+        res.set(kl_id, None, reason="KL with zero-ablation is 0; the score is undefined")
+    else:
+        res.set(kl_id, *grouped_jackknife(
+            stats, lambda s: _safe_div(s["kl_abl"] - s["kl_sae"], s["kl_abl"]), groups))
+
+
+def explained_variance(s, err: str = "err") -> float:
+    n = float(s["n"])
+    var = float(s["x2"]) / n - float((s["sum_x"] / n).pow(2).sum())
+    return 1 - float(s[err]) / n / var if var >= 1e-10 else float("nan")
+
+
+def record_prefixes(res: EvalResult, stats, widths: list[int], groups: Groups) -> None:
+    """Reconstruction from each nested Matryoshka prefix (``unstructured``, with stderrs)."""
+    rows = []
+    for i, width in enumerate(widths):
+        at = "" if i == len(widths) - 1 else f"@{width}"  # the full width: the main sums
+        row: dict[str, float | int] = {"width": width}
+        for name, fn in (
+                ("explained_variance", lambda s, a=at: explained_variance(s, f"err{a}")),
+                ("mse", lambda s, a=at: _safe_div(s[f"err{a}"], s["n"])),
+                ("cossim", lambda s, a=at: _safe_div(s[f"cos{a}"], s["n"])),
+                ("l0", lambda s, a=at: _safe_div(s[f"l0{a}"], s["n"]))):
+            value, stderr = grouped_jackknife(stats, fn, groups)
+            row[name], row[f"{name}_stderr"] = value, stderr
+        rows.append(row)
+    res.unstructured["matryoshka_prefixes"] = rows
+
+
+def record_variance(res: EvalResult, stats, rrb, ev_v06, groups: Groups) -> None:
+    def per_token(key: str):
+        return lambda s: _safe_div(s[key], s["n"])
+
+    rq = "core.reconstruction_quality"
+    res.set(f"{rq}.explained_variance", *grouped_jackknife(stats, explained_variance, groups),
+            reason="activation variance is ~0")
+    for key, metric in (("legacy", f"{rq}.explained_variance_legacy"), ("err", f"{rq}.mse"),
+                        ("err_nb", f"{rq}.mse_saebench_v0_6"), ("cos", f"{rq}.cossim"),
+                        ("norm_in", "core.shrinkage.l2_norm_in"),
+                        ("norm_out", "core.shrinkage.l2_norm_out"),
+                        ("ratio", "core.shrinkage.l2_ratio"),
+                        ("l0", "core.sparsity.l0"), ("l1", "core.sparsity.l1")):
+        res.set(metric, *grouped_jackknife(stats, per_token(key), groups))
+    s_bar = sum(ev_v06["S"]) / len(ev_v06["S"])
+    m_bar = sum(ev_v06["m"]) / len(ev_v06["m"])
+    r_bar = sum(ev_v06["R"]) / len(ev_v06["R"])
+    res.set(f"{rq}.explained_variance_saebench_v0_6", 1 - r_bar / (s_bar - m_bar**2))
+    res.set("core.shrinkage.relative_reconstruction_bias", *mean_stderr(rrb))
+
+
+def record_density(res: EvalResult, active: torch.Tensor, prompts: torch.Tensor, n: float):
+    density = active / max(n, 1.0)
+    total = float(density.sum())
+    mm = "core.misc_metrics"
+    res.set(f"{mm}.frac_alive", float((density > 0).double().mean()))
+    res.set(f"{mm}.frac_dead", float((density == 0).double().mean()))
+    for pct, thr in (("1", 0.01), ("10", 0.1)):
+        res.set(f"{mm}.freq_over_{pct}_percent", float((density > thr).double().mean()))
+        share = float(density[density > thr].sum()) / total if total > 0 else 0.0
+        res.set(f"{mm}.normalized_freq_over_{pct}_percent", share)
+    alive = density[density > 0]
+    res.set(f"{mm}.median_log10_feature_density",
+            float(alive.log10().quantile(0.5)) if alive.numel() else None,
+            reason="no latent fired")
+    return density, torch.where(prompts > 0, active / prompts.clamp_min(1), float("nan"))

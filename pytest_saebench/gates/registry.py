@@ -29,6 +29,10 @@ class MetricSpec:
     # Shown beside the value where a reader would otherwise misread it (a bug-compatible id
     # next to the corrected one).
     note: str = ""
+    # For a metric without a standard error: "down" if it never rises as an eval reads more
+    # of its budget (the fraction of dead latents), "up" if it never falls; an adaptive
+    # budget may then stop on it (gates.budget).
+    monotone: str = ""
 
     @property
     def eval_type_id(self) -> str:

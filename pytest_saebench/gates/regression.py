@@ -17,6 +17,7 @@ from typing import Any
 
 from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.gates import lineage
+from pytest_saebench.gates.budget import look_of
 from pytest_saebench.gates.thresholds import Outcome, fmt
 
 RULE_KEYS = ("max_drop", "max_drop_pct", "max_change_pct", "z", "severity")
@@ -125,7 +126,7 @@ def _resolve(resolve, name: str, where: str) -> str:
 
 def compare(rule: RegressionRule, direction: str, new: float | None, old: float | None,
             new_se: float | None = None, old_se: float | None = None, context: str = "",
-            paired: Any = None, unpaired: str = "") -> Outcome:
+            paired: Any = None, unpaired: str = "", look: Any = None) -> Outcome:
     """Check ``new`` against the baseline value ``old``.
 
     Without ``rule.z`` the values decide: ``fail`` (``warn`` for warn rules) past an
@@ -133,6 +134,8 @@ def compare(rule: RegressionRule, direction: str, new: float | None, old: float 
     interval of the difference decides, three ways (STATISTICS.md §3): its standard error is
     the paired one (``paired``, a ``gates.stats.Difference``) where the runs share units,
     else ``hypot(new_se, old_se)``, and the message says which and (``unpaired``) why.
+    ``look`` (gates.budget.Look): an adaptive budget's stopping look, whose critical value
+    replaces the fixed budget's.
     """
     mid = rule.metric
     if old is None or not math.isfinite(old):
@@ -142,7 +145,7 @@ def compare(rule: RegressionRule, direction: str, new: float | None, old: float 
                                f"{context}")
     if rule.z:
         return _compare_interval(rule, direction, new, old, new_se, old_se, context, paired,
-                                 unpaired)
+                                 unpaired, look)
     delta = new - old
     sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
     moved = f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g})"
@@ -172,19 +175,25 @@ def _limits(rule: RegressionRule, sign: float, delta: float, old: float
     return out
 
 
+def difference(new: float, old: float, new_se: float | None, old_se: float | None,
+               paired: Any, unpaired: str) -> tuple[float, float, int | None, str]:
+    """``(delta, its standard error, degrees of freedom, basis)``: paired where the runs
+    share units, else the two standard errors added."""
+    if paired is not None and paired.stderr is not None:
+        return (paired.delta, paired.stderr, paired.df,
+                f"paired over {paired.n_paired} units with identical inputs")
+    return (new - old, math.hypot(new_se or 0.0, old_se or 0.0), None,
+            f"unpaired{': ' + unpaired if unpaired else ''}")
+
+
 def _compare_interval(rule: RegressionRule, direction: str, new: float, old: float,
                       new_se: float | None, old_se: float | None, context: str, paired: Any,
-                      unpaired: str) -> Outcome:
+                      unpaired: str, look: Any) -> Outcome:
     from pytest_saebench.gates.stats import critical, verdict
 
     mid = rule.metric
-    if paired is not None and paired.stderr is not None:
-        delta, se, df = paired.delta, paired.stderr, paired.df
-        basis = f"paired over {paired.n_paired} units with identical inputs"
-    else:
-        delta, se, df = new - old, math.hypot(new_se or 0.0, old_se or 0.0), None
-        basis = f"unpaired{': ' + unpaired if unpaired else ''}"
-    c = critical(rule.z, df)
+    delta, se, df, basis = difference(new, old, new_se, old_se, paired, unpaired)
+    c = look.critical(rule.z, df) if look is not None else critical(rule.z, df)
     sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
     moved = f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g} ± {se:.2g}, {basis})"
     half = c * se
@@ -214,10 +223,11 @@ def pair(metric: str, new: Any, old: Any) -> tuple[Any, str]:
     evaluated with identical inputs, or ``(None, why not)``."""
     from pytest_saebench.gates.stats import paired_difference
 
-    theirs = old.units(metric)
+    mine, theirs = new.units(metric), old.units(metric)
+    if mine is None and not new.stderr(metric):
+        return None, "the metric has no standard error"
     if theirs is None:
         return None, "the baseline recorded no per-unit sums (written before paired gates)"
-    mine = new.units(metric)
     if mine is None:
         return None, "this run recorded no per-unit sums (repeated seeds)"
     found = paired_difference(mine[0], mine[1], theirs[1], theirs[0])
@@ -240,8 +250,27 @@ def check_metric(rule: RegressionRule, direction: str, new: Any, old: Any, label
         return Outcome("skip", f"{metric} not compared: the {eval_type} eval config differs "
                                f"from baseline {label} in {', '.join(diffs)}")
     paired, why = pair(metric, new, old) if rule.z else (None, "")
+    look = look_of(new.evals[eval_type].unstructured)
     return compare(rule, direction, new.value(metric), old.value(metric), new.stderr(metric),
-                   old.stderr(metric), f"vs baseline {label} {context}", paired, why)
+                   old.stderr(metric), f"vs baseline {label} {context}", paired, why, look)
+
+
+def decided(rule: RegressionRule, direction: str, new: Any, old: Any, look: Any) -> bool:
+    """Whether ``rule`` has its verdict at ``look`` of an adaptive budget, ``new`` holding
+    the results so far (gates.budget); a rule with nothing to compare is decided."""
+    from pytest_saebench.gates.budget import regression_decided
+
+    metric, eval_type = rule.metric, rule.metric.split(".", 1)[0]
+    a, b = new.value(metric), old.value(metric) if old.computed(metric) else None
+    if a is None or b is None or not math.isfinite(a) or not math.isfinite(b) or \
+            eval_type not in old.evals or \
+            config_differences(new.evals[eval_type].config, old.evals[eval_type].config):
+        return True
+    paired, why = pair(metric, new, old)
+    delta, se, df, _ = difference(a, b, new.stderr(metric), old.stderr(metric), paired, why)
+    sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
+    limits = [(bad, allow) for bad, allow, _ in _limits(rule, sign, delta, b)]
+    return regression_decided(limits, se, df, rule.z, look)
 
 
 def config_differences(new_config: dict[str, Any], old_config: dict[str, Any]) -> list[str]:

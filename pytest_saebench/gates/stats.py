@@ -257,6 +257,16 @@ def obrien_fleming_spent(alpha: float, fraction: float) -> float:
     return math.erfc(z / math.sqrt(fraction) / math.sqrt(2))
 
 
+def pocock_spent(alpha: float, fraction: float) -> float:
+    """Lan-DeMets Pocock-type spending: ``alpha · ln(1 + (e - 1) t)`` by information fraction
+    ``t``, which spends more early than O'Brien-Fleming's and so lets a clear verdict stop
+    at an early look."""
+    return alpha if fraction >= 1 else alpha * math.log1p((math.e - 1) * fraction)
+
+
+SPENDING = {"pocock": pocock_spent, "obrien-fleming": obrien_fleming_spent}
+
+
 @dataclass(frozen=True)
 class Looks:
     """The looks of an adaptive budget: information fractions and each look's two-sided tail.
@@ -269,14 +279,16 @@ class Looks:
     alphas: tuple[float, ...] = field(default=())
 
     @classmethod
-    def spending(cls, z: float, fractions: Sequence[float]) -> Looks:
-        """Looks at ``fractions`` (increasing, ending at 1) spending the tail of ``z``."""
+    def spending(cls, z: float, fractions: Sequence[float], kind: str = "obrien-fleming"
+                 ) -> Looks:
+        """Looks at ``fractions`` (increasing, ending at 1) spending the tail of ``z`` with
+        the spending function ``kind`` (:data:`SPENDING`)."""
         fr = tuple(float(f) for f in fractions)
         if not fr or fr[-1] != 1.0 or any(b <= a for a, b in zip(fr, fr[1:], strict=False)) \
                 or fr[0] <= 0:
             raise ValueError(f"look fractions must increase to 1, got {list(fractions)}")
         alpha = two_sided_alpha(z)
-        spent = [obrien_fleming_spent(alpha, f) for f in fr]
+        spent = [SPENDING[kind](alpha, f) for f in fr]
         steps = [spent[0], *(b - a for a, b in zip(spent, spent[1:], strict=False))]
         return cls(fr, tuple(max(s, 1e-300) for s in steps))
 

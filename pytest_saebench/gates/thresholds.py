@@ -71,18 +71,20 @@ def interval_text(value: float, stderr: float, c: float, df: int | None) -> str:
 
 
 def check(threshold: Threshold, value: float | None, reason: str | None, context: str,
-          stderr: float | None = None, df: int | None = None) -> Outcome:
+          stderr: float | None = None, df: int | None = None,
+          critical_value: float | None = None) -> Outcome:
     """Check ``value`` against ``threshold``; ``context`` is e.g. ``(sae good, suite fast)``.
 
     With ``threshold.z`` and a standard error the interval decides (STATISTICS.md §3):
     wholly beyond a bound fails, wholly inside passes, holding a bound is ``inconclusive``.
+    ``critical_value`` replaces the fixed budget's (an adaptive budget's stopping look).
     """
     mid = threshold.metric
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         why = reason or "value is undefined"
         return Outcome("fail", f"{mid} is undefined: {why} {context}")
     if threshold.z and stderr is not None and math.isfinite(stderr):
-        return _check_interval(threshold, value, reason, context, stderr, df)
+        return _check_interval(threshold, value, reason, context, stderr, df, critical_value)
     if threshold.min is not None and value < threshold.min:
         msg = f"{mid} = {fmt(value)} < min {threshold.min:g} {context}"
     elif threshold.max is not None and value > threshold.max:
@@ -95,10 +97,10 @@ def check(threshold: Threshold, value: float | None, reason: str | None, context
 
 
 def _check_interval(t: Threshold, value: float, reason: str | None, context: str,
-                    stderr: float, df: int | None) -> Outcome:
+                    stderr: float, df: int | None, c: float | None) -> Outcome:
     from pytest_saebench.gates.stats import critical, verdict
 
-    c = critical(t.z, df)
+    c = c or critical(t.z, df)
     shown = interval_text(value, stderr, c, df)
     sides = [(b - value, f"min {b:g}", "below") for b in (t.min,) if b is not None] + \
             [(value - b, f"max {b:g}", "above") for b in (t.max,) if b is not None]

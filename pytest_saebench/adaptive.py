@@ -1,0 +1,62 @@
+"""An adaptive budget's stopping rule for one checkpoint's eval (gates.budget): the gates of
+this run that read the eval, decided look by look. Torch-free; the runner hands it to evals
+that evaluate in looks (``ADAPTIVE = True``: core)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pytest_saebench.gates import budget
+from pytest_saebench.gates.regression import CKPT_PREFIX, decided
+from pytest_saebench.results import SaeResults
+
+
+def stopper(runner: Any, sae_id: str, suite: str, module: Any, seeds: int
+            ) -> Callable[[Any, budget.Look], bool] | None:
+    """``stop(results of a look, look) -> bool`` for ``module`` on ``sae_id``, or None where
+    the whole budget is spent: a fixed budget, several seeds, another suite than the run's,
+    an eval that does not evaluate in looks, a frontier gate or a ``ckpt:`` baseline reading
+    it (evaluated at the whole budget, said in docs/statistics.md)."""
+    settings = runner.settings
+    prefix = f"{module.EVAL_TYPE_ID}."
+    if settings.budget != "adaptive" or seeds > 1 or suite != settings.suite or \
+            not getattr(module, "ADAPTIVE", False):
+        return None
+    if any(r.metric.startswith(prefix) or r.x.startswith(prefix) for r in settings.frontier):
+        return None
+    thresholds = [t for t in settings.thresholds if t.metric.startswith(prefix)]
+    rules = [r for r in settings.regressions if r.metric.startswith(prefix)]
+    if rules and (settings.baseline or "").startswith(CKPT_PREFIX):
+        return None
+    ref = runner.ref(sae_id)
+    baseline: list[Any] = []
+
+    def base() -> Any:
+        if not baseline:
+            found: Any = None
+            if rules and not settings.update_baseline:
+                try:
+                    found, _ = runner.baseline_for(sae_id)
+                except Exception:  # a broken baseline: its gates say so, at the whole budget
+                    found = None
+            baseline.append(found if isinstance(found, SaeResults) else "none")
+        return baseline[0] if isinstance(baseline[0], SaeResults) else None
+
+    def stop(partial: Any, look: budget.Look) -> bool:
+        res = SaeResults(sae_id, ref.shown_path, "", suite, {module.EVAL_TYPE_ID: partial})
+        for t in thresholds:
+            spec = runner.registry.get(t.metric)
+            if res.computed(t.metric) and not budget.threshold_decided(
+                    t, res.value(t.metric), res.stderr(t.metric), res.dof(t.metric), look,
+                    spec.monotone if spec else ""):
+                return False
+        old = base() if rules else None
+        for rule in rules if old is not None else ():
+            spec = runner.registry.get(rule.metric)
+            if res.computed(rule.metric) and not decided(
+                    rule, spec.direction if spec else "info", res, old, look):
+                return False
+        return True
+
+    return stop

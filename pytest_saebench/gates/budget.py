@@ -1,0 +1,95 @@
+"""Budgets that stop when every gate is decided (STATISTICS.md §4), torch-free.
+
+With ``budget = "adaptive"`` an eval's budget is a cap, evaluated in looks at growing
+prefixes of the same units (``LOOKS`` of it). Looking several times and stopping at the first
+decision would inflate the false-verdict rate at a fixed critical value, so each look uses a
+stricter one: Lan-DeMets Pocock-type alpha spending (Lan and DeMets 1983, "Discrete
+sequential boundaries for clinical trials", Biometrika 70(3)), each look's increment of the
+spent tail taken as its own two-sided level, which bounds the chance of any false verdict over
+all looks by the tail of ``z`` (a union bound, conservative). A gate without a ``z`` of its
+own is decided for stopping at ``DEFAULT_STOP_Z``; its verdict is then its value's, as ever.
+Its user took the value alone as the verdict, which at a fixed budget flips from seed to seed
+when it lies within a standard error or so of the bound; stopping only once the look's
+interval at z = 2 (spent over the looks) excludes the bound flips it less often than that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_saebench.gates.stats import Looks, verdict
+from pytest_saebench.gates.thresholds import Threshold
+
+LOOKS = (0.25, 0.5, 1.0)  # target fractions; an eval snaps them to its own unit boundaries
+SPENDING = "pocock"
+DEFAULT_STOP_Z = 2.0
+
+
+@dataclass(frozen=True)
+class Look:
+    """Where an adaptive evaluation is: look ``index`` of the information ``fractions`` it
+    takes (the last is 1, the whole budget)."""
+
+    index: int
+    fractions: tuple[float, ...]
+
+    @property
+    def last(self) -> bool:
+        """True at the whole budget: everything is decided there, as at a fixed budget."""
+        return self.index == len(self.fractions) - 1
+
+    def critical(self, z: float, df: int | None) -> float:
+        """This look's critical value for a gate with confidence ``z``."""
+        return Looks.spending(z, self.fractions, SPENDING).critical(self.index, df)
+
+
+def snap(n: int, bounds: Sequence[int], batch: int, fraction: float) -> int:
+    """How many units a look at ``fraction`` covers: the smallest group boundary (``bounds``,
+    the whole budget's) at or past it that is also a batch boundary, so that the look holds
+    whole groups (they pair with a fixed run's) computed in the fixed run's batches (the same
+    numbers); ``n`` when there is none."""
+    return next((b for b in bounds if b > 0 and b >= fraction * n
+                 and (b % batch == 0 or b == n)), n)
+
+
+def look_of(unstructured: dict[str, Any]) -> Look | None:
+    """The look an eval's results stopped at (``unstructured["looks"]``), or None for a
+    fixed budget."""
+    looks = (unstructured or {}).get("looks")
+    if not looks:
+        return None
+    return Look(int(looks["stopped_at"]), tuple(float(f) for f in looks["fractions"]))
+
+
+def threshold_decided(t: Threshold, value: float | None, stderr: float | None,
+                      df: int | None, look: Look, monotone: str = "") -> bool:
+    """Whether threshold ``t`` has its verdict at ``look``. An undefined value, or one known
+    exactly (standard error 0), is decided. One without a standard error is decided only
+    where more data cannot change the verdict: a metric that never rises as the budget grows
+    (``monotone = "down"``, e.g. the fraction of dead latents) below its max or already below
+    its min, and the mirror for ``"up"``."""
+    if look.last or value is None or not math.isfinite(value) or stderr == 0:
+        return True
+    if stderr is None:
+        lo_ok = t.min is None or (value < t.min if monotone == "down" else
+                                  value >= t.min if monotone == "up" else False)
+        hi_ok = t.max is None or (value <= t.max if monotone == "down" else
+                                  value > t.max if monotone == "up" else False)
+        return lo_ok and hi_ok
+    c = look.critical(t.z or DEFAULT_STOP_Z, df)
+    sides = [b - value for b in (t.min,) if b is not None] + \
+            [value - b for b in (t.max,) if b is not None]
+    return all(verdict(bad, stderr, 0.0, c) != "inconclusive" for bad in sides)
+
+
+def regression_decided(limits: Sequence[tuple[float, float]], se: float | None,
+                       df: int | None, z: float, look: Look) -> bool:
+    """Whether a regression rule with ``limits`` (how far it moved the wrong way, the
+    allowance) has its verdict at ``look``."""
+    if not se or look.last:
+        return True
+    c = look.critical(z or DEFAULT_STOP_Z, df)
+    return all(verdict(bad, se, allow, c) != "inconclusive" for bad, allow in limits)

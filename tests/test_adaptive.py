@@ -1,0 +1,101 @@
+"""budget = "adaptive": core evaluates its budget in looks at growing prefixes of the same
+windows and stops at the first look where every gate reading it is decided (gates.budget)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pytest_saebench.gates import budget
+from pytest_saebench.gates.thresholds import Threshold
+from tests.conftest import SMALL_PYPROJECT
+
+EV = "core.reconstruction_quality.explained_variance"
+KL = "core.model_behavior_preservation.kl_div_score"
+# 64 loss and 128 variance contexts in batches of 8: looks at 1/4, 1/2 and the whole
+ADAPTIVE_PYPROJECT = SMALL_PYPROJECT.replace(
+    "batch_size_prompts = 4\nn_eval_reconstruction_batches = 2\n"
+    "n_eval_sparsity_variance_batches = 4",
+    "batch_size_prompts = 8\nn_eval_reconstruction_batches = 8\n"
+    "n_eval_sparsity_variance_batches = 16")
+
+
+def _project(pytester, thresholds: str, regression: str = "") -> None:
+    pytester.makefile(".toml", pyproject=f"[tool.pytest-saebench.thresholds]\n{thresholds}\n"
+                      f"[tool.pytest-saebench.regression]\n{regression}\n{ADAPTIVE_PYPROJECT}")
+
+
+def _run(pytester, sae, *args):
+    result = pytester.runpytest(f"--sae-path={sae}", *args)
+    data = json.loads((pytester.path / "saebench-results.json").read_text())
+    entry = next(iter(data["saes"].values()))
+    core = entry["evals"]["core"]
+    return result, core["eval_result_unstructured"].get("looks"), core, data["checks"]
+
+
+def test_a_clear_verdict_stops_at_the_first_look_with_the_fixed_budgets_verdict(
+        pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.5, z = 3 }}')
+    fixed, none, full, fixed_checks = _run(pytester, tiny_world.trained)
+    assert none is None and fixed.ret == 0
+    adaptive, looks, core, checks = _run(pytester, tiny_world.trained, "--saebench-budget",
+                                         "adaptive")
+    assert adaptive.ret == 0
+    assert looks["stopped_at"] == 0 and looks["fractions"] == [0.25, 0.5, 1.0]
+    assert looks["tokens_used"] * 4 == looks["tokens_cap"]
+    assert looks["contexts"] == [[16, 32]] and looks["spending"] == "pocock"
+    metrics = core["eval_result_metrics"]
+    assert metrics["token_stats"]["total_tokens_eval_sparsity_variance"] == \
+        full["eval_result_metrics"]["token_stats"]["total_tokens_eval_sparsity_variance"] / 4
+    assert [c["status"] for c in checks if c["metric"] == EV] == \
+        [c["status"] for c in fixed_checks if c["metric"] == EV] == ["pass"]
+
+
+def test_a_gate_near_its_bound_runs_to_the_whole_budget(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.5, z = 3 }}')
+    _, _, full, _ = _run(pytester, tiny_world.trained)
+    value = full["eval_result_metrics"]["reconstruction_quality"]["explained_variance"]
+    _project(pytester, f'"{EV}" = {{ min = {value - 1e-6:.8f}, z = 3 }}')
+    _, looks, core, checks = _run(pytester, tiny_world.trained, "--saebench-budget=adaptive")
+    assert looks["stopped_at"] == 2 and looks["tokens_used"] == looks["tokens_cap"]
+    assert core["eval_result_metrics"] == full["eval_result_metrics"]  # the same windows
+    assert [c["status"] for c in checks if c["metric"] == EV] == ["inconclusive"]
+
+
+def test_an_adaptive_run_pairs_with_a_fixed_baseline_over_the_groups_both_evaluated(
+        pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.5, z = 3 }}', f'"{KL}" = {{ max_drop = 0.5, z = 3 }}')
+    base = pytester.runpytest(f"--sae-path={tiny_world.trained}",
+                              "--saebench-update-baseline=base.json")
+    assert base.ret == 0
+    _, looks, _, checks = _run(pytester, tiny_world.trained, "--saebench-budget=adaptive",
+                               "--saebench-baseline=base.json")
+    (rule,) = [c for c in checks if c["kind"] == "regression" and c["metric"] == KL]
+    assert looks["stopped_at"] == 0 and rule["status"] == "pass", rule
+    assert "paired over 5 units with identical inputs" in rule["message"]  # 16 of 64 contexts
+
+
+def test_bad_budget_is_one_line(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.5 }}')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
+    pytester.makefile(".toml", pyproject=f'[tool.pytest-saebench]\nbudget = "quick"\n'
+                      f'[tool.pytest-saebench.thresholds]\n"{EV}" = {{ min = 0.5 }}\n')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "'budget': must be 'fixed' or 'adaptive', got 'quick'" in result.stderr.str()
+
+
+@pytest.mark.parametrize(("monotone", "value", "bounds", "decided"), [
+    ("down", 0.05, (None, 0.1), True),    # frac_dead below its max: more tokens only lower it
+    ("down", 0.15, (None, 0.1), False),   # above: more tokens may bring it under
+    ("down", 0.05, (0.1, None), True),    # already below a min: it stays below
+    ("up", 0.95, (0.9, None), True),
+    ("", 0.05, (None, 0.1), False),       # no standard error, no known direction: wait
+])
+def test_a_metric_without_a_standard_error_stops_only_where_more_data_cannot_change_it(
+        monotone, value, bounds, decided):
+    look = budget.Look(0, (0.25, 0.5, 1.0))
+    t = Threshold("core.misc_metrics.frac_dead", *bounds)
+    assert budget.threshold_decided(t, value, None, None, look, monotone) is decided
+    assert budget.threshold_decided(t, value, None, None, budget.Look(2, look.fractions))
