@@ -17,6 +17,14 @@ from pytest_saebench.evals.base import (
 )
 from pytest_saebench.gates.stats import Formula
 
+RQ = "core.reconstruction_quality"
+# The reconstruction and sparsity metrics that are means over valid tokens: (key, metric id).
+PER_TOKEN: tuple[tuple[str, str], ...] = (
+    ("legacy", f"{RQ}.explained_variance_legacy"), ("err", f"{RQ}.mse"),
+    ("err_nb", f"{RQ}.mse_saebench_v0_6"), ("cos", f"{RQ}.cossim"),
+    ("norm_in", "core.shrinkage.l2_norm_in"), ("norm_out", "core.shrinkage.l2_norm_out"),
+    ("ratio", "core.shrinkage.l2_ratio"), ("l0", "core.sparsity.l0"), ("l1", "core.sparsity.l1"))
+
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> float:
     d = float(den)
@@ -43,15 +51,8 @@ def _formulas(phase: str) -> dict[str, Formula]:
             f"{mb}.kl_div_score": Formula(phase, {"kl_abl": 1.0, "kl_sae": -1.0},
                                           {"kl_abl": 1.0}),
         }
-    rq = "core.reconstruction_quality"
-    out = {f"{rq}.explained_variance": Formula(phase, {"err": 1.0}, {"ss": 1.0}, 1.0, -1.0)}
-    for key, metric in (("legacy", f"{rq}.explained_variance_legacy"), ("err", f"{rq}.mse"),
-                        ("err_nb", f"{rq}.mse_saebench_v0_6"), ("cos", f"{rq}.cossim"),
-                        ("norm_in", "core.shrinkage.l2_norm_in"),
-                        ("norm_out", "core.shrinkage.l2_norm_out"),
-                        ("ratio", "core.shrinkage.l2_ratio"),
-                        ("l0", "core.sparsity.l0"), ("l1", "core.sparsity.l1")):
-        out[metric] = mean(key, "n")
+    out = {f"{RQ}.explained_variance": Formula(phase, {"err": 1.0}, {"ss": 1.0}, 1.0, -1.0)}
+    out.update({metric: mean(key, "n") for key, metric in PER_TOKEN})
     return out
 
 
@@ -76,18 +77,13 @@ def record(res: EvalResult, phase: str, stats: dict[str, torch.Tensor],
 
 
 def record_loss(res: EvalResult, stats: dict[str, torch.Tensor], groups: Groups) -> None:
-    def mean_of(key: str, n: str):
-        return lambda s: _safe_div(s[key], s[n])
-
-    for key, metric in (("ce_clean", "ce_loss_without_sae"), ("ce_sae", "ce_loss_with_sae"),
-                        ("ce_abl", "ce_loss_with_ablation")):
-        res.set(f"core.model_performance_preservation.{metric}",
-                *grouped_jackknife(stats, mean_of(key, "n_ce"), groups))
-    for key, metric in (("kl_sae", "kl_div_with_sae"), ("kl_abl", "kl_div_with_ablation")):
-        res.set(f"core.model_behavior_preservation.{metric}",
-                *grouped_jackknife(stats, mean_of(key, "n_kl"), groups))
-    res.set("core.model_performance_preservation.ce_loss_increase", *grouped_jackknife(
-        stats, lambda s: _safe_div(s["ce_sae"] - s["ce_clean"], s["n_ce"]), groups))
+    """The loss phase's metrics, each its formula (the one its units record) jackknifed."""
+    formulas = _formulas("loss")
+    mp, mb = "core.model_performance_preservation", "core.model_behavior_preservation"
+    for metric in (f"{mp}.ce_loss_without_sae", f"{mp}.ce_loss_with_sae",
+                   f"{mp}.ce_loss_with_ablation", f"{mb}.kl_div_with_sae",
+                   f"{mb}.kl_div_with_ablation", f"{mp}.ce_loss_increase"):
+        res.set(metric, *grouped_jackknife(stats, formulas[metric], groups))
     totals = {k: v.sum() for k, v in stats.items()}
     gap = _safe_div(totals["ce_abl"] - totals["ce_clean"], totals["n_ce"])
     score_id = "core.model_performance_preservation.ce_loss_score"
@@ -95,9 +91,7 @@ def record_loss(res: EvalResult, stats: dict[str, torch.Tensor], groups: Groups)
         res.set(score_id, None, reason=f"zero-ablation does not increase loss (CE_abl - CE_clean"
                 f" = {gap:.3g} nats); gate on ce_loss_increase instead")
     else:
-        res.set(score_id, *grouped_jackknife(
-            stats, lambda s: _safe_div(s["ce_abl"] - s["ce_sae"], s["ce_abl"] - s["ce_clean"]),
-            groups))
+        res.set(score_id, *grouped_jackknife(stats, formulas[score_id], groups))
         if gap < 0.5:
             res.unstructured["warnings"] = [f"ce_loss_score is ill-conditioned: zero-ablation "
                                             f"raises CE by only {gap:.3f} nats"]
@@ -106,8 +100,7 @@ def record_loss(res: EvalResult, stats: dict[str, torch.Tensor], groups: Groups)
     if not kl_abl > 1e-12:
         res.set(kl_id, None, reason="KL with zero-ablation is 0; the score is undefined")
     else:
-        res.set(kl_id, *grouped_jackknife(
-            stats, lambda s: _safe_div(s["kl_abl"] - s["kl_sae"], s["kl_abl"]), groups))
+        res.set(kl_id, *grouped_jackknife(stats, formulas[kl_id], groups))
 
 
 def explained_variance(s, err: str = "err") -> float:
@@ -134,23 +127,17 @@ def record_prefixes(res: EvalResult, stats, widths: list[int], groups: Groups) -
 
 
 def record_variance(res: EvalResult, stats, rrb, ev_v06, groups: Groups) -> None:
-    def per_token(key: str):
-        return lambda s: _safe_div(s[key], s["n"])
-
-    rq = "core.reconstruction_quality"
-    res.set(f"{rq}.explained_variance", *grouped_jackknife(stats, explained_variance, groups),
+    """The reconstruction and sparsity metrics: the per-token means through their formulas;
+    explained variance exactly (each leave-one-out about its own mean)."""
+    formulas = _formulas("variance")
+    res.set(f"{RQ}.explained_variance", *grouped_jackknife(stats, explained_variance, groups),
             reason="activation variance is ~0")
-    for key, metric in (("legacy", f"{rq}.explained_variance_legacy"), ("err", f"{rq}.mse"),
-                        ("err_nb", f"{rq}.mse_saebench_v0_6"), ("cos", f"{rq}.cossim"),
-                        ("norm_in", "core.shrinkage.l2_norm_in"),
-                        ("norm_out", "core.shrinkage.l2_norm_out"),
-                        ("ratio", "core.shrinkage.l2_ratio"),
-                        ("l0", "core.sparsity.l0"), ("l1", "core.sparsity.l1")):
-        res.set(metric, *grouped_jackknife(stats, per_token(key), groups))
+    for _key, metric in PER_TOKEN:
+        res.set(metric, *grouped_jackknife(stats, formulas[metric], groups))
     s_bar = sum(ev_v06["S"]) / len(ev_v06["S"])
     m_bar = sum(ev_v06["m"]) / len(ev_v06["m"])
     r_bar = sum(ev_v06["R"]) / len(ev_v06["R"])
-    res.set(f"{rq}.explained_variance_saebench_v0_6", 1 - r_bar / (s_bar - m_bar**2))
+    res.set(f"{RQ}.explained_variance_saebench_v0_6", 1 - r_bar / (s_bar - m_bar**2))
     res.set("core.shrinkage.relative_reconstruction_bias", *mean_stderr(rrb))
 
 
