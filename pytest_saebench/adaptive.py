@@ -21,7 +21,7 @@ def stopper(runner: Any, sae_id: str, suite: str, module: Any, seeds: int
     settings = runner.settings
     prefix = f"{module.EVAL_TYPE_ID}."
     if settings.budget != "adaptive" or seeds > 1 or suite != settings.suite or \
-            not getattr(module, "ADAPTIVE", False):
+            not getattr(module, "ADAPTIVE", False) or sae_id.startswith("null:"):
         return None
     if any(r.metric.startswith(prefix) or r.x.startswith(prefix) for r in settings.frontier):
         return None

@@ -19,6 +19,7 @@ from pytest_saebench.config_tables import (  # re-exported: cli.py and tests rea
     check_paths_and_sizes,
     frontier_rules,
     model_kwargs,
+    null_rules,
     select_evals,
     shard,
 )
@@ -32,16 +33,16 @@ SCALAR_KEYS: dict[str, type] = {
     "suite": str, "model": str, "dataset": str, "device": str, "dtype": str, "seed": int,
     "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
     "cache-dir": str, "cache-size-mb": int, "repeats": int, "threads": int,
-    "step-pattern": str, "on-inconclusive": str, "budget": str,
+    "step-pattern": str, "on-inconclusive": str, "budget": str, "null-reference": str,
 }
 TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression", "frontier",
-              "model-kwargs")
+              "model-kwargs", "null")
 DEFAULTS: dict[str, Any] = {
     "suite": "fast", "model": "auto", "dataset": "auto", "device": "auto", "dtype": "float32",
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
     "on-missing-baseline": "skip", "html": None, "cache-dir": None, "cache-size-mb": 4096,
     "repeats": 1, "threads": 0, "step-pattern": None, "on-inconclusive": "warn",
-    "budget": "fixed",
+    "budget": "fixed", "null-reference": "on",
 }
 # CLI dest / env variable for each scalar key.
 CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
@@ -89,6 +90,11 @@ class Settings:
     # fixed: every eval spends its whole budget; adaptive: the budget is a cap, evaluated in
     # looks that stop when every gate is decided (gates.budget)
     budget: str = "fixed"
+    # on: each threshold also compares its metric with a random SAE of the checkpoint's
+    # shape (null.py) and warns without signal; [tool.pytest-saebench.null] rules gate that
+    # gain either way (gates.null)
+    null_reference: str = "on"
+    null_rules: tuple[Any, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -232,7 +238,8 @@ def _thresholds(fc: FileConfig, cli_rules: list[str], resolve,
         threshold = make_threshold(metric, spec.get("min"), spec.get("max"),
                                    spec.get("severity", default_severity(metric)), where,
                                    spec.get("z", 0.0))
-        found[metric] = dataclasses.replace(threshold, source=source)
+        found[metric] = dataclasses.replace(threshold, source=source,
+                                            severity_explicit="severity" in spec)
     for rule in cli_rules:
         name, op, number = parse_cli_rule(rule)
         metric = _resolve(resolve, name, f"--saebench-threshold '{rule}'")
@@ -307,6 +314,9 @@ def build_settings(
     if values["budget"] not in ("fixed", "adaptive"):
         raise SaebenchError(f"{where['budget']}: must be 'fixed' or 'adaptive', got "
                             f"{values['budget']!r}")
+    if values["null-reference"] not in ("on", "off"):
+        raise SaebenchError(f"{where['null-reference']}: must be 'on' or 'off', got "
+                            f"{values['null-reference']!r}")
     if values["on-inconclusive"] not in ("warn", "fail", "pass"):
         raise SaebenchError(f"{where['on-inconclusive']}: must be 'warn', 'fail' or 'pass', "
                             f"got {values['on-inconclusive']!r}")
@@ -329,6 +339,9 @@ def build_settings(
         threads=_at_least_zero(values["threads"], where["threads"]),
         on_missing_baseline=values["on-missing-baseline"],
         on_inconclusive=values["on-inconclusive"], budget=values["budget"],
+        null_reference=values["null-reference"],
+        null_rules=null_rules(fc, resolve_metric, [t.metric for t in thresholds],
+                              direction_of),
         select_evals=select_evals(options, fc, env),
         model_kwargs=model_kwargs(options, fc, env),
         step_pattern=(compile_pattern(values["step-pattern"], where["step-pattern"])

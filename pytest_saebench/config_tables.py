@@ -15,7 +15,8 @@ from pytest_saebench.paths import missing_path
 
 FileConfig = Any  # config.FileConfig; named here without importing config (it imports this)
 
-__all__ = ["check_paths_and_sizes", "frontier_rules", "model_kwargs", "select_evals", "shard"]
+__all__ = ["check_paths_and_sizes", "frontier_rules", "model_kwargs", "null_rules",
+           "select_evals", "shard"]
 
 
 def select_evals(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str]
@@ -85,6 +86,19 @@ def frontier_rules(fc: FileConfig, resolve, direction_of, written: str | None = 
                           fc.path.parent if fc.path else None,
                           lambda key: fc.line_of(key, "frontier"), str(fc.path or ""),
                           written, check_results_file)
+
+
+def null_rules(fc: FileConfig, resolve, gated: list[str], direction_of) -> tuple[Any, ...]:
+    """``[tool.pytest-saebench.null]`` rules: gains over a random SAE of the checkpoint's
+    shape (gates.null); ``default`` covers the thresholded metrics with a better direction."""
+    from pytest_saebench.gates.null import parse_rules
+
+    table = fc.table.get("null")
+    if table is None:
+        return ()
+    return parse_rules(table, fc.section_label("null"), resolve or (lambda n: n), gated,
+                       direction_of or (lambda m: "up"), lambda key: fc.line_of(key, "null"),
+                       str(fc.path or ""))
 
 
 def check_results_file(path: str, where: str) -> None:

@@ -77,6 +77,10 @@ class SaebenchCollector(pytest.Collector):
                 items.append(RegressionItem.from_parent(
                     self, name=f"regression[{sae_id}::{rule.metric}]", sae_id=sae_id,
                     rule=rule, nodeid=f"saebench::regression[{sae_id}::{rule.metric}]"))
+            for nrule in runner.settings.null_rules:
+                items.append(NullItem.from_parent(
+                    self, name=f"null[{sae_id}::{nrule.metric}]", sae_id=sae_id, rule=nrule,
+                    nodeid=f"saebench::null[{sae_id}::{nrule.metric}]"))
             for frule in runner.settings.frontier:
                 items.append(FrontierItem.from_parent(
                     self, name=f"frontier[{sae_id}::{frule.metric}]", sae_id=sae_id,
@@ -193,8 +197,33 @@ class ThresholdItem(_MetricGate):
             self.user_properties.append(("stderr", repr(stderr)))
         look = look_of(res.evals[t.metric.split(".", 1)[0]].unstructured)
         df = res.dof(t.metric)
-        self._conclude(check(t, value, res.reason(t.metric), context, stderr, df,
-                             look.critical(t.z, df) if look is not None and t.z else None))
+        outcome = check(t, value, res.reason(t.metric), context, stderr, df,
+                        look.critical(t.z, df) if look is not None and t.z else None)
+        self._conclude(self._against_chance(outcome, stderr))
+
+    def _against_chance(self, outcome: Outcome, stderr: float | None) -> Outcome:
+        """A threshold on a metric that a random SAE of the checkpoint's shape matches at
+        this budget cannot mean anything here: it warns, saying so, unless its severity was
+        set explicitly (gates.null.signal)."""
+        from pytest_saebench.gates.null import signal
+
+        t, runner = self.threshold, _runner(self.config)
+        spec = runner.registry.get(t.metric)
+        if runner.settings.null_reference != "on" or stderr is None or spec is None or \
+                spec.direction not in ("up", "down") or outcome.status == "fail" and \
+                "undefined" in outcome.message:
+            return outcome
+        found = _null_gain(self, runner, t.metric, spec.direction)
+        ok, note = signal(found)
+        if not isinstance(found, str):
+            self.user_properties.append(("null", repr(found.null)))
+            self.user_properties.append(("signal_z", _z_text(found.z)))
+        if ok or t.severity_explicit or outcome.status not in ("pass", "fail",
+                                                               "inconclusive"):
+            return outcome
+        return Outcome("warn", f"{outcome.message}: {note}; the threshold warns instead of "
+                               f"{'failing' if outcome.status == 'fail' else 'passing'} "
+                               "(set its severity to decide anyway)")
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Location: the pyproject line of the threshold when known."""
@@ -290,32 +319,57 @@ class FrontierItem(_RuleGate):
         self.user_properties.append(("message", outcome.message))
 
 
-RESULT_FIXTURES = frozenset({"saebench_results", "sae_metrics", "saebench_check"})
+class NullItem(_RuleGate):
+    """Checks that one metric of one checkpoint beats a random SAE of its shape."""
+
+    def runtest(self) -> None:
+        """Compare with the null reference on the same windows (paired), three ways."""
+        from pytest_saebench.gates.null import check
+
+        runner, rule, res = _runner(self.config), self.rule, self.results
+        context = self._start(rule.metric, rule.limit_text())
+        self._skip_unless_computed(rule.metric, context)
+        value, stderr = res.value(rule.metric), res.stderr(rule.metric)
+        self.user_properties.append(("value", "null" if value is None else repr(value)))
+        if stderr is not None:
+            self.user_properties.append(("stderr", repr(stderr)))
+        spec = runner.registry.get(rule.metric)
+        found = _null_gain(self, runner, rule.metric, spec.direction if spec else "up")
+        if not isinstance(found, str):
+            self.user_properties.extend([("baseline", repr(found.null)),
+                                         ("baseline_entry", "random SAE of its shape"),
+                                         ("delta", repr(found.gain)),
+                                         ("signal_z", _z_text(found.z))])
+        look = look_of(res.evals[rule.metric.split(".", 1)[0]].unstructured)
+        df = None if isinstance(found, str) else found.df
+        outcome = check(rule, found, context,
+                        look.critical(rule.z, df) if look is not None and rule.z else None)
+        self._conclude(outcome)
+        self.user_properties.append(("message", outcome.message))
 
 
-def needed_evals(items: list[pytest.Item], runner: Any) -> tuple[str, ...] | None:
-    """Evals of the run's suite that the selected ``items`` read, or None when one of them
-    reads them all (an evaluate item, an unmarked results test, a baseline being written)."""
-    suite = runner.settings.suite
-    if runner.settings.update_baseline:
-        return None
-    type_of = {name: runner.eval_type(name) for name in runner.configs_for(suite)}
-    needed: set[str] = set()
-    for item in items:
-        if isinstance(item, EvaluateItem):
-            return None
-        if isinstance(item, _MetricGate):
-            types = {m.split(".", 1)[0] for m in item.reads()}
-            needed.update(n for n, t in type_of.items() if t in types)
-        elif RESULT_FIXTURES & set(getattr(item, "fixturenames", ())):
-            marker = item.get_closest_marker("saebench")
-            kwargs = marker.kwargs if marker else {}
-            if kwargs.get("suite") not in (None, suite):
-                continue  # evaluated in its own suite, on request
-            if kwargs.get("evals") is None:
-                return None
-            needed.update(kwargs["evals"])
-    return tuple(n for n in type_of if n in needed)
+def _z_text(z: float | None) -> str:
+    """A z for the reports: ``null`` where there is none or it is infinite (no noise)."""
+    import math
+
+    return "null" if z is None or not math.isfinite(z) else repr(z)
+
+
+def _null_gain(item: _MetricGate, runner: Any, metric: str, direction: str) -> Any:
+    """The checkpoint's gain over its null reference on ``metric`` (gates.null.Gain), or
+    why there is none (the null could not be built or evaluated)."""
+    from pytest_saebench.gates.null import gain
+    from pytest_saebench.runner import EvaluationFailed
+
+    try:
+        null = runner.null_results(item.sae_id, metric)
+    except (SaebenchError, EvaluationFailed) as exc:
+        return f"the random SAE could not be evaluated: {exc}"
+    found = gain(metric, direction, item.results, null)
+    if not isinstance(found, str):  # for the results JSON (reporting/jsonreport.py)
+        runner.null_gains.setdefault(item.sae_id, {})[metric] = {
+            "reference": null.sae_id, **found.record()}
+    return found
 
 
 def _location(item: pytest.Item, source: str) -> tuple[Path, int | None, str]:

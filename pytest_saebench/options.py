@@ -60,6 +60,11 @@ def add_options(parser: pytest.Parser) -> None:
                     help="fixed (default): every eval spends its suite's budget; adaptive: the "
                          "budget is a cap, core evaluates it in looks at growing prefixes of "
                          "the same windows and stops when every gate reading it is decided")
+    group.addoption("--saebench-null-reference", choices=("on", "off"),
+                    help="on (default): each threshold also measures its metric against a "
+                         "random SAE of the checkpoint's shape on the same windows (cached) "
+                         "and warns where there is no signal; off: thresholds skip that (the "
+                         "[tool.pytest-saebench.null] rules still evaluate it)")
     group.addoption("--saebench-html", metavar="PATH",
                     help="also write a self-contained HTML report with plots to PATH")
     group.addoption("--saebench-cache-dir", metavar="PATH",

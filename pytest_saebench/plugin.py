@@ -190,7 +190,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     runner = runner_or_none(session.config)
     if runner is None:
         return
-    from pytest_saebench.items import needed_evals
+    from pytest_saebench.selection import needed_evals
 
     runner.needed = needed_evals(session.items, runner)
     suite = runner.settings.suite
@@ -229,7 +229,7 @@ class GateRecorder:
         """Turn a threshold item's call (or failed setup) report into a check record."""
         kind = report.nodeid[len(GATE_PREFIX):].split("[", 1)[0]
         if not report.nodeid.startswith(GATE_PREFIX) or kind not in ("threshold", "regression",
-                                                                      "frontier"):
+                                                                      "frontier", "null"):
             return
         if report.when != "call" and (report.when != "setup" or report.passed):
             return
@@ -248,6 +248,8 @@ class GateRecorder:
             "min": _num(props.get("min")), "max": _num(props.get("max")),
             "limit": props.get("limit", ""), "message": message,
             **({"baseline_entry": props["baseline_entry"]} if "baseline_entry" in props else {}),
+            **({"null": _num(props["null"])} if "null" in props else {}),
+            **({"signal_z": _num(props["signal_z"])} if "signal_z" in props else {}),
         })
 
 
@@ -278,6 +280,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     sources = {("threshold", t.metric): t.source for t in runner.settings.thresholds}
     sources.update({("regression", r.metric): r.source for r in runner.settings.regressions})
     sources.update({("frontier", r.metric): r.source for r in runner.settings.frontier})
+    sources.update({("null", r.metric): r.source for r in runner.settings.null_rules})
     config.stash[OUTPUTS_KEY] = outputs.write_outputs(
         runner, config.stash[CHECKS_KEY], _why_not_written(session, exitstatus, runner),
         _why_no_baseline(session, runner),

@@ -35,6 +35,9 @@ class Runner:
         # ckpt:PATH baselines: evaluated like checkpoints but given no gate items.
         self.baseline_checkpoints: dict[str, CheckpointRef] | None = None
         self._baseline_file: dict[str, SaeResults] | None = None
+        # null references (null.py): random SAEs of the checkpoints' shapes, by id
+        self.null_checkpoints: dict[str, CheckpointRef] = {}
+        self.null_gains: dict[str, dict[str, Any]] = {}  # sae_id -> metric -> gates.null.Gain
         self._suite_configs: dict[str, dict[str, Any]] = {settings.suite: eval_configs}
         # Evals of the suite the selected items read (set after collection; None = all).
         self.needed: tuple[str, ...] | None = None
@@ -141,7 +144,26 @@ class Runner:
         """The checkpoint (or ``ckpt:`` baseline checkpoint) with id ``sae_id``."""
         if sae_id in self.checkpoints:
             return self.checkpoints[sae_id]
+        if sae_id in self.null_checkpoints:
+            return self.null_checkpoints[sae_id]
         return (self.baseline_checkpoints or {})[sae_id]
+
+    # -- the null reference (null.py) --------------------------------------------------
+    def null_results(self, sae_id: str, metric: str) -> SaeResults:
+        """Results of ``sae_id``'s null reference (a random SAE of its shape, on the same
+        windows) for the eval computing ``metric``; cached on disk across runs."""
+        from pytest_saebench import null
+
+        eval_type = metric.split(".", 1)[0]
+        names = [n for n in self.configs_for(self.settings.suite)
+                 if self.eval_type(n) == eval_type]
+        ref = null.build(self.ref(sae_id), self.settings.seed, self._null_root())
+        self.null_checkpoints.setdefault(ref.id, ref)
+        return self.results(ref.id, names)
+
+    def _null_root(self) -> Path | None:
+        s = self.settings
+        return Path(s.cache_dir) if s.cache_dir and s.cache else None
 
     # -- baselines ---------------------------------------------------------------------
     def baseline_for(self, sae_id: str) -> tuple[SaeResults | str, str]:
@@ -370,7 +392,7 @@ class Runner:
                               model_key=self._model_key(model) if model is not None else "",
                               dataset_key=data_key, judge=self.judge, stop_when_decided=stop)
             torch.manual_seed(seed)
-            outs.append(module.run(ctx, config))
+            outs.append(self._evaluate(module, ctx, config, sae_id, name, res.env))
         if self.inputs.opened(spec):
             res.inputs["dataset"] = self.inputs.dataset_source(spec).record()
         res.evals[module.EVAL_TYPE_ID] = outs[0] if len(outs) == 1 else combine_repeats(
@@ -381,6 +403,23 @@ class Runner:
             done = sum(self.eval_type(n) in res.evals for n in planned)
             self.progress.finished(sae_id, name, took, done, len(planned), res.seconds)
         self._results[(sae_id, suite)] = res
+
+    def _evaluate(self, module: Any, ctx: Any, config: Any, sae_id: str, name: str,
+                  env: dict[str, Any]) -> Any:
+        """``module.run``, or for a null reference its result from an earlier run."""
+        from pytest_saebench import null
+
+        if not sae_id.startswith(null.NULL_PREFIX):
+            return module.run(ctx, config)
+        parts = {"config": dataclasses.asdict(config) if dataclasses.is_dataclass(config)
+                 else config, "env": env, "model": ctx.model_key, "data": ctx.dataset_key,
+                 "seed": ctx.seed}
+        path = null.cache_file(self._null_root(), sae_id, name, parts)
+        out = null.read_cached(path)
+        if out is None:
+            out = module.run(ctx, config)
+            null.write_cached(path, out)
+        return out
 
 
 def _not_applicable(module: Any, why: str) -> Any:

@@ -27,6 +27,9 @@ class Threshold:
     # How sure a verdict must be (STATISTICS.md §3): 0 decides on the value alone (today's
     # gate); z > 0 decides on the interval value ± c·stderr, three ways.
     z: float = 0.0
+    # severity written in the file: a threshold without signal against a random SAE then
+    # still decides (gates.null.signal)
+    severity_explicit: bool = False
 
     def limit_text(self) -> str:
         """``>= 0.7``, ``<= 120`` or ``in [20, 120]`` (and ``, z 3`` with a confidence)."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from pytest_saebench.gates.thresholds import fmt
 from pytest_saebench.paths import relative_label
+from pytest_saebench.reporting import trends
 from pytest_saebench.reporting.gates import (
     HEADLINE,
     counts_by_checkpoint,
@@ -24,7 +25,8 @@ ICONS = {"pass": "✅", "fail": "❌", "error": "💥", "warn": "⚠️", "skip"
 
 def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: str,
                      limit: int = MAX_BYTES, html: str | None = None,
-                     errors: dict[str, str] | None = None) -> str:
+                     errors: dict[str, str] | None = None, history: tuple | None = None
+                     ) -> str:
     """The step summary: a headline and a row of counts per checkpoint, then the gates,
     failures first, with the reasons several gates share written once as numbered notes;
     rows past ``limit`` bytes are replaced by a note."""
@@ -72,6 +74,8 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
     if shown < len(checks):
         text += tail_note.format(n=len(checks) - shown)
     text += "\n" + footer if footer else ""
+    if history:
+        text += "\n".join(trends.summary_lines(history[0], checks, html, history[2]))
     evaluated = ", ".join(f"{r.sae_id} ({r.seconds:.1f} s)" for r in results)
     return text + (f"\n\nEvaluated: {evaluated}\n" if evaluated else "\n")
 
@@ -117,8 +121,8 @@ def enabled(mode: str) -> bool:
 
 
 def staged(checks: list[dict[str, Any]], results: list[Any], suite: str,
-           html: str | None = None, errors: dict[str, str] | None = None
-           ) -> list[tuple[Path, bytes]]:
+           html: str | None = None, errors: dict[str, str] | None = None,
+           history: tuple | None = None) -> list[tuple[Path, bytes]]:
     """``$GITHUB_STEP_SUMMARY`` with the summary appended, as a file to write whole (the
     step's earlier summary kept), so it shares the run's one atomic write (see outputs.py)."""
     path = Path(os.environ["GITHUB_STEP_SUMMARY"])
@@ -126,5 +130,5 @@ def staged(checks: list[dict[str, Any]], results: list[Any], suite: str,
         before = path.read_bytes()
     except FileNotFoundError:
         before = b""
-    text = summary_markdown(checks, results, suite, html=html, errors=errors)
+    text = summary_markdown(checks, results, suite, html=html, errors=errors, history=history)
     return [(path, before + text.encode("utf-8"))]

@@ -16,7 +16,7 @@ from typing import Any
 from pytest_saebench import __version__
 from pytest_saebench.gates import lineage
 from pytest_saebench.gates.thresholds import fmt
-from pytest_saebench.reporting import svg
+from pytest_saebench.reporting import svg, trends
 from pytest_saebench.reporting.gates import headline, ordered_with_notes
 
 L0 = "core.sparsity.l0"
@@ -57,10 +57,11 @@ table.facts th{width:9em;vertical-align:top}
 def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
            errors: dict[str, str], registry: Any = None,
            frontiers: list[tuple[Any, list]] | None = None,
-           outcomes: dict[str, int] | None = None) -> str:
+           outcomes: dict[str, int] | None = None, history: tuple | None = None) -> str:
     """The whole report as an HTML document (``frontiers``: each frontier rule with its
     baseline frontier, drawn with this run's points; ``outcomes``: pytest's own counts,
-    which also count the evaluate items and the user's tests)."""
+    which also count the evaluate items and the user's tests; ``history``: main's runs,
+    whether this run is among them, and the step pattern, reporting.trends)."""
     status = f"gates: {headline(checks)}"
     if outcomes:
         status = ("pytest: " + ", ".join(f"{n} {k}" for k, n in outcomes.items())
@@ -74,6 +75,9 @@ def render(results: list[Any], checks: list[dict[str, Any]], suite: str,
                     f"{escape(message)}</p>")
     if checks:
         body.append("<h2>Gates</h2>" + _gates(checks, suite))
+    if history:
+        body.append(trends.html_section(history[0], history[1], results, checks,
+                                        history[2]))
     charts = [_frontier(rule, front, results) for rule, front in frontiers or []]
     if any(charts):
         body.append("<h2>Frontier</h2>" + "".join(charts))
@@ -341,7 +345,8 @@ def _finite(x: Any) -> float | None:
 def staged(path: str, results: list[Any], checks: list[dict[str, Any]], suite: str,
            errors: dict[str, str], registry: Any = None,
            frontiers: list[tuple[Any, list]] | None = None,
-           outcomes: dict[str, int] | None = None) -> list[tuple[Path, bytes]]:
+           outcomes: dict[str, int] | None = None, history: tuple | None = None
+           ) -> list[tuple[Path, bytes]]:
     """The report as a file to write (see outputs.py)."""
     return [(Path(path), render(results, checks, suite, errors, registry,
-                                frontiers, outcomes).encode("utf-8"))]
+                                frontiers, outcomes, history).encode("utf-8"))]

@@ -38,15 +38,20 @@ def write_outputs(runner: Any, checks: list[dict[str, Any]], why_not: str, stopp
     parts: list[tuple[str, Any]] = []
     if wanted_results:
         parts.append(("results", lambda: jsonreport.results_files(runner, checks, eval_id)))
+    trend, why_no_trend = _history(runner) if settings.html or gh_summary else (([], False), "")
+    if why_no_trend:
+        out.notes.append(f"main's history: not drawn ({why_no_trend})")
     if settings.html:
         parts.append(("html report", lambda: html.staged(
             settings.html, runner.evaluated(), checks, settings.suite, runner.errors(),
-            runner.registry, _frontiers(runner), outcomes)))
+            runner.registry, _frontiers(runner), outcomes,
+            (*trend, settings.step_pattern))))
     if settings.update_baseline:
         parts.append(("baseline", lambda: jsonreport.baseline_file(runner, eval_id)))
     if gh_summary:
         parts.append(("GitHub step summary", lambda: github.staged(
-            checks, runner.evaluated(), settings.suite, settings.html, runner.errors())))
+            checks, runner.evaluated(), settings.suite, settings.html, runner.errors(),
+            (*trend, settings.step_pattern))))
         out.annotations = github.annotations(checks, sources)
     for label, stage in parts:
         reason = why_not or (stopped_early if label == "baseline" else "")
@@ -84,6 +89,17 @@ def _wrote(label: str, files: list[tuple[Path, bytes]], n_results: int) -> str:
     if label == "results" and len(files) > 1:
         return f"results: {main} (+{len(files) - 1} SAEBench file(s))"
     return f"{label}: {main}"
+
+
+def _history(runner: Any) -> tuple[tuple[list[dict[str, Any]], bool], str]:
+    """Main's history for the reports, or why it cannot be drawn (a malformed history)."""
+    from pytest_saebench.errors import SaebenchError
+    from pytest_saebench.reporting.jsonreport import main_history
+
+    try:
+        return main_history(runner), ""
+    except SaebenchError as exc:
+        return ([], False), str(exc)
 
 
 def _frontiers(runner: Any) -> list[tuple[Any, list]]:

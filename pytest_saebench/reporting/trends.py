@@ -1,0 +1,94 @@
+"""Main's history of each gated metric in the reports: a chart per metric in the HTML
+(main's runs as a line with their intervals, this run beside them) and a compact trend per
+failed, regressed or inconclusive gate in the step summary."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from pytest_saebench import history as hist
+from pytest_saebench.gates.thresholds import fmt
+from pytest_saebench.reporting import svg
+from pytest_saebench.reporting.gates import STATUS_ORDER
+
+MAX_CHECKPOINTS = 3  # per chart: the checkpoints with the worst verdicts on the metric
+TREND_RUNS = 12  # runs in a step-summary trend
+NOTICED = ("fail", "error", "inconclusive", "warn")
+
+
+def _order(checks: list[dict[str, Any]]) -> tuple[list[str], dict[str, list[str]]]:
+    """Gated metrics in the order their gates first appear, and per metric its
+    checkpoints, worst verdict first."""
+    metrics: dict[str, dict[str, int]] = {}
+    for c in checks:
+        rank = STATUS_ORDER.get(c["status"], 4)
+        saes = metrics.setdefault(c["metric"], {})
+        saes[c["sae"]] = min(rank, saes.get(c["sae"], rank))
+    return list(metrics), {m: sorted(s, key=lambda k: s[k]) for m, s in metrics.items()}
+
+
+def anchor(metric: str) -> str:
+    """The HTML id of ``metric``'s history chart."""
+    return f"history-{metric}"
+
+
+def html_section(entries: list[dict[str, Any]], included: bool, results: list[Any],
+                 checks: list[dict[str, Any]], pattern: Any = None) -> str:
+    """One chart per gated metric: main's runs (bars: ± 1 standard error) and this run's
+    value beside them (``included``: this run is main's newest, being written now)."""
+    if not entries:
+        return ""
+    by_id = {r.sae_id: r for r in results}
+    metrics, saes = _order(checks)
+    charts = []
+    for metric in metrics:
+        series: dict[str, list[tuple[float, float, str, float | None]]] = {}
+        order: set[str] = set()
+        for sae_id in [s for s in saes[metric] if s in by_id][:MAX_CHECKPOINTS]:
+            line = hist.series(entries, sae_id, metric, pattern)
+            if line:
+                name = f"{sae_id} on main"
+                series[name] = [(float(i), v, c or f"run {i}", s) for i, v, s, c in line]
+                order.add(name)
+            res = by_id[sae_id]
+            if res.value(metric) is not None:
+                x = float(len(entries) if included else len(entries) + 1)
+                series[f"{sae_id} this run"] = [(x, res.value(metric), "this run",
+                                                 res.stderr(metric))]
+        if any(name.endswith(" on main") for name in series):
+            chart = svg.lines(f"{metric.rsplit('.', 1)[-1]}: main's last {len(entries)} "
+                              "run(s) and this one", series, "run on main (oldest first)",
+                              metric.rsplit(".", 1)[-1], in_order=frozenset(order))
+            charts.append(f'<div id="{escape(anchor(metric))}" style="display:inline-block">'
+                          f"<p><code>{escape(metric)}</code></p>{chart}</div>")
+    if not charts:
+        return ""
+    note = ("this run is the newest of them (it writes the baseline)" if included else
+            "this run is drawn to the right of them")
+    return (f"<h2 id=\"history\">Main's history</h2><p class=\"note\">{len(entries)} run(s) "
+            f"kept in the baseline file, bars ± 1 standard error; {note}.</p>"
+            + "".join(charts))
+
+
+def summary_lines(entries: list[dict[str, Any]], checks: list[dict[str, Any]],
+                  html: str | None, pattern: Any = None) -> list[str]:
+    """A trend line per failed, regressed or inconclusive gate: main's recent values as a
+    sparkline, then this run's value."""
+    lines = []
+    for c in checks:
+        if c["status"] not in NOTICED:
+            continue
+        line = hist.series(entries, c["sae"], c["metric"], pattern)
+        if not line:
+            continue
+        recent = [v for _, v, _, _ in line][-TREND_RUNS:]
+        now = "—" if c.get("value") is None else fmt(c["value"], c.get("stderr"))
+        lines.append(f"- {c['status']} `{c['metric']}` on {c['sae']}: main "
+                     f"{hist.sparkline(recent)} {fmt(recent[0])} … {fmt(recent[-1])} "
+                     f"(last {len(recent)} of {len(entries)} runs), now {now}")
+    if not lines:
+        return []
+    where = (f" (chart per metric in `{html.rsplit('/', 1)[-1]}`, \"Main's history\")"
+             if html else "")
+    return ["", f"**Main's history of these gates**{where}", "", *lines]
