@@ -291,8 +291,19 @@ class RegressionItem(_RuleGate):
                                      else "null"))
         if stderr is not None:
             self.user_properties.append(("stderr", repr(stderr)))
+            self._record_null(rule.metric, spec.direction if spec else "info")
         self._conclude(outcome)
         self.user_properties.append(("message", outcome.message))
+
+    def _record_null(self, metric: str, direction: str) -> None:
+        """The metric against a random SAE of the checkpoint's shape, recorded beside the
+        verdict (which it does not change): every gated metric carries its null."""
+        runner = _runner(self.config)
+        if runner.settings.null_reference == "on" and direction in ("up", "down"):
+            found = _null_gain(self, runner, metric, direction)
+            if not isinstance(found, str):
+                self.user_properties.extend([("null", repr(found.null)),
+                                             ("signal_z", _z_text(found.z))])
 
 
 class FrontierItem(_RuleGate):
@@ -337,6 +348,7 @@ class NullItem(_RuleGate):
         found = _null_gain(self, runner, rule.metric, spec.direction if spec else "up")
         if not isinstance(found, str):
             self.user_properties.extend([("baseline", repr(found.null)),
+                                         ("null", repr(found.null)),
                                          ("baseline_entry", "random SAE of its shape"),
                                          ("delta", repr(found.gain)),
                                          ("signal_z", _z_text(found.z))])

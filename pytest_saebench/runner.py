@@ -351,7 +351,8 @@ class Runner:
                              env=environment(self.device, self.settings.dtype,
                                              self.settings.seed, self.threads))
         started = time.perf_counter()
-        planned = self.default_evals(suite)
+        # a null reference evaluates only the evals its gates read, each on its own
+        planned = [name] if sae_id.startswith("null:") else self.default_evals(suite)
         if self.progress is not None:
             self.progress.started(sae_id, name, sum(self.eval_type(n) in res.evals
                                                     for n in planned), len(planned))

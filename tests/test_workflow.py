@@ -124,6 +124,14 @@ def test_sae_quality_on_saelens_layout_pull_request_push_and_a_retrained_pull_re
     for out in ("junit.xml", "saebench-results.json", "saebench-report.html",
                 "baselines/saebench.json"):
         assert (repo / out).is_file(), out
+    # Another push: its run joins main's history in the baseline, drawn in the report.
+    done = _run_step(gate, flow, repo, user_install, "push", GITHUB_SHA="b" * 40)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    history = json.loads(baseline.read_text())["history"]
+    assert len(history) == 2 and history[-1]["commit"] == "b" * 40, history
+    page = (repo / "saebench-report.html").read_text()
+    assert "Main&#x27;s history" in page or "Main's history" in page
+    assert "2 run(s) kept in the baseline file" in page and 'id="history-core.' in page
     # A pull request that retrained: SAELens wrote the run under another id; each of its
     # checkpoints is compared with main's at the same tokens seen.
     (repo / "checkpoints" / "7fa0ce03").rename(repo / "checkpoints" / "e3d4cbd2")
@@ -139,6 +147,9 @@ def test_sae_quality_on_saelens_layout_pull_request_push_and_a_retrained_pull_re
     assert all("paired over 20 units with identical inputs" in c["message"]
                for c in mid.values() if "z " in c["limit"] and c["stderr"]), mid
     assert all(c["status"] == "pass" for c in compared.values()), compared
+    # every gated metric carries its random SAE's value and its z against it (null on)
+    kl = compared["final::core.model_behavior_preservation.kl_div_score"]
+    assert kl["null"] < 0.6 and kl["signal_z"] > 10, kl
 
 
 @pytest.mark.slow

@@ -135,11 +135,11 @@ def gain(metric: str, direction: str, new: Any, null: Any) -> Gain | str:
     if a is None or b is None or not math.isfinite(a) or not math.isfinite(b):
         return f"{metric} is undefined for {'the checkpoint' if a is None else 'the random SAE'}"
     if new.stderr(metric) is None:
-        return Gain(a, b, sign * (a - b), None, None, "no standard error")
+        return Gain(a, b, sign * (a - b) + 0.0, None, None, "no standard error")
     paired, why = pair(metric, new, null)
     delta, se, df, basis = difference(a, b, new.stderr(metric), null.stderr(metric), paired,
                                       why)
-    return Gain(a, b, sign * delta, se, df, basis)
+    return Gain(a, b, sign * delta + 0.0, se, df, basis)  # + 0.0: no -0
 
 
 def check(rule: NullRule, found: Gain | str, context: str, critical_value: float | None = None
