@@ -2,7 +2,8 @@
 the null reference costs.
 
     python benchmarks/null_reference.py                  # the ladder and good, fast suite
-    python benchmarks/null_reference.py --smollm2        # SmolLM2's example SAE (core)
+    python benchmarks/null_reference.py --smollm2        # SmolLM2's example SAE
+    python benchmarks/null_reference.py --core-only      # core alone (quicker)
 
 For every checkpoint it prints, per metric the example's pyproject gates, the value, the
 random SAE's value, their paired difference with its standard error and z (STATISTICS.md
@@ -81,9 +82,11 @@ def main() -> None:
     """Print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smollm2", action="store_true")
+    parser.add_argument("--core-only", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    names, evals = (["smollm2/L6_topk"], ("core",)) if args.smollm2 else (LADDER, EVALS)
+    names = ["smollm2/L6_topk"] if args.smollm2 else LADDER
+    evals = ("core",) if args.core_only else EVALS
     cache = tempfile.mkdtemp(prefix="saebench-null-bench-")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"fast presets of {', '.join(evals)}, seed 42")

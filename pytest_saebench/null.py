@@ -72,12 +72,11 @@ def _write(ref: CheckpointRef, seed: int, folder: Path) -> None:
     sae.save_inference_model(tmp)
     cfg_file = tmp / "cfg.json"
     written = json.loads(cfg_file.read_text(encoding="utf-8"))
-    written.setdefault("metadata", {}).update({
-        **{k: v for k, v in ref.meta.items() if k in (
-            "model_name", "hook_name", "hook_name_out", "context_size", "prepend_bos",
-            "dataset_path", "model_from_pretrained_kwargs", "model_class_name",
-            "matryoshka_widths")},
-        "null_reference_of_shape": shape_of(ref), "null_reference_seed": seed})
+    # the checkpoint's metadata whole: the model, hook, dataset and windows are read exactly
+    # as for the checkpoint (separator, concatenation, kwargs), so their units pair
+    written["metadata"] = {**(written.get("metadata") or {}), **(ref.cfg.get("metadata") or {}),
+                           "null_reference_of_shape": shape_of(ref),
+                           "null_reference_seed": seed}
     cfg_file.write_text(json.dumps(written, default=str), encoding="utf-8")
     try:
         os.replace(tmp, folder)  # another worker may have written it first: theirs stays

