@@ -15,6 +15,12 @@ configs field by field (SAEBench's paper settings are 10-60x larger; the ratio o
 checkpoint work does not depend on it). Repeats are interleaved; the minimum of each is
 printed, wall seconds and CPU seconds (process time, all threads); ratio = SAEBench / ours.
 Phases (summed over the sweep) say where each side spends its time.
+
+``--budget adaptive`` adds core's time to the verdict with the plugin's adaptive budget
+(docs/statistics.md): the example's core thresholds (example_tests/pyproject.toml), each
+with ``z = 3`` where it has none, decided look by look; the column sits beside the fixed
+budget's and SAEBench's (which has no early stop: its time to a verdict is its whole run), and
+the verdicts of both budgets are printed, so a stop that changed one would show.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import shutil
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import saebench_side as sb
@@ -78,7 +85,42 @@ def timed(fn):
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def make_runner(paths: list[Path], model: str, evals: list[str]):
+EXAMPLE_PYPROJECT = ROOT / "example_tests" / "pyproject.toml"
+
+
+def core_thresholds(pyproject: Path, z: float = 3.0) -> tuple:
+    """``pyproject``'s core thresholds, each with confidence ``z`` where it has none."""
+    from pytest_saebench.gates.thresholds import make_threshold
+
+    table = tomllib.loads(pyproject.read_text())["tool"]["pytest-saebench"]["thresholds"]
+    return tuple(make_threshold(m, s.get("min"), s.get("max"), s.get("severity", "error"),
+                                f"{pyproject} '{m}'", s.get("z") or z)
+                 for m, s in table.items() if m.startswith("core."))
+
+
+def verdicts(res, thresholds) -> dict[str, str]:
+    """Metric name -> the threshold's verdict on ``res``, at the look its core stopped at
+    (an inconclusive one with its value and standard error)."""
+    from pytest_saebench.gates.budget import look_of
+    from pytest_saebench.gates.thresholds import check
+
+    out = {}
+    for t in thresholds:
+        look = look_of(res.evals[t.metric.split(".", 1)[0]].unstructured)
+        df = res.dof(t.metric)
+        outcome = check(t, res.value(t.metric), res.reason(t.metric), "", res.stderr(t.metric),
+                        df, look.critical(t.z, df) if look is not None and t.z else None)
+        shown = outcome.status
+        if shown == "inconclusive":
+            shown += f" ({res.value(t.metric):.4g} ± {res.stderr(t.metric):.2g})"
+        out[t.metric.rsplit(".", 1)[1]] = shown
+    look = look_of(res.evals["core"].unstructured)
+    out[" look"] = f"look {look.index + 1} of {len(look.fractions)}" if look else "whole budget"
+    return out
+
+
+def make_runner(paths: list[Path], model: str, evals: list[str], budget: str = "fixed",
+                thresholds: tuple = ()):
     """A plugin runner for ``evals`` at their ``fast`` presets, tensor cache in memory."""
     from pytest_saebench.config import Settings
     from pytest_saebench.evals import get_eval, metric_registry
@@ -86,19 +128,20 @@ def make_runner(paths: list[Path], model: str, evals: list[str]):
     from pytest_saebench.runner import Runner
 
     settings = Settings(sae_paths=tuple(map(str, paths)), model=model, device="cpu",
-                        results_json=None, cache=False)
+                        results_json=None, cache=False, budget=budget,
+                        thresholds=thresholds, null_reference="off")
     configs = {name: get_eval(name).PRESETS["fast"] for name in evals}
     if "tpp" in configs:  # SAEBench does not re-mask after ablation (METRICS.md §5.2)
         configs["tpp"] = dataclasses.replace(configs["tpp"], remask_after_ablation=False)
     return Runner(settings, discover_all(list(map(str, paths))), configs, metric_registry())
 
 
-def run_ours(paths, model, evals, clock):
-    """Per checkpoint and eval: ``(metrics, wall, cpu)``."""
+def run_ours(paths, model, evals, clock, budget: str = "fixed", thresholds: tuple = ()):
+    """Per checkpoint and eval: ``(metrics, wall, cpu)`` (core's also its ``verdicts``)."""
     from pytest_saebench.evals import absorption, core, core_side, sparse_probing, tpp
     from pytest_saebench.loading import data
 
-    runner = make_runner(paths, model, evals)
+    runner = make_runner(paths, model, evals, budget, thresholds)
     _ = runner.device  # threads are set here, for both sides
     runner.model_for(next(iter(runner.checkpoints)))  # loading is not timed
     out = []
@@ -114,6 +157,8 @@ def run_ours(paths, model, evals, clock):
             for name in evals:
                 res, wall, cpu = timed(lambda n=name, s=sid: runner.results(s, [n]))
                 row[name] = ({k: res.value(v) for k, v in headline(name).items()}, wall, cpu)
+                if name == "core":
+                    row["verdicts"] = verdicts(res, thresholds)
             out.append(row)
     return out, runner
 
@@ -160,17 +205,27 @@ def main() -> None:
     parser.add_argument("--evals", default="core,sparse_probing,tpp,absorption")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--checkpoints", type=int, default=4, help="sweep size, 1 to 4")
+    parser.add_argument("--budget", choices=("fixed", "adaptive"), default="fixed",
+                        help="adaptive: also core's time to the verdict, adaptive budget")
+    parser.add_argument("--pyproject", type=Path, default=EXAMPLE_PYPROJECT,
+                        help="whose core thresholds --budget adaptive decides (z = 3 where "
+                             "a threshold has none)")
     args = parser.parse_args()
+    adaptive = args.budget == "adaptive" and "core" in args.evals.split(",")
+    gates = core_thresholds(args.pyproject) if adaptive else ()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     evals = args.evals.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="vs-saebench-"))
     paths = sweep(args.model, tmp)[:args.checkpoints]
-    ours_runs, theirs_runs = [], []
+    ours_runs, theirs_runs, adaptive_runs = [], [], []
     ours_clock, theirs_clock = sb.PhaseClock(), sb.PhaseClock()
     for _ in range(args.repeats):  # interleaved, so both see the same machine load
-        ours, runner = run_ours(paths, args.model, evals, ours_clock)
+        ours, runner = run_ours(paths, args.model, evals, ours_clock, "fixed", gates)
         ours_runs.append(ours)
+        if adaptive:
+            adaptive_runs.append(run_ours(paths, args.model, ["core"], sb.PhaseClock(),
+                                          "adaptive", gates)[0])
         theirs_runs.append(run_saebench(paths, runner, evals, theirs_clock, tmp / "artifacts"))
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"{args.model}, fast presets, sweep of {len(paths)}, {runner.threads} torch threads; "
@@ -186,9 +241,29 @@ def main() -> None:
                  for k in headline(name)}
         print("largest |ours - SAEBench|: "
               + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items()))
+    if adaptive:
+        print_adaptive(ours_runs, theirs_runs, adaptive_runs)
     for who, clock in (("ours", ours_clock), ("SAEBench", theirs_clock)):
         phases = ", ".join(f"{k} {v / args.repeats:.1f} s" for k, v in clock.seconds.items())
         print(f"phases per sweep, {who}: {phases}")
+
+
+def print_adaptive(ours_runs, theirs_runs, adaptive_runs) -> None:
+    """Core's time to the verdict: fixed, adaptive and SAEBench side by side, and both
+    budgets' verdicts (they must agree)."""
+    print(f"\ncore to the verdict (thresholds, z = 3)         {'fixed':>8} {'adaptive':>14} "
+          f"{'SAEBench':>16} {'ratio':>7}  verdicts (adaptive; fixed if they differ)")
+    for i, ((fw, _), (aw, ac), (tw, _)) in enumerate(zip(
+            best(ours_runs, "core"), best(adaptive_runs, "core"), best(theirs_runs, "core"),
+            strict=True)):
+        fixed, adapt = dict(ours_runs[0][i]["verdicts"]), dict(adaptive_runs[0][i]["verdicts"])
+        fixed.pop(" look")
+        shown = adapt.pop(" look") + ": " + ", ".join(f"{k} {v}" for k, v in sorted(adapt.items()))
+        if fixed != adapt:
+            shown += f"; FIXED: {fixed}"
+        label = ("1st (cold)", "2nd (warm)", "3rd (warm)", "4th (warm)")[i]
+        print(f"{label:<47} {fw:>7.2f} {aw:>6.2f} ({ac:>5.2f}) {tw:>16.2f} {tw / aw:>6.1f}x"
+              f"  {shown}")
 
 
 if __name__ == "__main__":
