@@ -17,10 +17,11 @@ printed, wall seconds and CPU seconds (process time, all threads); ratio = SAEBe
 Phases (summed over the sweep) say where each side spends its time.
 
 ``--budget adaptive`` adds core's time to the verdict with the plugin's adaptive budget
-(docs/statistics.md): the example's core thresholds (example_tests/pyproject.toml), each
-with ``z = 3`` where it has none, decided look by look; the column sits beside the fixed
-budget's and SAEBench's (which has no early stop: its time to a verdict is its whole run), and
-the verdicts of both budgets are printed, so a stop that changed one would show.
+(docs/statistics.md): the core thresholds of ``--pyproject`` (by default the example's,
+example_tests/pyproject.toml), each with ``z = 3`` where it has none, decided look by look;
+the column sits beside the fixed budget's and SAEBench's (which has no early stop: its time
+to a verdict is its whole run), and the verdicts of both budgets are printed, so a stop that
+changed one would show.
 """
 
 from __future__ import annotations
@@ -101,22 +102,23 @@ def core_thresholds(pyproject: Path, z: float = 3.0) -> tuple:
 def verdicts(res, thresholds) -> dict[str, str]:
     """Metric name -> the threshold's verdict on ``res``, at the look its core stopped at
     (an inconclusive one with its value and standard error)."""
-    from pytest_saebench.gates.budget import look_of
-    from pytest_saebench.gates.thresholds import check
+    from pytest_saebench.gates.budget import threshold_outcome
 
     out = {}
     for t in thresholds:
-        look = look_of(res.evals[t.metric.split(".", 1)[0]].unstructured)
-        df = res.dof(t.metric)
-        outcome = check(t, res.value(t.metric), res.reason(t.metric), "", res.stderr(t.metric),
-                        df, look.critical(t.z, df) if look is not None and t.z else None)
-        shown = outcome.status
+        shown = threshold_outcome(t, res, "").status
         if shown == "inconclusive":
             shown += f" ({res.value(t.metric):.4g} ± {res.stderr(t.metric):.2g})"
         out[t.metric.rsplit(".", 1)[1]] = shown
-    look = look_of(res.evals["core"].unstructured)
-    out[" look"] = f"look {look.index + 1} of {len(look.fractions)}" if look else "whole budget"
     return out
+
+
+def stopped_at(res) -> str:
+    """Which look core stopped at, or that it spent the whole budget."""
+    from pytest_saebench.gates.budget import look_of
+
+    look = look_of(res.evals["core"].unstructured)
+    return f"look {look.index + 1} of {len(look.fractions)}" if look else "whole budget"
 
 
 def make_runner(paths: list[Path], model: str, evals: list[str], budget: str = "fixed",
@@ -158,7 +160,7 @@ def run_ours(paths, model, evals, clock, budget: str = "fixed", thresholds: tupl
                 res, wall, cpu = timed(lambda n=name, s=sid: runner.results(s, [n]))
                 row[name] = ({k: res.value(v) for k, v in headline(name).items()}, wall, cpu)
                 if name == "core":
-                    row["verdicts"] = verdicts(res, thresholds)
+                    row["verdicts"], row["look"] = verdicts(res, thresholds), stopped_at(res)
             out.append(row)
     return out, runner
 
@@ -211,11 +213,11 @@ def main() -> None:
                         help="whose core thresholds --budget adaptive decides (z = 3 where "
                              "a threshold has none)")
     args = parser.parse_args()
-    adaptive = args.budget == "adaptive" and "core" in args.evals.split(",")
+    evals = args.evals.split(",")
+    adaptive = args.budget == "adaptive" and "core" in evals
     gates = core_thresholds(args.pyproject) if adaptive else ()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    evals = args.evals.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="vs-saebench-"))
     paths = sweep(args.model, tmp)[:args.checkpoints]
     ours_runs, theirs_runs, adaptive_runs = [], [], []
@@ -256,9 +258,9 @@ def print_adaptive(ours_runs, theirs_runs, adaptive_runs) -> None:
     for i, ((fw, _), (aw, ac), (tw, _)) in enumerate(zip(
             best(ours_runs, "core"), best(adaptive_runs, "core"), best(theirs_runs, "core"),
             strict=True)):
-        fixed, adapt = dict(ours_runs[0][i]["verdicts"]), dict(adaptive_runs[0][i]["verdicts"])
-        fixed.pop(" look")
-        shown = adapt.pop(" look") + ": " + ", ".join(f"{k} {v}" for k, v in sorted(adapt.items()))
+        fixed, adapt = ours_runs[0][i]["verdicts"], adaptive_runs[0][i]["verdicts"]
+        shown = adaptive_runs[0][i]["look"] + ": " + ", ".join(
+            f"{k} {v}" for k, v in sorted(adapt.items()))
         if fixed != adapt:
             shown += f"; FIXED: {fixed}"
         label = ("1st (cold)", "2nd (warm)", "3rd (warm)", "4th (warm)")[i]

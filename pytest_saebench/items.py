@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from pytest_saebench.errors import SaebenchError
-from pytest_saebench.gates.budget import look_of
+from pytest_saebench.gates.budget import look_of, threshold_outcome
 from pytest_saebench.gates.regression import RegressionRule, check_metric, env_differences
-from pytest_saebench.gates.thresholds import Outcome, Threshold, check, gate_context
+from pytest_saebench.gates.thresholds import Outcome, Threshold, gate_context
 from pytest_saebench.session import RUNNER_KEY
 
 
@@ -195,11 +195,7 @@ class ThresholdItem(_MetricGate):
         self.user_properties.append(("value", "null" if value is None else repr(value)))
         if stderr is not None:
             self.user_properties.append(("stderr", repr(stderr)))
-        look = look_of(res.evals[t.metric.split(".", 1)[0]].unstructured)
-        df = res.dof(t.metric)
-        outcome = check(t, value, res.reason(t.metric), context, stderr, df,
-                        look.critical(t.z, df) if look is not None and t.z else None)
-        self._conclude(self._against_chance(outcome, stderr))
+        self._conclude(self._against_chance(threshold_outcome(t, res, context), stderr))
 
     def _against_chance(self, outcome: Outcome, stderr: float | None) -> Outcome:
         """A threshold on a metric that a random SAE of the checkpoint's shape matches at

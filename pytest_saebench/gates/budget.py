@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_saebench.gates.stats import Looks, verdict
-from pytest_saebench.gates.thresholds import Threshold
+from pytest_saebench.gates.thresholds import Outcome, Threshold, check
 
 LOOKS = (0.25, 0.5, 1.0)  # target fractions; an eval snaps them to its own unit boundaries
 SPENDING = "pocock"
@@ -62,6 +62,15 @@ def look_of(unstructured: dict[str, Any]) -> Look | None:
     if not looks:
         return None
     return Look(int(looks["stopped_at"]), tuple(float(f) for f in looks["fractions"]))
+
+
+def threshold_outcome(t: Threshold, res: Any, context: str) -> Outcome:
+    """Threshold ``t`` checked on results ``res`` (value, stderr, dof, reason, evals), at the
+    critical value of the look its eval stopped at (the fixed budget's for a whole budget)."""
+    look = look_of(res.evals[t.metric.split(".", 1)[0]].unstructured)
+    df = res.dof(t.metric)
+    return check(t, res.value(t.metric), res.reason(t.metric), context, res.stderr(t.metric),
+                 df, look.critical(t.z, df) if look is not None and t.z else None)
 
 
 def threshold_decided(t: Threshold, value: float | None, stderr: float | None,
