@@ -23,9 +23,12 @@ HOOK = "blocks.1.hook_resid_post"
 
 
 def train(out: Path, training_tokens: int = 2_000_000, context_size: int = 128,
-          batch_tokens: int = 4096, model: str = MODEL, dataset: str = DATASET) -> None:
+          batch_tokens: int = 4096, model: str = MODEL, dataset: str = DATASET,
+          seed: int = 0) -> None:
     """Train a standard (ReLU, L1) SAE, 4x the model's width, on ``HOOK``; write
-    ``out/checkpoints/<run id>/<tokens>/`` twice during training and ``out/final/``."""
+    ``out/checkpoints/<run id>/<tokens>/`` twice during training and ``out/final/``.
+    ``seed`` seeds SAELens's runner (initialisation and data order): replicate runs of one
+    configuration differ in it alone."""
     from sae_lens import (
         LanguageModelSAERunnerConfig,
         LanguageModelSAETrainingRunner,
@@ -44,7 +47,7 @@ def train(out: Path, training_tokens: int = 2_000_000, context_size: int = 128,
         streaming=True, context_size=context_size, training_tokens=training_tokens,
         train_batch_size_tokens=batch_tokens, store_batch_size_prompts=16,
         n_batches_in_buffer=32, n_checkpoints=2, checkpoint_path=str(out / "checkpoints"),
-        output_path=str(out / "final"), device="cpu", lr=3e-3, seed=0,
+        output_path=str(out / "final"), device="cpu", lr=3e-3, seed=seed,
         n_batches_for_norm_estimate=8, logger=LoggingConfig(log_to_wandb=False))
     # hub_dataset streams the dataset as load_dataset(name, streaming=True) does, and offline
     # from the local cache (where load_dataset by name refuses).
@@ -58,8 +61,11 @@ def main() -> None:
     parser.add_argument("--training-tokens", type=int, default=2_000_000)
     parser.add_argument("--context-size", type=int, default=128)
     parser.add_argument("--batch-tokens", type=int, default=4096)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the runner's seed; replicates of one configuration differ in it")
     args = parser.parse_args()
-    train(args.out, args.training_tokens, args.context_size, args.batch_tokens)
+    train(args.out, args.training_tokens, args.context_size, args.batch_tokens,
+          seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -59,9 +59,11 @@ def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> A
         if value and not Path(value).is_absolute():
             settings = dataclasses.replace(
                 settings, **{key: str(config.invocation_params.dir / value)})
+    from pytest_saebench.loading.runs import check_replicates
     from pytest_saebench.sharding import in_shard
 
     refs = discover_all(list(settings.sae_paths))
+    check_replicates(refs)  # a folder of runs holds replicates of one configuration
     mine = set(in_shard([r.id for r in refs], settings.shard))
     runner = Runner(settings, [r for r in refs if r.id in mine], configs, registry)
     runner.other_shards = [r.id for r in refs if r.id not in mine]

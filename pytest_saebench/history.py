@@ -45,12 +45,17 @@ def run_entry(results: list[Any], metrics: list[str], suite: str,
               commit: str | None = None, when: float | None = None) -> dict[str, Any]:
     """This run as one history entry."""
     values: dict[str, dict[str, list[float | None]]] = {}
+    runs: dict[str, dict[str, Any]] = {}
     for res in results:
         row = {m: [res.value(m), res.stderr(m)] for m in metrics if res.computed(m)}
         values[res.sae_id] = {m: [_finite(v), _finite(s)] for m, (v, s) in row.items()}
+        if res.run.get("position") and res.run.get("training"):
+            # what a later retrain finds replicates of its position by (baseline.replicates)
+            runs[res.sae_id] = {"position": res.run["position"],
+                                "training": res.run["training"]}
     stamp = time.gmtime(time.time() if when is None else when)
     return {"commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp),
-            "suite": suite, "values": values}
+            "suite": suite, "values": values, **({"runs": runs} if runs else {})}
 
 
 def _finite(x: Any) -> float | None:
@@ -75,6 +80,10 @@ def read(path: str | Path) -> list[dict[str, Any]]:
         ok = isinstance(entry, dict) and isinstance(entry.get("values"), dict) and all(
             isinstance(row, dict) and all(_pair(v) for v in row.values())
             for row in entry["values"].values())
+        runs = entry.get("runs", {}) if isinstance(entry, dict) else {}
+        ok = ok and isinstance(runs, dict) and all(
+            isinstance(r, dict) and isinstance(r.get("position"), str) and
+            isinstance(r.get("training"), str) for r in runs.values())
         if not ok:
             raise SaebenchError(f"{path}: history[{i}] is not a run of "
                                 "{commit, date, values: {checkpoint: {metric: [value, "

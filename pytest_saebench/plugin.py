@@ -250,7 +250,19 @@ class GateRecorder:
             **({"baseline_entry": props["baseline_entry"]} if "baseline_entry" in props else {}),
             **({"null": _num(props["null"])} if "null" in props else {}),
             **({"signal_z": _num(props["signal_z"])} if "signal_z" in props else {}),
+            **_noise(props),
         })
+
+
+def _noise(props: dict[str, Any]) -> dict[str, Any]:
+    """A regression gate's noise (between runs, given, unknown, evaluation) and why."""
+    out: dict[str, Any] = {k: props[k] for k in ("noise", "noise_why") if k in props}
+    for key in ("replicates", "replicates_here"):
+        if key in props:
+            out[key] = int(props[key])
+    if "run_sd" in props:
+        out["run_sd"] = _num(props["run_sd"])
+    return out
 
 
 def _pytest_outcomes(config: pytest.Config) -> dict[str, int]:

@@ -32,6 +32,9 @@ class SaeResults:
     # What was evaluated, as it was loaded: "model" (loader, kwargs, processing flags),
     # "dataset" (name, streamed, pretokenized, ...), "sae" (folds applied at load).
     inputs: dict[str, Any] = field(default_factory=dict)
+    # Its training run (loading.runs.run_record): run, position, seed, training fingerprint;
+    # {} for a checkpoint outside a SAELens run.
+    run: dict[str, Any] = field(default_factory=dict)
 
     def value(self, metric_id: str) -> float | None:
         """Value of ``metric_id`` (None if undefined or not computed)."""
@@ -150,6 +153,8 @@ def envelope(results: list[SaeResults], suite: str, checks: list[dict[str, Any]]
                  for k, v in res.evals.items() if getattr(v, "units", None)}
         if units:  # what a later run pairs with (a baseline without it still loads)
             saes[res.sae_id]["units"] = units
+        if res.run:  # its training run: what replicates at a position are found by
+            saes[res.sae_id]["run"] = res.run
     for sae_id, message in errors.items():
         saes.setdefault(sae_id, {"evals": {}})["error"] = message
     return {
@@ -228,8 +233,18 @@ def _envelope_results(data: dict[str, Any]) -> list[SaeResults]:
                                   sae_cfg=sae_cfg,
                                   env=entry.get("env", {}), seconds=entry.get("seconds", 0.0),
                                   evaluated_by=entry.get("evaluated_by", "main"),
-                                  inputs=entry.get("inputs") or {}))
+                                  inputs=entry.get("inputs") or {},
+                                  run=_run_of(entry, sae_id)))
     return results
+
+
+def _run_of(entry: dict[str, Any], sae_id: str) -> dict[str, Any]:
+    """An entry's training-run record, checked ({} for a file written before replicates)."""
+    run = entry.get("run") or {}
+    if not isinstance(run, dict) or not isinstance(run.get("position", ""), str) or \
+            not isinstance(run.get("training") or "", str):
+        raise ValueError(f"saes.{sae_id}.run must be an object with a position string")
+    return dict(run)
 
 
 def _units_of(entry: dict[str, Any], eval_type_id: str) -> tuple[dict[str, Any], dict[str, Any]]:

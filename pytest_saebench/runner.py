@@ -11,7 +11,6 @@ from pytest_saebench.config import Settings
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.inputs import Inputs
 from pytest_saebench.loading.checkpoints import CheckpointRef
-from pytest_saebench.paths import relative_label
 from pytest_saebench.results import SaeResults
 
 _UNASKED = object()  # the judge hook has not been asked yet (None is a valid answer)
@@ -34,7 +33,7 @@ class Runner:
         self.progress: Any = None
         # ckpt:PATH baselines: evaluated like checkpoints but given no gate items.
         self.baseline_checkpoints: dict[str, CheckpointRef] | None = None
-        self._baseline_file: dict[str, SaeResults] | None = None
+        self.baselines: Any = None  # baseline.Baselines, made on first use
         # null references (null.py): random SAEs of the checkpoints' shapes, by id
         self.null_checkpoints: dict[str, CheckpointRef] = {}
         self.null_gains: dict[str, dict[str, Any]] = {}  # sae_id -> metric -> gates.null.Gain
@@ -165,57 +164,27 @@ class Runner:
         s = self.settings
         return Path(s.cache_dir) if s.cache_dir and s.cache else None
 
-    # -- baselines ---------------------------------------------------------------------
+    # -- baselines (baseline.py owns the file and what a checkpoint is compared with) -----
     def baseline_for(self, sae_id: str) -> tuple[SaeResults | str, str]:
-        """``(results, label)`` of the baseline for ``sae_id``, or ``(why not, label)``.
+        """``(results, label)`` of the baseline entry for ``sae_id``, or ``(why not, label)``.
 
         Raises :class:`SaebenchError` for a baseline file that is not a results JSON, and
         :class:`EvaluationFailed` when a ``ckpt:`` baseline cannot be evaluated.
         """
-        from pytest_saebench.gates.regression import (
-            CKPT_PREFIX,
-            create_command,
-            entry_label,
-            pick,
-            update_advice,
-        )
+        found = self.comparison_for(sae_id)
+        return found if isinstance(found, tuple) else (found.entry, found.label)
 
-        spec = self.settings.baseline
-        if spec is None:
-            return ("no baseline configured: set baseline = \"baselines/saebench.json\" in "
-                    "[tool.pytest-saebench] or pass --saebench-baseline PATH"), "-"
-        if spec.startswith(CKPT_PREFIX):
-            return self._checkpoint_baseline(sae_id, spec[len(CKPT_PREFIX):]), spec
-        label = relative_label(spec)
-        again = create_command(self.settings.sae_paths, label, self.settings.ini_arg)
-        if self._baseline_file is None:
-            from pytest_saebench.results import load_envelope
+    def comparison_for(self, sae_id: str) -> Any:
+        """What ``sae_id`` is compared with (baseline.Comparison), or ``(why not, label)``."""
+        return self.baseline().comparison_for(sae_id)
 
-            if not Path(spec).exists():
-                return f"no baseline at {label}; {update_advice(again, 'create')}", label
-            self._baseline_file = {r.sae_id: r for r in load_envelope(spec)[0]}
-        found, how = pick(self._baseline_file, sae_id, self.settings.step_pattern)
-        if found is None:
-            return (f"baseline {label} has no checkpoint '{sae_id}' ("
-                    f"{how + '; ' if how else ''}it has "
-                    f"{', '.join(self._baseline_file) or 'none'}); {update_advice(again)}"
-                    ), label
-        return found, entry_label(label, found.sae_id, how)
+    def baseline(self) -> Any:
+        """The run's baseline.Baselines (made on first use)."""
+        if self.baselines is None:
+            from pytest_saebench.baseline import Baselines
 
-    def _checkpoint_baseline(self, sae_id: str, path: str) -> SaeResults | str:
-        from pytest_saebench.gates.regression import pick
-        from pytest_saebench.loading.checkpoints import discover_all
-
-        if self.baseline_checkpoints is None:
-            refs = discover_all([path])
-            self.baseline_checkpoints = {f"baseline:{r.id}": dataclasses.replace(
-                r, id=f"baseline:{r.id}") for r in refs}
-        found, _how = pick({k.removeprefix("baseline:"): k for k in self.baseline_checkpoints},
-                           sae_id, self.settings.step_pattern)
-        if found is None:
-            return (f"baseline checkpoints at {path} hold no '{sae_id}' (they are "
-                    f"{', '.join(k.removeprefix('baseline:') for k in self.baseline_checkpoints)})")
-        return self.results(found)
+            self.baselines = Baselines(self)
+        return self.baselines
 
     # -- loading -----------------------------------------------------------------------
     def loaded_sae(self, sae_id: str):
@@ -346,10 +315,13 @@ class Runner:
         ref = self.ref(sae_id)
         res = self._results.get((sae_id, suite))
         if res is None:
+            from pytest_saebench.loading.runs import run_record
+
             res = SaeResults(sae_id, ref.shown_path, ref.sha256, suite,
                              sae_cfg=ref.cfg,
                              env=environment(self.device, self.settings.dtype,
-                                             self.settings.seed, self.threads))
+                                             self.settings.seed, self.threads),
+                             run=run_record(sae_id, ref.source))
         started = time.perf_counter()
         # a null reference evaluates only the evals its gates read, each on its own
         planned = [name] if sae_id.startswith("null:") else self.default_evals(suite)

@@ -65,7 +65,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycles_in_the_package():
     graph = _import_graph()
-    assert "pytest_saebench.session" in graph["pytest_saebench.items"]
+    assert "pytest_saebench.session" in graph["pytest_saebench.item_base"]
     assert _cycles(graph) == []
 
 

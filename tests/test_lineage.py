@@ -88,7 +88,8 @@ def test_a_retrained_run_is_compared_with_mains_run_step_by_step(pytester, tiny_
         in later["message"]
     assert checks["final"]["baseline_entry"] == "final"
     early = checks["checkpoints/e3d4cbd2/500"]
-    assert early["status"] == "skip" and "all later than this one (500 tokens" in early["message"]
+    assert early["status"] == "skip" and "hold nothing at or before 500 tokens (they hold " \
+        "1,000 tokens, 3,000 tokens, the final SAE)" in early["message"]
     # the advice fits the run: a pull request must not overwrite main's baseline
     if event == "pull_request":
         assert "nothing to do here" in early["message"]

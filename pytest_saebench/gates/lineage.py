@@ -129,3 +129,69 @@ def match(sae_id: str, entries: Iterable[str], pattern: re.Pattern[str] | None =
 
 def _step(p: Position) -> str:
     return f"step ({p.step:,} {p.unit})"
+
+
+# -- a checkpoint's place among replicate training runs (STATISTICS.md §6) -----------------
+
+# SAELens's layout of one training run: checkpoints/<run id>/<tokens>/ while it trains and
+# the final SAE beside them (the quick start's output_path, final/). A folder of such runs
+# (runs/seed0/, runs/seed1/, ...) holds replicates: the part before checkpoints/ or final
+# names the run.
+RUN_CHECKPOINT = re.compile(
+    r"^(?:(?P<run>.*)/)?checkpoints/[a-z0-9]{8}/(?P<final>final_)?(?P<step>\d+)$")
+RUN_FINAL = re.compile(r"^(?:(?P<run>.*)/)?final$")
+FINAL = "final"
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """Where a checkpoint stands among replicate runs: ``run`` (the folder of its training
+    run, '' for a run given as ``--sae-path checkpoints --sae-path final``) and ``position``
+    (``tokens:<n>`` or ``final``), the same in every replicate of one configuration."""
+
+    run: str
+    position: str
+
+    @property
+    def tokens(self) -> int | None:
+        """Tokens seen at a mid-training position, None for the final SAE."""
+        kind, _, n = self.position.partition(":")
+        return int(n) if kind == "tokens" and n.isdigit() else None
+
+    def describe(self) -> str:
+        """``33,280 tokens`` or ``the final SAE``, for messages."""
+        return f"{self.tokens:,} tokens" if self.tokens is not None else "the final SAE"
+
+
+def run_place(sae_id: str) -> RunPlace | None:
+    """The place of ``sae_id`` in a SAELens training run, or None (outside any run)."""
+    found = RUN_CHECKPOINT.match(sae_id)
+    if found:
+        return RunPlace(found.group("run") or "", f"tokens:{int(found.group('step'))}")
+    found = RUN_FINAL.match(sae_id)
+    if found:
+        return RunPlace(found.group("run") or "", FINAL)
+    return None
+
+
+def replicate_set(run: str) -> str:
+    """The folder of replicate runs a run belongs to (``runs`` for ``runs/seed0``)."""
+    return run.rpartition("/")[0]
+
+
+def nearest_position(mine: RunPlace, positions: Iterable[str]) -> tuple[str, str] | str:
+    """``(position, how)``: among ``positions`` (main's), the one a checkpoint at ``mine``
+    is compared with: the same, else the nearest earlier tokens seen (said), or why none."""
+    known = set(positions)
+    if mine.position in known:
+        return mine.position, ""
+    steps = sorted(int(p.partition(":")[2]) for p in known if p.startswith("tokens:"))
+    held = ", ".join([f"{n:,} tokens" for n in steps] + ["the final SAE"] * (FINAL in known))
+    if mine.tokens is None:
+        return f"main's replicates hold no final SAE (they hold {held})"
+    earlier = [n for n in steps if n < mine.tokens]
+    if not earlier:
+        return (f"main's replicates hold nothing at or before {mine.describe()} "
+                f"(they hold {held})")
+    return (f"tokens:{earlier[-1]}", f"the nearest earlier step: baseline at {earlier[-1]:,} "
+                                     f"tokens, this checkpoint at {mine.tokens:,}")

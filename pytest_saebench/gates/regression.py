@@ -20,7 +20,7 @@ from pytest_saebench.gates import lineage
 from pytest_saebench.gates.budget import look_of
 from pytest_saebench.gates.thresholds import Outcome, fmt
 
-RULE_KEYS = ("max_drop", "max_drop_pct", "max_change_pct", "z", "severity")
+RULE_KEYS = ("max_drop", "max_drop_pct", "max_change_pct", "z", "severity", "run_sd")
 CKPT_PREFIX = "ckpt:"
 # Environment keys that change numbers; a difference warns but does not block the comparison.
 # Config entries that describe the checkpoint rather than how it was evaluated.
@@ -36,7 +36,10 @@ class RegressionRule:
 
     ``max_drop`` (absolute) and ``max_drop_pct`` (percent of the baseline) limit a move in the
     bad direction of the metric; ``max_change_pct`` limits a move either way (band metrics such
-    as L0). ``z`` widens every allowance by ``z`` combined standard errors.
+    as L0). With ``z`` the verdict is three-way on the interval of the difference, ``c``
+    standard errors wide, ``c`` Student's t quantile at the two-sided tail of ``z`` under the
+    normal. ``run_sd``: the run-to-run standard deviation of the metric between two trainings
+    of one configuration, for a retrain judged against a main with one run (gates.retrain).
     """
 
     metric: str
@@ -46,6 +49,7 @@ class RegressionRule:
     z: float = 0.0
     severity: str = "error"
     source: str = ""
+    run_sd: float | None = None
 
     def limit_text(self) -> str:
         """E.g. ``drop <= 0.01`` or ``change <= 15%``, and the confidence: ``, z 3``."""
@@ -92,6 +96,10 @@ def parse_rules(table: Any, label: str, resolve, gated: list[str], line_of=None,
                 rules[metric] = RegressionRule(metric, default.max_drop, default.max_drop_pct,
                                                default.max_change_pct, default.z,
                                                default.severity, default.source)
+    # a run-to-run standard deviation is in one metric's units: never a default
+    if default is not None and default.run_sd is not None:
+        raise SaebenchError(f"{label} 'default': run_sd is in one metric's units; give it on "
+                            "each metric's own rule")
     return tuple(rules.values())
 
 
@@ -102,7 +110,7 @@ def make_rule(metric: str, spec: dict[str, Any], where: str, source: str = "",
     if unknown:
         raise SaebenchError(f"{where}: unknown key '{unknown[0]}'"
                             f"{did_you_mean(unknown[0], list(RULE_KEYS))}")
-    for key in RULE_KEYS[:4]:
+    for key in (*RULE_KEYS[:4], "run_sd"):
         value = spec.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                   or value < 0 or not math.isfinite(value)):
@@ -113,8 +121,10 @@ def make_rule(metric: str, spec: dict[str, Any], where: str, source: str = "",
     sev = spec.get("severity", severity)
     if sev not in ("error", "warn"):
         raise SaebenchError(f"{where}: severity must be 'error' or 'warn', got {sev!r}")
+    run_sd = spec.get("run_sd")
     return RegressionRule(metric, spec.get("max_drop"), spec.get("max_drop_pct"),
-                          spec.get("max_change_pct"), float(spec.get("z", 0.0)), sev, source)
+                          spec.get("max_change_pct"), float(spec.get("z", 0.0)), sev, source,
+                          None if run_sd is None else float(run_sd))
 
 
 def _resolve(resolve, name: str, where: str) -> str:
@@ -189,13 +199,22 @@ def difference(new: float, old: float, new_se: float | None, old_se: float | Non
 def _compare_interval(rule: RegressionRule, direction: str, new: float, old: float,
                       new_se: float | None, old_se: float | None, context: str, paired: Any,
                       unpaired: str, look: Any) -> Outcome:
-    from pytest_saebench.gates.stats import critical, verdict
+    from pytest_saebench.gates.stats import critical
 
-    mid = rule.metric
     delta, se, df, basis = difference(new, old, new_se, old_se, paired, unpaired)
     c = look.critical(rule.z, df) if look is not None else critical(rule.z, df)
-    sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
     moved = f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g} ± {se:.2g}, {basis})"
+    return decide(rule, direction, delta, se, c, old, moved, context)
+
+
+def decide(rule: RegressionRule, direction: str, delta: float, se: float, c: float,
+           old: float, moved: str, context: str) -> Outcome:
+    """The three-way verdict of a rule with ``z`` on a difference ``delta ± c·se`` from the
+    baseline value ``old`` (STATISTICS.md §3); ``moved`` says what was compared."""
+    from pytest_saebench.gates.stats import verdict
+
+    mid = rule.metric
+    sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
     half = c * se
     limits = [(bad, label, verdict(bad, se, allow, c))
               for bad, allow, label in _limits(rule, sign, delta, old)]
