@@ -37,10 +37,13 @@ def stopper(runner: Any, sae_id: str, suite: str, module: Any, seeds: int
             found: Any = None
             if rules and not settings.update_baseline:
                 try:
-                    found, _ = runner.baseline_for(sae_id)
+                    found = runner.comparison_for(sae_id)
                 except Exception:  # a broken baseline: its gates say so, at the whole budget
                     found = None
-            baseline.append(found if isinstance(found, SaeResults) else "none")
+            # A retrain is judged by the run-to-run noise, which more windows do not shrink:
+            # its gates never hold the budget (their verdict uses the stopping look's value).
+            artifact = getattr(found, "kind", "") == "artifact"
+            baseline.append(found.entry if artifact else "none")
         return baseline[0] if isinstance(baseline[0], SaeResults) else None
 
     def stop(partial: Any, look: budget.Look) -> bool:

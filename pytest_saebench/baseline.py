@@ -175,7 +175,7 @@ def replicates(comparison: Comparison, metric: str) -> tuple[list[Replicate], st
     :data:`HISTORY_MIN_RUNS` runs of the same training configuration)."""
     own = [Replicate(float(v), e.stderr(metric), e.dof(metric)) for e in comparison.main
            if (v := e.value(metric)) is not None]
-    past = []
+    past, commits = [], set()
     for entry in comparison.history:
         for sae_id, r in (entry.get("runs") or {}).items():
             if r.get("position") == comparison.position.position and \
@@ -183,8 +183,8 @@ def replicates(comparison: Comparison, metric: str) -> tuple[list[Replicate], st
                 value, stderr = (entry["values"].get(sae_id) or {}).get(metric, [None, None])
                 if value is not None:
                     past.append(Replicate(float(value), stderr))
+                    commits.add(str(entry.get("commit") or ""))
     if len(past) >= HISTORY_MIN_RUNS and len(past) > len(own):
-        commits = {str(e.get("commit") or "")[:7] for e in comparison.history}
         return past, f"main's history: {len(past)} runs of this configuration over " \
                      f"{len(commits)} commit(s)"
     return own, "the baseline's runs"

@@ -119,8 +119,6 @@ class RegressionItem(_RuleGate):
             return outcome, None, {"noise": "between runs", "replicates": len(main)}
         noise = {"noise": diff.noise, "noise_why": diff.why, "replicates": diff.n_main,
                  "replicates_here": diff.n_new}
-        if not rule.z:
-            noise.update(noise="none", noise_why="the rule has no z: the means decide")
         if diff.run_sd is not None:
             noise["run_sd"] = repr(diff.run_sd)
         return outcome, diff.main_mean, noise

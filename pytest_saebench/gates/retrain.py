@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from pytest_saebench.gates.thresholds import Outcome
 
 BETWEEN, GIVEN, UNKNOWN, EVALUATION = "between runs", "given", "unknown", "evaluation"
+# A retrain's value is one draw of the training: a rule without z would let the point decide,
+# so a reseed would fail it about as often as the tolerance sits within the run-to-run noise.
+# Such a rule is judged on the interval at this z instead (said in its message).
+RETRAIN_Z = 2.0
 
 
 @dataclass(frozen=True)
@@ -130,19 +134,18 @@ def compare_retrain(rule: Any, direction: str, diff: RetrainDifference, main_tex
                     context: str, look: Any = None) -> Outcome:
     """The verdict of regression ``rule`` (gates.regression.RegressionRule) on a retrain:
     ``diff`` from main's replicates, ``main_text`` naming them (``main's 3 runs at 33,280
-    tokens``). Without ``z`` the means decide, as a point; with it the interval of ``diff``,
-    three ways, and a noise that is unknown gives ``inconclusive``, never a fail."""
+    tokens``): the interval of ``diff``, three ways, at the rule's ``z`` (:data:`RETRAIN_Z`
+    for a rule without one); a noise that is unknown gives ``inconclusive``, never a fail."""
     from dataclasses import replace
 
-    from pytest_saebench.gates.regression import compare, decide
+    from pytest_saebench.gates.regression import decide
     from pytest_saebench.gates.stats import critical
     from pytest_saebench.gates.thresholds import Outcome, fmt
 
     this = "this run" if diff.n_new == 1 else f"this run's {diff.n_new} replicates"
-    where = f"vs the mean of {main_text}"
     if not rule.z:
-        return compare(replace(rule, z=0.0), direction, diff.new_mean, diff.main_mean,
-                       context=f"{where} {context}")
+        context = f"(the rule has no z: a retrain is judged at z {RETRAIN_Z:g}) {context}"
+        rule = replace(rule, z=RETRAIN_Z)
     between = ""
     if diff.noise == BETWEEN and diff.run_sd:
         between = f" ± {diff.run_sd:.2g} between runs"

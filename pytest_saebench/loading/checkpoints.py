@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -114,17 +115,27 @@ class CheckpointRef:
 
     @cached_property
     def sha256(self) -> str:
-        """SHA-256 over cfg.json and the weights file, in that order (read once per run:
+        """SHA-256 over cfg.json (a converted copy's without its source path) and the weights
+        file, in that order (read once per run:
         evaluation, xdist sharing and JUnit all need it); for a checkpoint that could not be
         read, over its path and the reason."""
         digest = hashlib.sha256()
         if self.error is not None:
             digest.update(f"{self.path}\0{self.error}".encode())
             return digest.hexdigest()
-        for name in (CFG_FILE, WEIGHTS_FILE):
-            with open(self.path / name, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
+        # A converted copy records where it came from; the same checkpoint at another path
+        # is the same artifact (baseline.py pairs it), so that path is not hashed.
+        meta = self.cfg.get("metadata") if isinstance(self.cfg.get("metadata"), dict) else {}
+        if "source_path" in meta:
+            kept = {**self.cfg, "metadata": {k: v for k, v in meta.items()
+                                             if k != "source_path"}}
+            digest.update(json.dumps(kept, sort_keys=True).encode())
+        else:
+            with open(self.path / CFG_FILE, "rb") as fh:
+                digest.update(fh.read())
+        with open(self.path / WEIGHTS_FILE, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
         return digest.hexdigest()
 
 

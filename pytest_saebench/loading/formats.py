@@ -105,7 +105,7 @@ def _write(out: Path, tensors: dict[str, Any], cfg: dict[str, Any]) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "sae_weights.safetensors"))
-    write_bytes_atomic(out / "cfg.json", json.dumps(cfg, indent=1).encode())
+    write_bytes_atomic(out / "cfg.json", json.dumps(cfg, indent=1, sort_keys=True).encode())
     return out
 
 

@@ -105,7 +105,7 @@ def save_converted(sae: Any, out: Path, source_format: str, source: Path,
     cfg = json.loads((out / "cfg.json").read_text())
     meta = cfg.setdefault("metadata", {})
     meta.update({"source_format": source_format, "source_path": str(source), **extra})
-    write_bytes_atomic(out / "cfg.json", json.dumps(cfg, indent=1).encode())
+    write_bytes_atomic(out / "cfg.json", json.dumps(cfg, indent=1, sort_keys=True).encode())
     return out
 
 

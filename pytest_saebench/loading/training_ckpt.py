@@ -111,5 +111,7 @@ def convert_training_checkpoint(path: Path, out: Path) -> Path:
                      "inference_architecture": saved.get("architecture")}})
     from pytest_saebench.atomic import write_bytes_atomic
 
-    write_bytes_atomic(out / "cfg.json", json.dumps(saved, indent=1).encode())
+    # sorted: sae_lens builds its cfg dict in no fixed order, and the hash of the copy is
+    # what tells the same artifact from another training run (baseline.py)
+    write_bytes_atomic(out / "cfg.json", json.dumps(saved, indent=1, sort_keys=True).encode())
     return out
