@@ -129,10 +129,17 @@ def main() -> None:
         plan.update({tmp / "pr" / f"seed{s}": {"seed": s} for s in pr_seeds})
         plan[tmp / "quarter"] = {"seed": pr_seeds[0], "training_tokens": 49_152 // 4}
         train(world, plan)
-        done, data = gate(repo, world, "--sae-path", "runs")
+        for name in ("pr", "quarter"):
+            shutil.copytree(tmp / name, repo / name)
+        done, data = gate(repo, world, "--sae-path", "runs", "--sae-path", "pr",
+                          "--sae-path", "quarter")
         assert data, done.stdout[-3000:] + done.stderr[-2000:]
-        table = noise_table(data, args.runs)
+        main_only = {**data, "saes": {k: v for k, v in data["saes"].items()
+                                      if k.startswith("runs/")}}
+        table = noise_table(main_only, args.runs)
         print_noise(table, args.runs, args.markdown)
+        print_correlations(main_only, args.markdown)
+        print_subsets(data, args.runs, pr_seeds, args.markdown)
 
         results: list[tuple[str, dict[str, int]]] = []
         for label, seeds in (("3-run main", [0, 1, 2]), ("1-run main", [0])):
@@ -173,6 +180,84 @@ def print_noise(table, runs: int, markdown: bool) -> None:
     print(f"between-run noise over {runs} runs; smallest drop detected (80 % power, max_drop 0;"
           " R 1 needs run_sd):")
     _print(head, rows, markdown)
+
+
+def _values(data: dict, metric: str) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{run: {position: (value, stderr)}}`` of ``metric``."""
+    from pytest_saebench.gates.lineage import run_place
+    from pytest_saebench.results import envelope_results
+
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for res in envelope_results(data):
+        place = run_place(res.sae_id)
+        if place is not None and res.value(metric) is not None:
+            out.setdefault(place.run, {})[place.position] = (res.value(metric),
+                                                             res.stderr(metric) or 0.0)
+    return out
+
+
+def print_correlations(data: dict, markdown: bool) -> None:
+    """How alike one run's deviations from the mean are at its positions: pooling the
+    between-run variance over positions adds degrees of freedom only where they are not."""
+    import numpy as np
+
+    rows = []
+    for m in METRICS:
+        by = _values(data, m)
+        runs = sorted(by)
+        positions = sorted(by[runs[0]], key=_order)
+        table = np.array([[by[r][p][0] for r in runs] for p in positions])
+        corr = np.corrcoef(table)
+        pairs = [f"{corr[i, j]:+.2f}" for i in range(len(positions))
+                 for j in range(i + 1, len(positions))]
+        rel = table.std(axis=1, ddof=1) / np.abs(table.mean(axis=1))
+        rows.append([m.rsplit(".", 1)[1], " ".join(pairs), " ".join(f"{x:.2%}" for x in rel)])
+    print("\nbetween positions (16896-33280, 16896-final, 33280-final): correlation of the runs'"
+          " values; their sd relative to the mean per position:")
+    _print(["metric", "correlation", "relative sd"], rows, markdown)
+
+
+def print_subsets(data: dict, runs: int, pr_seeds: list[int], markdown: bool) -> None:
+    """README's rules through the plugin's retrain verdict (gates.retrain.check_retrain),
+    for every subset of R of the ``runs`` replicates as main: the share of reseeded pull
+    requests' gates that fail, and of mains against which a quarter of the tokens fails."""
+    import itertools
+
+    from pytest_saebench.gates.regression import RegressionRule
+    from pytest_saebench.gates.retrain import Replicate, compare_retrain, retrain_difference
+
+    rules = [RegressionRule("core.reconstruction_quality.explained_variance", max_drop=0.01, z=2),
+             RegressionRule("core.model_performance_preservation.ce_loss_score", max_drop=0.01,
+                            z=2),
+             RegressionRule("core.sparsity.l0", max_change_pct=15)]
+    directions = {"core.sparsity.l0": "band"}
+    rows = []
+    for reps in (3, 5):
+        mains = list(itertools.combinations([f"runs/seed{s}" for s in range(runs)], reps))
+        false = gates = caught = 0
+        for rule in rules:
+            by = _values(data, rule.metric)
+            for main in mains:
+                for pos in by[main[0]]:
+                    ref = [Replicate(*by[r][pos], 19) for r in main]
+                    for s in pr_seeds:
+                        new = [Replicate(*by[f"pr/seed{s}"][pos], 19)]
+                        out = compare_retrain(rule, directions.get(rule.metric, "up"),
+                                              retrain_difference(new, ref, rule.run_sd),
+                                              "main", "")
+                        gates += 1
+                        false += out.status == "fail"
+                if rule.metric.endswith("explained_variance"):
+                    q = [Replicate(*by["quarter"]["final"], 19)]
+                    out = compare_retrain(rule, "up", retrain_difference(
+                        q, [Replicate(*by[r]["final"], 19) for r in main]), "main", "")
+                    caught += out.status == "fail"
+        rows.append([str(reps), str(len(mains)), f"{false} of {gates}",
+                     f"{caught} of {len(mains)}"])
+    print(f"\nREADME's rules for every subset of R of the {runs} runs as main (verdicts of "
+          "gates.retrain): reseeds' gates failed; mains against which a quarter of the tokens "
+          "fails explained variance at the final SAE:")
+    _print(["R", "mains", "reseed gates failed", "quarter tokens caught"], rows, markdown)
 
 
 def print_verdicts(results, markdown: bool) -> None:

@@ -116,6 +116,27 @@ def series(history: list[dict[str, Any]], sae_id: str, metric: str, pattern: Any
     return out
 
 
+def replicate_band(history: list[dict[str, Any]], sae_id: str, metric: str
+                   ) -> list[tuple[int, float, float, int]]:
+    """``(run number from 1, mean, standard deviation, replicates)`` of main's replicate
+    runs at ``sae_id``'s position in its training run, for each of main's runs that gated two
+    or more replicates there (their spread is the noise a retrain is judged against)."""
+    place = lineage.run_place(sae_id)
+    if place is None:
+        return []
+    out = []
+    for i, entry in enumerate(history, 1):
+        at = [sid for sid, r in (entry.get("runs") or {}).items()
+              if r.get("position") == place.position]
+        values = [v for sid in at
+                  if (v := (entry["values"].get(sid) or {}).get(metric, [None])[0]) is not None]
+        if len(values) >= 2:
+            mean = math.fsum(values) / len(values)
+            sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            out.append((i, mean, sd, len(values)))
+    return out
+
+
 def sparkline(values: list[float]) -> str:
     """``▁▃▅█``: each value's place between the smallest and the largest."""
     lo, hi = min(values), max(values)

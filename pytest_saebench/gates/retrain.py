@@ -12,8 +12,9 @@ between-run variance by the method of moments of a random-effects model (DerSimo
 Laird 1986), ``max(0, s² − mean(v))`` with ``s²`` the replicates' sample variance (pooled over
 both sides where each has several), and Student's t at the ``R + R' − 2`` degrees of freedom
 of that estimate. Satterthwaite's degrees of freedom, which STATISTICS.md names, are larger
-exactly when ``s²`` falls below ``mean(v)`` by chance and the estimate is clipped: simulated
-(docs/statistics.md), they let 2.4x the nominal rate of reseeds fail at R = 2, z = 2; the
+exactly when ``s²`` falls below ``mean(v)`` by chance and the estimate is clipped:
+simulated through this module (benchmarks/retrain_calibration.py, docs/statistics.md) they let
+up to 3.5x the nominal rate of unchanged retrains fail at z = 2 and 38x at z = 3 (R = 2); the
 estimate's own degrees of freedom keep every case at or under it. A user's ``run_sd`` is a
 known ``σ_run``: then only the evaluation variances are estimated (Satterthwaite over them).
 With one run on each side and neither, the noise that decides is unknown.

@@ -49,3 +49,17 @@ def headline(checks: list[dict[str, Any]]) -> str:
     total = Counter(c["status"] for c in checks)
     order = sorted(HEADLINE, key=lambda kv: STATUS_ORDER.get(kv[0], 4))
     return ", ".join(f"{total[s]} {word}" for s, word in order if total[s]) or "no gates"
+
+
+def noise_label(check: dict[str, Any]) -> str:
+    """The noise a regression gate was decided against, short: ``3 runs`` (between main's
+    replicate runs), ``run_sd 0.004`` (given), ``unknown`` (one run a side), ``eval``
+    (the same artifact, or one outside a training run); '' for other gates."""
+    noise = check.get("noise")
+    if noise == "between runs":
+        return f"{check.get('replicates', '?')} runs"
+    if noise == "given":
+        return f"run_sd {check['run_sd']:g}" if check.get("run_sd") is not None else "given"
+    if noise == "evaluation":
+        return "eval"
+    return noise or ""

@@ -14,6 +14,7 @@ from pytest_saebench.reporting.gates import (
     HEADLINE,
     counts_by_checkpoint,
     headline,
+    noise_label,
     ordered_with_notes,
 )
 
@@ -48,8 +49,8 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
         head += [f"The report with plots is `{Path(html).name}` (the workflows upload it as "
                  "an artifact).", ""]
     rows, notes, uses = ordered_with_notes(checks, suite)
-    head += ["| status | gate | sae | metric | value ± stderr | limit | baseline | Δ | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    head += ["| status | gate | sae | metric | value ± stderr | limit | baseline | Δ | noise | "
+             "note |", "|---|---|---|---|---|---|---|---|---|---|"]
     note_lines = ["", "**Notes shared by several gates**", ""] + [
         f"{i}. {_cell(text)} ({uses[text]} gates)" for text, i in notes.items()] if notes else []
     tail_note = "\n\n_{n} more gate(s) not shown: the summary is limited to 1 MiB._\n"
@@ -63,7 +64,7 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
                f"{check.get('kind', 'threshold')} | {check['sae']} | "
                f"`{check['metric']}` | {value} | "
                f"{check['limit']} | {'' if base is None else fmt(base)} | "
-               f"{'' if delta is None else f'{delta:+.4g}'} | "
+               f"{'' if delta is None else f'{delta:+.4g}'} | {noise_label(check)} | "
                f"{f'note {note}' if note else _cell(own)} |")
         budget = (limit - len(tail_note.format(n=len(checks)).encode())
                   - len(footer.encode()) - 200)

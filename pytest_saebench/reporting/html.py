@@ -17,7 +17,7 @@ from pytest_saebench import __version__
 from pytest_saebench.gates import lineage
 from pytest_saebench.gates.thresholds import fmt
 from pytest_saebench.reporting import svg, trends
-from pytest_saebench.reporting.gates import headline, ordered_with_notes
+from pytest_saebench.reporting.gates import headline, noise_label, ordered_with_notes
 
 L0 = "core.sparsity.l0"
 # eval type ids (the keys of SaeResults.evals) of the per-checkpoint plots
@@ -97,14 +97,15 @@ def _gates(checks: list[dict[str, Any]], suite: str) -> str:
     rows_in, shared, uses = ordered_with_notes(checks, suite)
     compared = any(c.get("baseline") is not None or c.get("delta") is not None for c in checks)
     heads = ["status", "gate", "sae", "metric", "value ± stderr", "limit",
-             *(("baseline", "Δ") if compared else ()), "note"]
+             *(("baseline", "Δ", "noise") if compared else ()), "note"]
     rows = []
     for c, note, own in rows_in:
         base, delta = c.get("baseline"), c.get("delta")
         values = [c["status"], c.get("kind", "threshold"), c["sae"], "",
                   fmt(c["value"], c["stderr"]), c["limit"]]
         if compared:
-            values += ["" if base is None else fmt(base), "" if delta is None else f"{delta:+.4g}"]
+            values += ["" if base is None else fmt(base), "" if delta is None else f"{delta:+.4g}",
+                       noise_label(c)]
         cells = [escape(str(x)) for x in values]
         cells[3] = _metric_link(c["metric"])
         cells.append(f'<a href="#note-{note}">note {note}</a>' if note else "")

@@ -6,6 +6,7 @@ from typing import Any
 
 from pytest_saebench.gates.registry import ARROWS
 from pytest_saebench.gates.thresholds import fmt
+from pytest_saebench.reporting.gates import noise_label
 
 HEADLINE = (
     "core.sparsity.l0",
@@ -18,13 +19,14 @@ HEADLINE = (
 
 
 HEADER = ["sae", "metric", "dir", "value ± stderr", "limit", "status"]
-BASELINE_HEADER = ["baseline", "Δ", "vs baseline"]
+BASELINE_HEADER = ["baseline", "Δ", "vs baseline", "noise"]
 
 
 def rows(results: list[Any], checks: list[dict[str, Any]], registry: Any, verbose: bool
          ) -> list[list[str]]:
-    """Table rows: SAE, metric, direction, value ± stderr, limit, status; plus baseline, Δ
-    and the regression status when the run compared against a baseline."""
+    """Table rows: SAE, metric, direction, value ± stderr, limit, status; plus baseline, Δ,
+    the regression status and the noise it was decided against (main's runs, the
+    evaluation's, unknown) when the run compared against a baseline."""
     limits = {(c["sae"], c["metric"]): c for c in checks
               if c.get("kind", "threshold") == "threshold"}
     regressions = {(c["sae"], c["metric"]): c for c in checks if c.get("kind") == "regression"}
@@ -46,7 +48,7 @@ def rows(results: list[Any], checks: list[dict[str, Any]], registry: Any, verbos
                 delta = r.get("delta")
                 row += [fmt(r["baseline"]) if r.get("baseline") is not None else "",
                         f"{delta:+.4g}" if delta is not None else "",
-                        r.get("status", "").upper()]
+                        r.get("status", "").upper(), noise_label(r)]
             out.append(row)
     return out
 

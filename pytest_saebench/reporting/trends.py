@@ -8,6 +8,7 @@ from html import escape
 from typing import Any
 
 from pytest_saebench import history as hist
+from pytest_saebench.gates import lineage
 from pytest_saebench.gates.thresholds import fmt
 from pytest_saebench.reporting import svg
 from pytest_saebench.reporting.gates import STATUS_ORDER
@@ -50,6 +51,13 @@ def html_section(entries: list[dict[str, Any]], included: bool, results: list[An
             if line:
                 name = f"{sae_id} on main"
                 series[name] = [(float(i), v, c or f"run {i}", s) for i, v, s, c in line]
+                order.add(name)
+            band = hist.replicate_band(entries, sae_id, metric)
+            if band:  # main's replicate runs at this position: mean, bars ± their sd
+                place = lineage.run_place(sae_id)
+                name = (f"main's replicates at {place.describe()} (mean, bars ± 1 sd "
+                        "between runs)")
+                series[name] = [(float(i), m, f"{n} runs", sd) for i, m, sd, n in band]
                 order.add(name)
             res = by_id[sae_id]
             if res.value(metric) is not None:
