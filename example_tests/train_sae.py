@@ -25,10 +25,8 @@ HOOK = "blocks.1.hook_resid_post"
 def train(out: Path, training_tokens: int = 2_000_000, context_size: int = 128,
           batch_tokens: int = 4096, model: str = MODEL, dataset: str = DATASET,
           seed: int = 0) -> None:
-    """Train a standard (ReLU, L1) SAE, 4x the model's width, on ``HOOK``; write
-    ``out/checkpoints/<run id>/<tokens>/`` twice during training and ``out/final/``.
-    ``seed`` seeds SAELens's runner (initialisation and data order): replicate runs of one
-    configuration differ in it alone."""
+    """Train a standard (ReLU, L1) SAE, 4x the model's width, on ``HOOK``, seeded by ``seed``
+    (replicates differ in it alone); write ``out/checkpoints/<run id>/<tokens>/`` twice."""
     from sae_lens import (
         LanguageModelSAERunnerConfig,
         LanguageModelSAETrainingRunner,

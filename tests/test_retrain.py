@@ -218,3 +218,27 @@ def test_a_folder_of_runs_must_hold_replicates_of_one_configuration(tmp_path):
     assert "\n" not in text
     assert fingerprint(flatten({"seed": 1, "lr": 1})) == fingerprint(flatten({"seed": 2,
                                                                                "lr": 1}))
+
+
+def test_the_reports_name_the_noise_and_draw_mains_replicates_as_a_band():
+    from pytest_saebench import history
+    from pytest_saebench.reporting import terminal, trends
+    from pytest_saebench.reporting.gates import noise_label
+
+    assert noise_label({"noise": "between runs", "replicates": 3}) == "3 runs"
+    assert noise_label({"noise": "given", "run_sd": 0.004}) == "run_sd 0.004"
+    assert noise_label({"noise": "evaluation"}) == "eval"
+    assert noise_label({"noise": "unknown"}) == "unknown" and noise_label({}) == ""
+    runs = {f"runs/seed{s}/final": {"position": "final", "training": "t"} for s in range(3)}
+    entry = {"commit": "a" * 40, "suite": "fast", "runs": runs,
+             "values": {k: {EV: [0.92 + i / 100, 0.002]} for i, k in enumerate(runs)}}
+    band = history.replicate_band([entry, {**entry, "runs": {}}], "final", EV)
+    assert band == [(1, pytest.approx(0.93), pytest.approx(0.01), 3)]
+    res = SaeResults("final", "", "x", "fast")
+    check = {"sae": "final", "metric": EV, "status": "inconclusive", "kind": "regression"}
+    page = trends.html_section([entry], False, [res], [check])
+    assert "main&#x27;s replicates at the final SAE" in page or \
+        "main's replicates at the final SAE" in page
+    row = terminal.rows([res], [{**check, "noise": "between runs", "replicates": 3,
+                                 "baseline": 0.93, "delta": -0.01}], None, False)
+    assert row and row[0][-1] == "3 runs"

@@ -64,7 +64,7 @@ def html_section(entries: list[dict[str, Any]], included: bool, results: list[An
                 x = float(len(entries) if included else len(entries) + 1)
                 series[f"{sae_id} this run"] = [(x, res.value(metric), "this run",
                                                  res.stderr(metric))]
-        if any(name.endswith(" on main") for name in series):
+        if any(name in order for name in series):  # main's line or its replicates' band
             chart = svg.lines(f"{metric.rsplit('.', 1)[-1]}: main's last {len(entries)} "
                               "run(s) and this one", series, "run on main (oldest first)",
                               metric.rsplit(".", 1)[-1], in_order=frozenset(order))
