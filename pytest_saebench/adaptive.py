@@ -58,7 +58,8 @@ def stopper(runner: Any, sae_id: str, suite: str, module: Any, seeds: int
         for rule in rules if old is not None else ():
             spec = runner.registry.get(rule.metric)
             if res.computed(rule.metric) and not decided(
-                    rule, spec.direction if spec else "info", res, old, look):
+                    rule, spec.direction if spec else "info", res, old, look,
+                    spec.monotone if spec else ""):
                 return False
         return True
 

@@ -11,7 +11,10 @@ this run gets from it (STATISTICS.md §6):
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,7 +213,7 @@ class Baselines:
     def comparison_for(self, sae_id: str) -> Comparison | tuple[str, str]:
         """What ``sae_id`` is compared with, or ``(why not, label)``; raises SaebenchError
         for a baseline file that is not a results JSON."""
-        from pytest_saebench.gates.regression import CKPT_PREFIX, create_command, update_advice
+        from pytest_saebench.gates.regression import CKPT_PREFIX
         from pytest_saebench.paths import relative_label
 
         spec = self.settings.baseline
@@ -274,3 +277,23 @@ class Baselines:
             return (f"baseline checkpoints at {path} hold no '{sae_id}' (they are "
                     f"{', '.join(names)})")
         return runner.results(found)
+
+
+def update_advice(command: str, verb: str = "update", env: Mapping[str, str] | None = None
+                  ) -> str:
+    """What to do about a baseline that is missing or lacks this checkpoint. A pull request
+    must not write main's baseline: there the advice is to let main's workflow write it."""
+    env = os.environ if env is None else env
+    if env.get("GITHUB_EVENT_NAME", "").startswith("pull_request"):
+        return ("this is a pull request: main's workflow writes the baseline when it gates "
+                "main (--saebench-update-baseline on a push), and later pull requests compare "
+                "with it; nothing to do here")
+    return f"{verb} it with: {command}"
+
+
+def create_command(sae_paths: tuple[str, ...], target: str,
+                   config_file: str | None = None) -> str:
+    """The command that writes a missing baseline (with the run's ``-c`` config file)."""
+    paths = " ".join(f"--sae-path {shlex.quote(p)}" for p in sae_paths)
+    config = f"-c {shlex.quote(config_file)} " if config_file else ""
+    return f"pytest {config}{paths} --saebench-update-baseline={shlex.quote(target)}"

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from pytest_saebench.errors import SaebenchWarning
+
 
 def file_config(config: pytest.Config):
     """The ``[tool.pytest-saebench]`` table for this session."""
@@ -19,6 +21,35 @@ def file_config(config: pytest.Config):
     # path, so search from the ini file and the invocation directory too.
     starts = [p.parent for p in (config.inipath,) if p and p.name == "pyproject.toml"]
     return read_file_config(*starts, config.invocation_params.dir, config.rootpath)
+
+
+def few_units(settings: Any, configs: dict[str, Any]) -> list[str]:
+    """One line per gate with ``z`` on an eval whose standard error rests on fewer than 3
+    units at this suite (SCR at ``fast``: 2 class pairs, 1 degree of freedom): such a gate is
+    inconclusive unless far from its bound, which the user should know before the run."""
+    from pytest_saebench.evals import get_eval
+    from pytest_saebench.gates.stats import critical
+
+    units = {}
+    for name, cfg in configs.items():
+        module = get_eval(name)
+        if hasattr(module, "n_units"):
+            units[module.EVAL_TYPE_ID] = (name, module.n_units(cfg))
+    out = []
+    rules = [*settings.thresholds, *settings.regressions, *settings.null_rules]
+    for rule in rules:
+        found = units.get(rule.metric.split(".", 1)[0])
+        if not rule.z or found is None or found[1] >= 3:
+            continue
+        name, n = found
+        df = n - 1
+        what = (f"{df} degree(s) of freedom: t at z {rule.z:g} is {critical(rule.z, df):.3g}, "
+                "so the gate stays inconclusive unless far from its bound" if df >= 1 else
+                "no standard error, so z changes nothing: the value alone decides")
+        out.append(f"{rule.metric} has z {rule.z:g}, but eval '{name}' at suite "
+                   f"'{settings.suite}' averages {n} unit(s) ({what}); raise its budget "
+                   f"([tool.pytest-saebench.evals.{name}]), use suite 'standard', or drop z")
+    return list(dict.fromkeys(out))
 
 
 def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> Any:
@@ -52,6 +83,8 @@ def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> A
                            fc.section_label("evals"), settings.select_evals)
     settings = dataclasses.replace(settings, thresholds=settings.thresholds + default_thresholds(
         registry, configs, settings.thresholds))
+    for message in few_units(settings, configs):
+        config.issue_config_time_warning(SaebenchWarning(message), stacklevel=2)
     if settings.cache and settings.cache_dir is None and getattr(config, "cache", None):
         settings = dataclasses.replace(settings, cache_dir=str(config.cache.mkdir("saebench")))
     for key in ("results_json", "html", "cache_dir"):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_saebench.gates.budget import threshold_outcome
-from pytest_saebench.gates.thresholds import Outcome, Threshold
+from pytest_saebench.gates.thresholds import Outcome, Threshold, fmt
 from pytest_saebench.item_base import (  # re-exported: the gate items' public names
     SaebenchBaselineWarning,
     SaebenchGateWarning,
@@ -108,10 +108,13 @@ class ThresholdItem(_MetricGate):
         self._conclude(self._against_chance(threshold_outcome(t, res, context), stderr))
 
     def _against_chance(self, outcome: Outcome, stderr: float | None) -> Outcome:
-        """A threshold on a metric that a random SAE of the checkpoint's shape matches at
-        this budget cannot mean anything here: it warns, saying so, unless its severity was
-        set explicitly (gates.null.signal)."""
+        """A threshold that a random SAE of the checkpoint's shape passes too, on a metric
+        with no signal against it at this budget, cannot tell a trained SAE: its pass warns,
+        saying so, unless its severity was set explicitly (gates.null.signal). A fail stays a
+        fail (below the bound and no better than random is a failure, not an absence of
+        signal), and so does a pass the random SAE would not get."""
         from pytest_saebench.gates.null import signal
+        from pytest_saebench.gates.thresholds import check
 
         t, runner = self.threshold, _runner(self.config)
         spec = runner.registry.get(t.metric)
@@ -124,12 +127,12 @@ class ThresholdItem(_MetricGate):
         if not isinstance(found, str):
             self.user_properties.append(("null", repr(found.null)))
             self.user_properties.append(("signal_z", _z_text(found.z)))
-        if ok or t.severity_explicit or outcome.status not in ("pass", "fail",
-                                                               "inconclusive"):
+        if ok or t.severity_explicit or outcome.status != "pass" or isinstance(found, str) or \
+                check(t, found.null, None, "").status != "pass":
             return outcome
-        return Outcome("warn", f"{outcome.message}: {note}; the threshold warns instead of "
-                               f"{'failing' if outcome.status == 'fail' else 'passing'} "
-                               "(set its severity to decide anyway)")
+        return Outcome("warn", f"{outcome.message}: {note}, and a random SAE of its shape "
+                               f"passes this bound too ({fmt(found.null)}); the threshold warns "
+                               "instead of passing (set its severity to decide anyway)")
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Location: the pyproject line of the threshold when known."""

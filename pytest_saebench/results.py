@@ -66,10 +66,16 @@ class SaeResults:
         return formula, Units.from_json(res.units[formula.table])
 
     def dof(self, metric_id: str) -> int | None:
-        """Degrees of freedom of ``metric_id``'s standard error: its units less one (None:
-        unknown, read as the normal)."""
+        """Degrees of freedom of ``metric_id``'s standard error: its units less one, or for
+        ``--saebench-repeats N`` (the standard error of the mean over N seeds) N - 1; None:
+        unknown, read as the normal."""
         found = self.units(metric_id)
-        return len(found[1]) - 1 if found is not None and len(found[1]) >= 2 else None
+        if found is not None and len(found[1]) >= 2:
+            return len(found[1]) - 1
+        res = self.evals.get(metric_id.split(".", 1)[0])
+        repeats = (getattr(res, "unstructured", None) or {}).get("repeats")
+        seeds = repeats.get("seeds") if isinstance(repeats, dict) else None
+        return len(seeds) - 1 if isinstance(seeds, list) and len(seeds) >= 2 else None
 
     def computed(self, metric_id: str) -> bool:
         """True if the metric was computed (possibly as an undefined value)."""

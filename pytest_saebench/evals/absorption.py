@@ -373,5 +373,15 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     record_mean_units(res, "letter", {r["first_letter"]: r for r in rows},
                       {f"{EVAL_TYPE_ID}.mean.mean_{key}": column for key, column in keys},
                       input_fingerprint(ctx, EVAL_TYPE_ID, config=dataclasses.asdict(cfg),
-                                        seed=ctx.seed))
+                                        seed=ctx.seed, vocabulary=_vocabulary_digest(ctx)))
     return res
+
+
+def _vocabulary_digest(ctx: EvalContext) -> str:
+    """What decides the words each letter is scored on besides the config and the seed: the
+    tokenizer's vocabulary (a revision of it never pairs with the old one)."""
+    import hashlib
+    import json
+
+    vocab = sorted(ctx.model.tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]

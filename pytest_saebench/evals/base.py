@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -157,7 +158,9 @@ def input_fingerprint(ctx: EvalContext, phase: str, **extra: Any) -> str:
     """What a unit's inputs depend on besides its own token ids: the model as loaded, its
     dtype, the hook(s) read and the special tokens (never the SAE, the device or the seed,
     which the token ids already reflect)."""
-    parts = {"model": ctx.model_key or f"unhashed:{id(ctx.model)}",
+    # A model without a content key pairs with nothing: an object's id is no identity of its
+    # weights (the unpaired form applies, and says so).
+    parts = {"model": ctx.model_key or f"unkeyed:{uuid.uuid4().hex}",
              "dtype": str(ctx.model.cfg.dtype), "hook": ctx.loaded.hook.name,
              "hook_out": ctx.loaded.hook_out.name if ctx.loaded.hook_out is not None else None,
              "special_ids": sorted(ctx.special_ids), "phase": phase, **extra}
@@ -183,11 +186,14 @@ def unit_table(kind: str, per_unit: Stats, n_groups: Groups, tokens: torch.Tenso
 
 
 def record_mean_units(res: EvalResult, kind: str, rows: Mapping[str, Mapping[str, float]],
-                      metrics: Mapping[str, str], inputs: str) -> None:
+                      metrics: Mapping[str, str], inputs: str,
+                      data: Mapping[str, str] | None = None) -> None:
     """Units for metrics that are means over units (datasets, classes, letters):
     ``rows`` maps each unit to its values by column, ``metrics`` each metric id to its
-    column. Each unit's fingerprint hashes ``inputs`` with the unit's name; each metric
-    becomes the mean of its column over the units that have it (gates.stats)."""
+    column. Each unit's fingerprint hashes ``inputs`` with the unit's name and ``data[name]``,
+    a digest of the data that decides the unit's inputs (a dataset file's content, a
+    vocabulary), so a dataset revision never pairs; each metric becomes the mean of its
+    column over the units that have it (gates.stats)."""
     from pytest_saebench.gates.stats import Formula, Units
 
     columns = sorted({c for m, c in metrics.items() if res.metrics.get(m) is not None})
@@ -198,7 +204,8 @@ def record_mean_units(res: EvalResult, kind: str, rows: Mapping[str, Mapping[str
     for name, row in rows.items():
         sums.append(tuple(x for c in columns for x in (
             (float(row[c]), 1.0) if c in row and math.isfinite(row[c]) else (0.0, 0.0))))
-        prints.append(hashlib.sha256(f"{inputs}|{name}".encode()).hexdigest()[:16])
+        digest = (data or {}).get(name, "")
+        prints.append(hashlib.sha256(f"{inputs}|{name}|{digest}".encode()).hexdigest()[:16])
     res.units[kind] = Units(kind, keys, tuple(sums), tuple(prints)).to_json()
     for metric, column in metrics.items():
         if column in columns:

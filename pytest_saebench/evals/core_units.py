@@ -51,7 +51,8 @@ def _formulas(phase: str) -> dict[str, Formula]:
             f"{mb}.kl_div_score": Formula(phase, {"kl_abl": 1.0, "kl_sae": -1.0},
                                           {"kl_abl": 1.0}),
         }
-    out = {f"{RQ}.explained_variance": Formula(phase, {"err": 1.0}, {"ss": 1.0}, 1.0, -1.0)}
+    out = {f"{RQ}.explained_variance": Formula(phase, {"err": 1.0}, {"ss": 1.0}, 1.0, -1.0,
+                                               shared=("ss",))}
     out.update({metric: mean(key, "n") for key, metric in PER_TOKEN})
     return out
 

@@ -4,6 +4,7 @@ mean-pooled activations, SAEBench's probes. Not an eval itself (METRICS.md §0.4
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -24,6 +25,14 @@ def derive_seed(seed: int, *parts: object) -> int:
     """An independent seed per purpose: SHA-256 of ``(seed, *parts)`` (METRICS.md §0.5)."""
     blob = json.dumps([seed, *map(str, parts)]).encode()
     return int(hashlib.sha256(blob).hexdigest()[:15], 16)
+
+
+@functools.lru_cache(maxsize=64)
+def set_digest(name: str) -> str:
+    """A digest of a shipped labeled set's file: what decides a unit's texts besides the
+    eval config and the seed (a revision of the set never pairs with the old one)."""
+    path = PROBING_DIR / f"{name}.jsonl.gz"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else ""
 
 
 def load_set(name: str) -> dict[str, list[dict]]:

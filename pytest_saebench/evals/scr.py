@@ -168,6 +168,12 @@ def _pair_scores(ctx: EvalContext, cfg: Config, pair: tuple[str, str]) -> dict[s
     return out
 
 
+def n_units(cfg: Config) -> int:
+    """How many units (class pairs) the standard errors of ``cfg`` resample (a gate with ``z``
+    on fewer than 3 is warned about at start-up)."""
+    return len(cfg.pairs)
+
+
 def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     """Run SCR over every configured class pair."""
     res = EvalResult(EVAL_TYPE_ID, {**dataclasses.asdict(cfg), "random_seed": ctx.seed,
@@ -198,5 +204,5 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     record_mean_units(res, "pair", {f"{p}_{q}": scores for (p, q), scores in runs.items()},
                       {spec.id: spec.key for spec in METRICS},
                       input_fingerprint(ctx, EVAL_TYPE_ID, config=dataclasses.asdict(cfg),
-                                        seed=ctx.seed))
+                                        seed=ctx.seed, data=probing.set_digest(DATASET)))
     return res

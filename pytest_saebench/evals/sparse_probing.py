@@ -112,6 +112,12 @@ def _probe_all(side: dict, train_key: str, test_key: str, cfg: Config, seed: int
     return out
 
 
+def n_units(cfg: Config) -> int:
+    """How many units (datasets) the standard errors of ``cfg`` resample (a gate with ``z``
+    on fewer than 3 is warned about at start-up)."""
+    return len(cfg.dataset_names)
+
+
 def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     """Run sparse probing on every configured dataset."""
     res = EvalResult(EVAL_TYPE_ID, {**dataclasses.asdict(cfg), "random_seed": ctx.seed,
@@ -148,5 +154,6 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
         f"sparse_probing.{cat}.{prefix}_{key}": f"{prefix}_{key}"
         for prefix, cat in (("llm", "llm"), ("sae", "sae"))
         for key in ["test_accuracy", *(f"top_{k}_test_accuracy" for k in SCHEMA_K)]},
-        input_fingerprint(ctx, EVAL_TYPE_ID, config=dataclasses.asdict(cfg), seed=ctx.seed))
+        input_fingerprint(ctx, EVAL_TYPE_ID, config=dataclasses.asdict(cfg), seed=ctx.seed),
+        {name: probing.set_digest(name) for name in per_dataset})
     return res

@@ -102,6 +102,12 @@ def _compute_llm_side(ctx: EvalContext, cfg: Config, name: str) -> dict:
     return side
 
 
+def n_units(cfg: Config) -> int:
+    """How many units (datasets) the standard errors of ``cfg`` resample (a gate with ``z``
+    on fewer than 3 is warned about at start-up)."""
+    return len(cfg.dataset_names)
+
+
 def run(ctx: EvalContext, cfg: Config) -> EvalResult:
     """Run TPP on every configured dataset."""
     res = EvalResult(EVAL_TYPE_ID, {**dataclasses.asdict(cfg), "random_seed": ctx.seed,
@@ -157,5 +163,6 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
                                          "(suite 'standard' runs N up to 500)")
     record_mean_units(res, "dataset", per_dataset, {spec.id: spec.key for spec in METRICS},
                       input_fingerprint(ctx, EVAL_TYPE_ID, config=dataclasses.asdict(cfg),
-                                        seed=ctx.seed))
+                                        seed=ctx.seed),
+                      {name: probing.set_digest(name) for name in per_dataset})
     return res

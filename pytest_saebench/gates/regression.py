@@ -8,16 +8,13 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import math
-import os
 import re
-import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.gates import lineage
-from pytest_saebench.gates.budget import look_of
+from pytest_saebench.gates.budget import budget_used, look_of
 from pytest_saebench.gates.thresholds import Outcome, fmt
 
 RULE_KEYS = ("max_drop", "max_drop_pct", "max_change_pct", "z", "severity", "run_sd")
@@ -136,7 +133,8 @@ def _resolve(resolve, name: str, where: str) -> str:
 
 def compare(rule: RegressionRule, direction: str, new: float | None, old: float | None,
             new_se: float | None = None, old_se: float | None = None, context: str = "",
-            paired: Any = None, unpaired: str = "", look: Any = None) -> Outcome:
+            paired: Any = None, unpaired: str = "", look: Any = None,
+            dfs: tuple[int | None, int | None] = (None, None)) -> Outcome:
     """Check ``new`` against the baseline value ``old``.
 
     Without ``rule.z`` the values decide: ``fail`` (``warn`` for warn rules) past an
@@ -145,7 +143,10 @@ def compare(rule: RegressionRule, direction: str, new: float | None, old: float 
     the paired one (``paired``, a ``gates.stats.Difference``) where the runs share units,
     else ``hypot(new_se, old_se)``, and the message says which and (``unpaired``) why.
     ``look`` (gates.budget.Look): an adaptive budget's stopping look, whose critical value
-    replaces the fixed budget's.
+    replaces the fixed budget's. ``dfs``: the two standard errors' degrees of freedom, for
+    the unpaired form (Welch-Satterthwaite). Where the runs share units, the difference is
+    taken over those units with or without ``z``: two runs on nested prefixes of the same
+    windows (an adaptive look against a whole budget) differ over the windows both evaluated.
     """
     mid = rule.metric
     if old is None or not math.isfinite(old):
@@ -155,10 +156,15 @@ def compare(rule: RegressionRule, direction: str, new: float | None, old: float 
                                f"{context}")
     if rule.z:
         return _compare_interval(rule, direction, new, old, new_se, old_se, context, paired,
-                                 unpaired, look)
+                                 unpaired, look, dfs)
     delta = new - old
     sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
     moved = f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g})"
+    if paired is not None and math.isfinite(paired.delta):
+        delta = paired.delta
+        if paired.n_paired < max(paired.n_new, paired.n_old):
+            moved = (f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g} over the "
+                     f"{paired.n_paired} units both evaluated)")
     broken = [label for bad, allow, label in _limits(rule, sign, delta, old) if bad > allow]
     if broken:
         verb = "regressed" if sign and -sign * delta > 0 else "changed"
@@ -186,22 +192,37 @@ def _limits(rule: RegressionRule, sign: float, delta: float, old: float
 
 
 def difference(new: float, old: float, new_se: float | None, old_se: float | None,
-               paired: Any, unpaired: str) -> tuple[float, float, int | None, str]:
+               paired: Any, unpaired: str, dfs: tuple[int | None, int | None] = (None, None)
+               ) -> tuple[float, float, int | None, str]:
     """``(delta, its standard error, degrees of freedom, basis)``: paired where the runs
-    share units, else the two standard errors added."""
+    share units, else the two standard errors added, with Welch-Satterthwaite's degrees of
+    freedom from each one's (``dfs``; None for one: known exactly)."""
     if paired is not None and paired.stderr is not None:
         return (paired.delta, paired.stderr, paired.df,
                 f"paired over {paired.n_paired} units with identical inputs")
-    return (new - old, math.hypot(new_se or 0.0, old_se or 0.0), None,
+    return (new - old, math.hypot(new_se or 0.0, old_se or 0.0),
+            welch_df((new_se, dfs[0]), (old_se, dfs[1])),
             f"unpaired{': ' + unpaired if unpaired else ''}")
+
+
+def welch_df(*parts: tuple[float | None, int | None]) -> int | None:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent variances, each a
+    ``(standard error, its degrees of freedom)``; None (the normal) when no part's degrees
+    of freedom are known."""
+    terms = [((se or 0.0) ** 2, df) for se, df in parts]
+    total = sum(v for v, _ in terms)
+    den = sum(v * v / df for v, df in terms if df and v > 0)
+    if total <= 0 or den <= 0:
+        return None
+    return max(1, math.floor(total * total / den))
 
 
 def _compare_interval(rule: RegressionRule, direction: str, new: float, old: float,
                       new_se: float | None, old_se: float | None, context: str, paired: Any,
-                      unpaired: str, look: Any) -> Outcome:
+                      unpaired: str, look: Any, dfs: tuple[int | None, int | None]) -> Outcome:
     from pytest_saebench.gates.stats import critical
 
-    delta, se, df, basis = difference(new, old, new_se, old_se, paired, unpaired)
+    delta, se, df, basis = difference(new, old, new_se, old_se, paired, unpaired, dfs)
     c = look.critical(rule.z, df) if look is not None else critical(rule.z, df)
     moved = f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g} ± {se:.2g}, {basis})"
     return decide(rule, direction, delta, se, c, old, moved, context)
@@ -268,15 +289,27 @@ def check_metric(rule: RegressionRule, direction: str, new: Any, old: Any, label
     if diffs:
         return Outcome("skip", f"{metric} not compared: the {eval_type} eval config differs "
                                f"from baseline {label} in {', '.join(diffs)}")
-    paired, why = pair(metric, new, old) if rule.z else (None, "")
+    paired, why = pair(metric, new, old)
+    used, base_used = budget_used(new.evals[eval_type].unstructured), \
+        budget_used(old.evals[eval_type].unstructured)
+    if paired is None and base_used < used:
+        return Outcome("skip", f"{metric} not compared: baseline {label} evaluated "
+                               f"{base_used:.0%} of the budget (an adaptive run) and this run "
+                               f"{used:.0%}, and a metric without per-unit sums is comparable "
+                               "only at equal budgets; write the baseline with "
+                               f"--saebench-budget fixed {context}")
     look = look_of(new.evals[eval_type].unstructured)
     return compare(rule, direction, new.value(metric), old.value(metric), new.stderr(metric),
-                   old.stderr(metric), f"vs baseline {label} {context}", paired, why, look)
+                   old.stderr(metric), f"vs baseline {label} {context}", paired, why, look,
+                   (new.dof(metric), old.dof(metric)))
 
 
-def decided(rule: RegressionRule, direction: str, new: Any, old: Any, look: Any) -> bool:
+def decided(rule: RegressionRule, direction: str, new: Any, old: Any, look: Any,
+            monotone: str = "") -> bool:
     """Whether ``rule`` has its verdict at ``look`` of an adaptive budget, ``new`` holding
-    the results so far (gates.budget); a rule with nothing to compare is decided."""
+    the results so far (gates.budget); a rule with nothing to compare is decided.
+    ``monotone``: how the metric moves as the budget grows, for one without a standard
+    error (gates.budget.regression_decided)."""
     from pytest_saebench.gates.budget import regression_decided
 
     metric, eval_type = rule.metric, rule.metric.split(".", 1)[0]
@@ -286,10 +319,25 @@ def decided(rule: RegressionRule, direction: str, new: Any, old: Any, look: Any)
             config_differences(new.evals[eval_type].config, old.evals[eval_type].config):
         return True
     paired, why = pair(metric, new, old)
-    delta, se, df, _ = difference(a, b, new.stderr(metric), old.stderr(metric), paired, why)
+    delta, se, df, _ = difference(a, b, new.stderr(metric), old.stderr(metric), paired, why,
+                                  (new.dof(metric), old.dof(metric)))
+    if paired is not None:
+        delta = paired.delta
+    has_se = paired is not None and paired.stderr is not None or bool(new.stderr(metric))
     sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
     limits = [(bad, allow) for bad, allow, _ in _limits(rule, sign, delta, b)]
-    return regression_decided(limits, se, df, rule.z, look)
+    return regression_decided(limits, se if has_se else None, df, rule.z, look,
+                              _worsens(monotone, sign))
+
+
+def _worsens(monotone: str, sign: float) -> str:
+    """How a metric's distance past its tolerance moves as the budget grows: ``"less"``
+    (a pass stays a pass), ``"more"`` (a fail stays a fail) or '' (either, or two-sided)."""
+    if not monotone or not sign:
+        return ""
+    rises = monotone == "up"
+    # bad = -sign * delta: falls as the value rises for a metric whose better way is up
+    return "less" if rises == (sign > 0) else "more"
 
 
 def config_differences(new_config: dict[str, Any], old_config: dict[str, Any]) -> list[str]:
@@ -328,23 +376,3 @@ def pick(baseline: dict[str, Any], sae_id: str, pattern: re.Pattern[str] | None 
 def entry_label(label: str, entry: str, how: str) -> str:
     """``label`` naming the entry compared with when it is not the checkpoint's own id."""
     return f"{label} entry '{entry}' ({how})" if how else label
-
-
-def update_advice(command: str, verb: str = "update", env: Mapping[str, str] | None = None
-                  ) -> str:
-    """What to do about a baseline that is missing or lacks this checkpoint. A pull request
-    must not write main's baseline: there the advice is to let main's workflow write it."""
-    env = os.environ if env is None else env
-    if env.get("GITHUB_EVENT_NAME", "").startswith("pull_request"):
-        return ("this is a pull request: main's workflow writes the baseline when it gates "
-                "main (--saebench-update-baseline on a push), and later pull requests compare "
-                "with it; nothing to do here")
-    return f"{verb} it with: {command}"
-
-
-def create_command(sae_paths: tuple[str, ...], target: str,
-                   config_file: str | None = None) -> str:
-    """The command that writes a missing baseline (with the run's ``-c`` config file)."""
-    paths = " ".join(f"--sae-path {shlex.quote(p)}" for p in sae_paths)
-    config = f"-c {shlex.quote(config_file)} " if config_file else ""
-    return f"pytest {config}{paths} --saebench-update-baseline={shlex.quote(target)}"

@@ -67,6 +67,10 @@ class Formula:
     den: Mapping[str, float]
     const: float = 0.0
     scale: float = 1.0
+    # Keys whose per-unit sums depend on the inputs alone but are taken about a mean over the
+    # run's own units (core's sum of squares about the activations' mean): two runs over
+    # nested prefixes of the same windows pair them about the shorter run's mean, from its sums.
+    shared: tuple[str, ...] = ()
 
     def __call__(self, totals: Mapping[str, float]) -> float:
         den = math.fsum(w * totals[k] for k, w in self.den.items())
@@ -77,14 +81,16 @@ class Formula:
     def to_json(self) -> dict[str, Any]:
         """A JSON object."""
         return {"table": self.table, "num": dict(self.num), "den": dict(self.den),
-                "const": self.const, "scale": self.scale}
+                "const": self.const, "scale": self.scale,
+                **({"shared": list(self.shared)} if self.shared else {})}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Formula:
         """Inverse of :meth:`to_json`."""
         return cls(str(data["table"]), {str(k): float(v) for k, v in data["num"].items()},
                    {str(k): float(v) for k, v in data["den"].items()},
-                   float(data.get("const", 0.0)), float(data.get("scale", 1.0)))
+                   float(data.get("const", 0.0)), float(data.get("scale", 1.0)),
+                   tuple(str(k) for k in data.get("shared", ())))
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,11 @@ def paired_difference(formula: Formula, new: Units, old: Units,
         return None
     a_idx, b_idx = [p[0] for p in pairs], [p[1] for p in pairs]
     t_new, t_old = new.totals(a_idx), old.totals(b_idx)
+    shared = _shared_source(formula, old_formula, pairs, new, old)
+    if shared is not None:
+        keys, side, index = shared
+        for k in keys:
+            t_new[k] = t_old[k] = side.totals([index(p) for p in pairs])[k]
     delta = formula(t_new) - old_formula(t_old)
     if len(pairs) < 2 or not math.isfinite(delta):
         return Difference(delta, None, len(pairs), len(new), len(old))
@@ -156,8 +167,28 @@ def paired_difference(formula: Formula, new: Units, old: Units,
     for a, b in pairs:
         n_loo = {k: t_new[k] - new.sums[a][i] for i, k in enumerate(new.keys)}
         o_loo = {k: t_old[k] - old.sums[b][i] for i, k in enumerate(old.keys)}
+        if shared is not None:
+            keys, side, index = shared
+            for k in keys:
+                unit = index((a, b))
+                n_loo[k] = o_loo[k] = t_new[k] - side.sums[unit][side.keys.index(k)]
         loo.append(formula(n_loo) - old_formula(o_loo))
     return Difference(delta, _jackknife_se(loo), len(pairs), len(new), len(old))
+
+
+def _shared_source(formula: Formula, old_formula: Formula, pairs: list[tuple[int, int]],
+                   new: Units, old: Units) -> tuple[set[str], Units, Any] | None:
+    """For a formula with shared keys: ``(keys, table, unit of a pair)`` whose sums both
+    runs use, the run's all of whose units are paired (the shorter of two nested prefixes:
+    its sums are about the paired units' own mean); None when neither is wholly paired."""
+    keys = set(formula.shared) & set(old_formula.shared)
+    if not keys:
+        return None
+    if len(pairs) == len(old) and keys <= set(old.keys):
+        return keys, old, lambda p: p[1]
+    if len(pairs) == len(new) and keys <= set(new.keys):
+        return keys, new, lambda p: p[0]
+    return None
 
 
 # -- critical values ----------------------------------------------------------------------
