@@ -1,0 +1,60 @@
+"""Every gate form's false-fail rate under no change, through the plugin's own decision
+functions (tests/calibration.py), lies within a binomial interval of its nominal level from
+both sides, and a deliberately broken boundary (the normal instead of Student's t, no alpha
+spending over the looks, the old pairings) takes it out: a rule that always said
+"inconclusive" would fail the lower side, one that ignored the noise the upper."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import calibration as C
+
+
+def _within(rate: float, z: float, draws: int) -> bool:
+    lo, hi = C.binomial_interval(C.nominal(z), draws)
+    return lo <= rate <= hi
+
+
+def _above(rate: float, z: float, draws: int) -> bool:
+    return rate > C.binomial_interval(C.nominal(z), draws)[1]
+
+
+def test_a_threshold_at_a_fixed_budget_and_students_t():
+    assert _within(C.threshold_fixed(40_000, 2.0), 2.0, 40_000)
+    assert _above(C.threshold_fixed(40_000, 2.0, normal=True), 2.0, 40_000)
+
+
+def test_a_threshold_under_an_adaptive_budget_and_its_alpha_spending():
+    assert _within(C.threshold_adaptive(40_000, 2.0), 2.0, 40_000)
+    assert _above(C.threshold_adaptive(40_000, 2.0, spend=False), 2.0, 40_000)
+
+
+def test_a_paired_regression_rule():
+    assert _within(C.paired_rule(40_000, 2.0), 2.0, 40_000)
+
+
+def test_an_unpaired_regression_rule_and_welch_satterthwaite():
+    assert _within(C.unpaired_rule(100_000, 3.0), 3.0, 100_000)
+    assert _above(C.unpaired_rule(100_000, 3.0, normal=True), 3.0, 100_000)
+
+
+@pytest.mark.parametrize("repeats", [3, 5])
+def test_repeats_and_students_t_at_n_minus_1(repeats):
+    assert _within(C.repeats_threshold(40_000, 3.0, repeats), 3.0, 40_000)
+    assert _above(C.repeats_threshold(40_000, 3.0, repeats, normal=True), 3.0, 40_000)
+
+
+def test_the_very_checkpoint_never_fails_its_own_baseline_under_an_adaptive_budget():
+    """A z-less rule at tolerance 0: the nominal rate is 0 (the same SAE on the same windows
+    differs by nothing)."""
+    assert C.identical_checkpoint_adaptive(200) == (0.0, 0.0)
+    # each run's sum of squares about its own mean: the shorter run always looks worse
+    assert C.identical_checkpoint_adaptive(200, shared_mean=False)[1] == 1.0
+    # the verdict from the two values, over different windows: it fails
+    assert C.identical_checkpoint_adaptive(200, over_windows=False)[0] > 0.3
+
+
+def test_a_metric_without_a_standard_error_is_decided_only_where_monotone():
+    assert C.no_stderr_adaptive(2_000) == 0.0
+    assert C.no_stderr_adaptive(2_000, monotone=False) > 0.5  # decided at the first look
