@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saebench.config_tables import (  # re-exported: cli.py and tests read them here
+    baseline_paths,
     check_paths_and_sizes,
     frontier_rules,
     model_kwargs,
@@ -25,7 +26,7 @@ from pytest_saebench.config_tables import (  # re-exported: cli.py and tests rea
 )
 from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.gates.lineage import compile_pattern
-from pytest_saebench.gates.regression import CKPT_PREFIX, RegressionRule, parse_rules
+from pytest_saebench.gates.regression import RegressionRule, parse_rules
 from pytest_saebench.gates.thresholds import Threshold, make_threshold, parse_cli_rule
 
 TABLES = ("pytest-saebench", "saebench")
@@ -34,6 +35,7 @@ SCALAR_KEYS: dict[str, type] = {
     "results-json": str, "baseline": str, "on-missing-baseline": str, "html": str,
     "cache-dir": str, "cache-size-mb": int, "repeats": int, "threads": int,
     "step-pattern": str, "on-inconclusive": str, "budget": str, "null-reference": str,
+    "family": str,
 }
 TABLE_KEYS = ("sae-path", "thresholds", "evals", "select-evals", "regression", "frontier",
               "model-kwargs", "null")
@@ -42,8 +44,10 @@ DEFAULTS: dict[str, Any] = {
     "seed": 42, "results-json": "saebench-results.json", "baseline": None,
     "on-missing-baseline": "skip", "html": None, "cache-dir": None, "cache-size-mb": 4096,
     "repeats": 1, "threads": 0, "step-pattern": None, "on-inconclusive": "warn",
-    "budget": "fixed", "null-reference": "on",
+    "budget": "fixed", "null-reference": "on", "family": "none",
 }
+CHOICES = {"budget": ("fixed", "adaptive"), "family": ("none", "holm"),
+           "null-reference": ("on", "off"), "on-inconclusive": ("warn", "fail", "pass")}
 # CLI dest / env variable for each scalar key.
 CLI_DEST = {k: "saebench_" + k.replace("-", "_") for k in SCALAR_KEYS}
 CLI_DEST["results-json"] = "saebench_json"
@@ -95,6 +99,8 @@ class Settings:
     # gain either way (gates.null)
     null_reference: str = "on"
     null_rules: tuple[Any, ...] = ()
+    # none: each gate at its own z; holm: the run's fails obey Holm's step-down (family.py)
+    family: str = "none"
 
     @property
     def active(self) -> bool:
@@ -309,17 +315,13 @@ def build_settings(
             raise SaebenchError(f"{fc.section_label('regression')}: '{rule.metric}' is a "
                                 "run-dependent value (a wall-clock time); it is recorded but "
                                 "never compared with a baseline, remove its rule")
-    baseline, update = _baseline_paths(options, fc, env, values)
+    baseline, update = baseline_paths(options, fc, env, values)
     check_paths_and_sizes(values, where, options, env, baseline, update)
-    if values["budget"] not in ("fixed", "adaptive"):
-        raise SaebenchError(f"{where['budget']}: must be 'fixed' or 'adaptive', got "
-                            f"{values['budget']!r}")
-    if values["null-reference"] not in ("on", "off"):
-        raise SaebenchError(f"{where['null-reference']}: must be 'on' or 'off', got "
-                            f"{values['null-reference']!r}")
-    if values["on-inconclusive"] not in ("warn", "fail", "pass"):
-        raise SaebenchError(f"{where['on-inconclusive']}: must be 'warn', 'fail' or 'pass', "
-                            f"got {values['on-inconclusive']!r}")
+    for key, allowed in CHOICES.items():
+        if values[key] not in allowed:
+            names = [f"'{a}'" for a in allowed]
+            raise SaebenchError(f"{where[key]}: must be {', '.join(names[:-1])} or "
+                                f"{names[-1]}, got {values[key]!r}")
     if values["on-missing-baseline"] not in ("skip", "fail"):
         raise SaebenchError(f"{fc.label}: on-missing-baseline must be 'skip' or 'fail', "
                             f"got {values['on-missing-baseline']!r}")
@@ -339,7 +341,7 @@ def build_settings(
         threads=_at_least_zero(values["threads"], where["threads"]),
         on_missing_baseline=values["on-missing-baseline"],
         on_inconclusive=values["on-inconclusive"], budget=values["budget"],
-        null_reference=values["null-reference"],
+        null_reference=values["null-reference"], family=values["family"],
         null_rules=null_rules(fc, resolve_metric, [t.metric for t in thresholds],
                               direction_of),
         select_evals=select_evals(options, fc, env),
@@ -382,28 +384,3 @@ def _positive(value: Any, key: str) -> int:
     if int(value) < 1:
         raise SaebenchError(f"{key}: must be at least 1, got {value}")
     return int(value)
-
-
-def _baseline_paths(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str],
-                    values: dict[str, Any]) -> tuple[str | None, str | None]:
-    """The baseline (a path, made absolute against the file that names it) and the path
-    ``--saebench-update-baseline`` writes to (None when not updating)."""
-    baseline = values["baseline"]
-    from_file = (options.get("saebench_baseline") is None and "SAEBENCH_BASELINE" not in env
-                 and baseline is not None)
-    if baseline is not None:
-        kind, raw = ((CKPT_PREFIX, baseline[len(CKPT_PREFIX):])
-                     if baseline.startswith(CKPT_PREFIX) else ("", baseline))
-        base = fc.path.parent if from_file and fc.path else Path.cwd()
-        baseline = kind + str(base / raw) if not Path(raw).is_absolute() else baseline
-    update = options.get("saebench_update_baseline")
-    if update is None:
-        return baseline, None
-    if update:
-        return baseline, str(Path.cwd() / update)
-    if baseline is None or baseline.startswith(CKPT_PREFIX):
-        raise SaebenchError(
-            "--saebench-update-baseline needs a results JSON path: give "
-            "--saebench-update-baseline=PATH or set baseline = \"baselines/saebench.json\" in "
-            "[tool.pytest-saebench]")
-    return baseline, baseline

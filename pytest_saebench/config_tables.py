@@ -154,3 +154,28 @@ def check_paths_and_sizes(values: dict[str, Any], where: dict[str, str],
             and not Path(baseline).is_file()):
         raise SaebenchError(f"--saebench-baseline {baseline}: no such file; write one with "
                             f"--saebench-update-baseline={baseline}")
+
+
+def baseline_paths(options: Mapping[str, Any], fc: FileConfig, env: Mapping[str, str],
+                    values: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The baseline (a path, made absolute against the file that names it) and the path
+    ``--saebench-update-baseline`` writes to (None when not updating)."""
+    baseline = values["baseline"]
+    from_file = (options.get("saebench_baseline") is None and "SAEBENCH_BASELINE" not in env
+                 and baseline is not None)
+    if baseline is not None:
+        kind, raw = ((CKPT_PREFIX, baseline[len(CKPT_PREFIX):])
+                     if baseline.startswith(CKPT_PREFIX) else ("", baseline))
+        base = fc.path.parent if from_file and fc.path else Path.cwd()
+        baseline = kind + str(base / raw) if not Path(raw).is_absolute() else baseline
+    update = options.get("saebench_update_baseline")
+    if update is None:
+        return baseline, None
+    if update:
+        return baseline, str(Path.cwd() / update)
+    if baseline is None or baseline.startswith(CKPT_PREFIX):
+        raise SaebenchError(
+            "--saebench-update-baseline needs a results JSON path: give "
+            "--saebench-update-baseline=PATH or set baseline = \"baselines/saebench.json\" in "
+            "[tool.pytest-saebench]")
+    return baseline, baseline

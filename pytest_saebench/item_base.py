@@ -47,7 +47,7 @@ def _evaluate(item: pytest.Item, sae_id: str):
         first = (str(exc).strip().splitlines() or [""])[0]
         message = f"evaluation of '{sae_id}' failed: {type(exc).__name__}: {first}"
     finally:
-        if runner.progress is not None:
+        if runner.progress is not None and not getattr(item, "_probing", False):
             runner.progress.item_done(item.nodeid)
     # outside the except blocks, so no "During handling of the above exception" chain
     pytest.fail(message, pytrace=False)
@@ -94,11 +94,25 @@ class _MetricGate(_GateItem):
 
     def _conclude(self, outcome: Outcome) -> None:
         """Record the status; fail, or warn for a warn-severity gate; an inconclusive one
-        as ``on-inconclusive`` says (its status stays ``inconclusive`` everywhere)."""
+        as ``on-inconclusive`` says (its status stays ``inconclusive`` everywhere). A fail
+        first passes the run's family-wise rule (family.py)."""
+        from pytest_saebench.family import Probed
+
+        if getattr(self, "_probing", False):
+            raise Probed(outcome)
+        runner = _runner(self.config)
+        if outcome.evidence is not None:
+            from pytest_saebench.gates.stats import one_sided_p
+
+            t, df, level = outcome.evidence
+            self.user_properties.extend([("alpha", repr(level)),
+                                         ("p", repr(one_sided_p(t, df)))])
+            if runner.settings.family != "none":
+                outcome = family_of(self).review(self.nodeid, outcome)
         self._finish(outcome.status)
         if outcome.status == "inconclusive":
             self.user_properties.append(("message", outcome.message))
-            policy = _runner(self.config).settings.on_inconclusive
+            policy = runner.settings.on_inconclusive
             if policy == "fail":
                 pytest.fail(outcome.message, pytrace=False)
             if policy == "warn":
@@ -117,6 +131,44 @@ class _MetricGate(_GateItem):
     def _skip(self, message: str) -> None:
         self._finish("skip")
         pytest.skip(message)
+
+
+FAMILY_KEY = pytest.StashKey[Any]()
+
+
+def family_of(item: pytest.Item) -> Any:
+    """The session's family.Family over its gate items (made on first use)."""
+    from pytest_saebench.family import Family
+
+    config = item.config
+    if FAMILY_KEY not in config.stash:
+        config.stash[FAMILY_KEY] = Family(
+            _runner(config).settings.family,
+            lambda: [i for i in item.session.items if isinstance(i, _MetricGate)], probe)
+    return config.stash[FAMILY_KEY]
+
+
+def probe(item: Any) -> Outcome | None:
+    """``item``'s outcome as its run would conclude it, without reporting anything (None for
+    a gate that skips or errors)."""
+    from pytest_saebench.family import Probed
+
+    item._probing = True
+    saved = list(item.user_properties)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if item.results is None:
+                item.setup()
+            item.runtest()
+    except Probed as found:
+        return found.outcome
+    except (Exception, pytest.skip.Exception, pytest.fail.Exception):
+        return None
+    finally:
+        item._probing = False
+        item.user_properties[:] = saved
+    return None
 
 
 def _z_text(z: float | None) -> str:

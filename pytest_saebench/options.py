@@ -60,6 +60,10 @@ def add_options(parser: pytest.Parser) -> None:
                     help="fixed (default): every eval spends its suite's budget; adaptive: the "
                          "budget is a cap, core evaluates it in looks at growing prefixes of "
                          "the same windows and stops when every gate reading it is decided")
+    group.addoption("--saebench-family", choices=("none", "holm"),
+                    help="none (default): each gate with z fails at its own level; holm: the "
+                         "run's fails obey Holm's step-down over its gates with z, so the "
+                         "chance of any false fail in the run stays at one gate's")
     group.addoption("--saebench-null-reference", choices=("on", "off"),
                     help="on (default): each threshold also measures its metric against a "
                          "random SAE of the checkpoint's shape on the same windows (cached) "

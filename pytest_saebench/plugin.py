@@ -255,8 +255,12 @@ class GateRecorder:
 
 
 def _noise(props: dict[str, Any]) -> dict[str, Any]:
-    """A regression gate's noise (between runs, given, unknown, evaluation) and why."""
+    """A regression gate's noise (between runs, given, unknown, evaluation) and why, and a
+    gate's fail test (its level and p-value)."""
     out: dict[str, Any] = {k: props[k] for k in ("noise", "noise_why") if k in props}
+    for key in ("alpha", "p"):  # the fail test's level and p-value (gates with z)
+        if key in props:
+            out[key] = _num(props[key])
     for key in ("replicates", "replicates_here"):
         if key in props:
             out[key] = int(props[key])
@@ -344,6 +348,11 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         terminalreporter.write_line(line)
     for sae_id, message in runner.errors().items():
         terminalreporter.write_line(f"{sae_id}: evaluation failed: {message}", red=True)
+    from pytest_saebench.reporting.gates import family_line
+
+    family = family_line(config.stash[CHECKS_KEY], runner.settings.family)
+    if family:
+        terminalreporter.write_line(f"saebench: {family}")
     evaluated = runner.evaluated()
     if evaluated:
         # pytest books all of it on each checkpoint's first item; this is the split.

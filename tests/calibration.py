@@ -239,3 +239,27 @@ GATE_FORMS: dict[str, Callable[..., float]] = {
 def rule_z(rule: RegressionRule, z: float) -> RegressionRule:
     """``rule`` with confidence ``z``."""
     return replace(rule, z=z)
+
+
+def family_of_gates(draws: int, gates: int, z: float, kind: str, seed: int = 0) -> float:
+    """The chance that any of ``gates`` independent gates on their bounds fails in a run
+    (20 groups each, Student's t), with the run's family-wise rule ``kind`` applied through
+    ``family.Family.review`` (the items' call)."""
+    from pytest_saebench.family import Family
+
+    t = Threshold(METRIC, min=0.0, z=z)
+    rng = np.random.default_rng(seed)
+    any_fail = 0
+    for _ in range(draws):
+        value, se = _means(rng, gates, GROUPS)
+        outcomes = {f"g{i}": check(t, float(v), None, "", float(s), GROUPS - 1)
+                    for i, (v, s) in enumerate(zip(value, se, strict=True))}
+
+        class Gate:
+            def __init__(self, nodeid):
+                self.nodeid = nodeid
+
+        family = Family(kind, lambda o=outcomes: [Gate(k) for k in o],
+                        lambda g, o=outcomes: o[g.nodeid])
+        any_fail += any(family.review(k, o).status == "fail" for k, o in outcomes.items())
+    return any_fail / draws

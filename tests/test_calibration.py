@@ -58,3 +58,27 @@ def test_the_very_checkpoint_never_fails_its_own_baseline_under_an_adaptive_budg
 def test_a_metric_without_a_standard_error_is_decided_only_where_monotone():
     assert C.no_stderr_adaptive(2_000) == 0.0
     assert C.no_stderr_adaptive(2_000, monotone=False) > 0.5  # decided at the first look
+
+
+def test_holm_keeps_the_chance_of_any_false_fail_in_a_run_at_one_gates_level():
+    # 30 gates at z = 2: without a family-wise rule about half of all runs fail somewhere
+    assert C.family_of_gates(4_000, 30, 2.0, "none") > 0.4
+    assert _within(C.family_of_gates(4_000, 30, 2.0, "holm"), 2.0, 4_000)
+
+
+def test_holm_is_the_textbook_step_down():
+    from pytest_saebench.family import holm
+    from pytest_saebench.gates.stats import one_sided_p
+
+    rng = __import__("numpy").random.default_rng(3)
+    for _ in range(200):
+        ts = rng.normal(1.5, 1.5, 8)
+        alpha = C.nominal(2.0)
+        steps = holm({f"g{i}": (float(t), 19, alpha) for i, t in enumerate(ts)})
+        ps = sorted((one_sided_p(float(t), 19), f"g{i}") for i, t in enumerate(ts))
+        rejected, open_ = set(), True
+        for k, (p, key) in enumerate(ps):  # Holm 1979: p_(k) <= alpha / (m - k), in order
+            open_ = open_ and p <= alpha / (8 - k)
+            if open_:
+                rejected.add(key)
+        assert {k for k, s in steps.items() if s.may_fail} == rejected

@@ -174,3 +174,35 @@ def test_inconclusive_is_visible_wherever_a_verdict_is():
     res = SaeResults("good", "p", "s", "fast", {"core": EvalResult("core", {}, {EV: 0.851})})
     rows = terminal.rows([res], [check], None, False)
     assert rows[0][5] == "INCONCLUSIVE"
+
+
+def test_holm_keeps_a_clear_fail_and_turns_a_marginal_one_inconclusive(pytester, tiny_world):
+    """family = "holm" through the plugin: three thresholds with z, one far past its bound,
+    one just past it and one passing; alone two fail, after the step-down over the run's
+    gates only the clear one does (the marginal one is inconclusive, saying why)."""
+    from pytest_saebench.gates.stats import critical
+
+    ev, l2 = "core.reconstruction_quality.explained_variance", "core.shrinkage.l2_ratio"
+    pytester.makefile(".toml", pyproject=f'[tool.pytest-saebench.thresholds]\n'
+                      f'"{ev}" = {{ min = 0.0, z = 2 }}\n"{l2}" = {{ min = 0.0, z = 2 }}\n'
+                      f"{SMALL_PYPROJECT}")
+    pytester.runpytest(f"--sae-path={tiny_world.trained}")
+    checks = {c["metric"]: c for c in json.loads(
+        (pytester.path / "saebench-results.json").read_text())["checks"]}
+    c = critical(2.0, 15)
+    clear = checks[ev]["value"] + 20 * checks[ev]["stderr"]
+    marginal = checks[l2]["value"] + 1.05 * c * checks[l2]["stderr"]
+    # and a third gate with z that passes: Holm's second step is then at α/2
+    pytester.makefile(".toml", pyproject=f'[tool.pytest-saebench.thresholds]\n'
+                      f'"{ev}" = {{ min = {clear:.8f}, z = 2 }}\n'
+                      f'"{l2}" = {{ min = {marginal:.8f}, z = 2 }}\n'
+                      f'"core.sparsity.l0" = {{ min = 1, z = 2 }}\n{SMALL_PYPROJECT}')
+    for family, statuses in (("none", ("fail", "fail")), ("holm", ("fail", "inconclusive"))):
+        result = pytester.runpytest(f"--sae-path={tiny_world.trained}",
+                                    f"--saebench-family={family}")
+        got = {c["metric"]: c for c in json.loads(
+            (pytester.path / "saebench-results.json").read_text())["checks"]
+            if c["kind"] == "threshold"}
+        assert (got[ev]["status"], got[l2]["status"]) == statuses, (family, got)
+        assert result.ret == 1
+    assert "not a fail after Holm's step-down over the run's" in got[l2]["message"]

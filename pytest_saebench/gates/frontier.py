@@ -134,8 +134,13 @@ def check(rule: FrontierRule, direction: str, x: float | None, y: float | None,
     margin = rule.z * math.hypot(y_se or 0.0, se_front)
     text = (f"{rule.metric} = {fmt(y)} at {rule.x} = {fmt(x)}; frontier {fmt(y_front)} "
             f"({'below' if below > 0 else 'above'} by {abs(below):.3g})")
+    se = math.hypot(y_se or 0.0, se_front)
+    # the fail test a run's family-wise rule orders (gates.family): z standard errors, normal
+    found = ((below - rule.max_below) / se, None, 0.5 * math.erfc(rule.z / math.sqrt(2))) \
+        if rule.z and se > 0 else None
     if below > rule.max_below + margin:
         extra = f" + {rule.z:g}σ = {margin:.3g}" if margin else ""
         status = "warn" if rule.severity == "warn" else "fail"
-        return Outcome(status, f"{text} > max_below {rule.max_below:g}{extra} {context}")
-    return Outcome("pass", f"{text} {context}")
+        return Outcome(status, f"{text} > max_below {rule.max_below:g}{extra} {context}",
+                       found)
+    return Outcome("pass", f"{text} {context}", found)

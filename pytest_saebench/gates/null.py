@@ -162,6 +162,16 @@ def check(rule: NullRule, found: Gain | str, context: str, critical_value: float
     else:
         lo = hi = found.gain
         shown = f"the gain {fmt(found.gain)} {against})"
+    from pytest_saebench.gates.thresholds import evidence, with_evidence
+
+    found_evidence = (evidence([rule.min_gain - found.gain], found.stderr, c, found.df)
+                      if rule.z and found.stderr is not None else None)
+    return with_evidence(_verdict(rule, found, lo, hi, shown, context), found_evidence)
+
+
+def _verdict(rule: NullRule, found: Gain, lo: float, hi: float, shown: str, context: str
+             ) -> Outcome:
+    mid = rule.metric
     bad = "warn" if rule.severity == "warn" else "fail"
     if hi < rule.min_gain:
         return Outcome(bad, f"{mid} is no better than a random SAE of its shape: {shown} lies "

@@ -225,20 +225,29 @@ def _compare_interval(rule: RegressionRule, direction: str, new: float, old: flo
     delta, se, df, basis = difference(new, old, new_se, old_se, paired, unpaired, dfs)
     c = look.critical(rule.z, df) if look is not None else critical(rule.z, df)
     moved = f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g} ± {se:.2g}, {basis})"
-    return decide(rule, direction, delta, se, c, old, moved, context)
+    return decide(rule, direction, delta, se, c, old, moved, context, df)
 
 
 def decide(rule: RegressionRule, direction: str, delta: float, se: float, c: float,
-           old: float, moved: str, context: str) -> Outcome:
+           old: float, moved: str, context: str, df: int | None = None) -> Outcome:
     """The three-way verdict of a rule with ``z`` on a difference ``delta ± c·se`` from the
-    baseline value ``old`` (STATISTICS.md §3); ``moved`` says what was compared."""
+    baseline value ``old`` (STATISTICS.md §3), carrying its fail test's evidence; ``moved``
+    says what was compared, ``df`` the degrees of freedom ``c`` was taken at."""
+    from pytest_saebench.gates.thresholds import evidence, with_evidence
+
+    sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
+    limits = _limits(rule, sign, delta, old)
+    found = evidence([bad - allow for bad, allow, _ in limits], se, c, df)
+    return with_evidence(_decide(rule, sign, delta, se, c, limits, moved, context), found)
+
+
+def _decide(rule: RegressionRule, sign: float, delta: float, se: float, c: float,
+            limits: list[tuple[float, float, str]], moved: str, context: str) -> Outcome:
     from pytest_saebench.gates.stats import verdict
 
     mid = rule.metric
-    sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
     half = c * se
-    limits = [(bad, label, verdict(bad, se, allow, c))
-              for bad, allow, label in _limits(rule, sign, delta, old)]
+    limits = [(bad, label, verdict(bad, se, allow, c)) for bad, allow, label in limits]
     how = "drop" if sign else "change"
     for bad, label, status in limits:
         if status == "fail":

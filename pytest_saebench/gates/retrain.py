@@ -163,7 +163,8 @@ def compare_retrain(rule: Any, direction: str, diff: RetrainDifference, main_tex
     c = look.critical(rule.z, diff.df) if look is not None else critical(rule.z, diff.df)
     moved = (f"({this} {fmt(diff.new_mean)} vs {main_text}: {fmt(diff.main_mean)}{between}; "
              f"Δ {diff.delta:+.4g} ± {diff.stderr:.2g}, run-to-run noise {diff.why})")
-    return decide(rule, direction, diff.delta, diff.stderr, c, diff.main_mean, moved, context)
+    return decide(rule, direction, diff.delta, diff.stderr, c, diff.main_mean, moved, context,
+                  diff.df)
 
 
 def check_retrain(rule: Any, direction: str, mine: Sequence[Any], main: Sequence[Replicate],

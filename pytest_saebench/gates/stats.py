@@ -277,6 +277,19 @@ def critical(z: float, df: int | None = None, alpha: float | None = None) -> flo
     return (lo + hi) / 2
 
 
+def one_sided_level(c: float, df: int | None) -> float:
+    """The one-sided tail beyond the critical value ``c`` (Student's t at ``df``, else the
+    normal): the level a fail test with that critical value is run at."""
+    if df is None:
+        return 0.5 * math.erfc(c / math.sqrt(2))
+    return t_sf(c, df)
+
+
+def one_sided_p(t: float, df: int | None) -> float:
+    """The one-sided p-value of a fail test's statistic ``t``."""
+    return one_sided_level(t, df)
+
+
 # -- looks at growing prefixes (STATISTICS.md §4) -------------------------------------------
 
 def obrien_fleming_spent(alpha: float, fraction: float) -> float:

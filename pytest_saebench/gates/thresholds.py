@@ -44,10 +44,32 @@ class Threshold:
 
 @dataclass(frozen=True)
 class Outcome:
-    """Result of checking one value against one threshold."""
+    """Result of checking one value against one threshold. ``evidence`` (gates with ``z``):
+    the fail test's statistic, ``(t, degrees of freedom, its one-sided level)``, where the
+    gate fails when ``t`` exceeds the level's critical value; a run's family-wise rule
+    (gates.family) reads it."""
 
     status: Status
     message: str
+    evidence: tuple[float, int | None, float] | None = None
+
+
+def evidence(bads: list[float], stderr: float, c: float, df: int | None
+             ) -> tuple[float, int | None, float] | None:
+    """``(t, df, level)`` of a fail test: the largest of the distances ``bads`` past the
+    bound in standard errors, and the one-sided level the critical value ``c`` stands for."""
+    from pytest_saebench.gates.stats import one_sided_level
+
+    if not bads or not stderr or not math.isfinite(stderr) or not math.isfinite(c):
+        return None
+    return max(bads) / stderr, df, one_sided_level(c, df)
+
+
+def with_evidence(outcome: Outcome, found: tuple[float, int | None, float] | None) -> Outcome:
+    """``outcome`` carrying ``found``."""
+    from dataclasses import replace
+
+    return replace(outcome, evidence=found)
 
 
 def fmt(value: float | None, stderr: float | None = None) -> str:
@@ -101,12 +123,20 @@ def check(threshold: Threshold, value: float | None, reason: str | None, context
 
 def _check_interval(t: Threshold, value: float, reason: str | None, context: str,
                     stderr: float, df: int | None, c: float | None) -> Outcome:
-    from pytest_saebench.gates.stats import critical, verdict
+    from pytest_saebench.gates.stats import critical
 
     c = c or critical(t.z, df)
     shown = interval_text(value, stderr, c, df)
     sides = [(b - value, f"min {b:g}", "below") for b in (t.min,) if b is not None] + \
             [(value - b, f"max {b:g}", "above") for b in (t.max,) if b is not None]
+    return with_evidence(_sides(t, sides, shown, stderr, c, reason, context),
+                         evidence([bad for bad, _, _ in sides], stderr, c, df))
+
+
+def _sides(t: Threshold, sides: list[tuple[float, str, str]], shown: str, stderr: float,
+           c: float, reason: str | None, context: str) -> Outcome:
+    from pytest_saebench.gates.stats import verdict
+
     found = [(verdict(bad, stderr, 0.0, c), bound, where) for bad, bound, where in sides]
     for status, bound, where in found:
         if status == "fail":

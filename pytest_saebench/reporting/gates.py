@@ -63,3 +63,21 @@ def noise_label(check: dict[str, Any]) -> str:
     if noise == "evaluation":
         return "eval"
     return noise or ""
+
+
+def family_line(checks: list[dict[str, Any]], kind: str) -> str:
+    """The run's chance of any false fail over its gates with z (family.py), one line; ''
+    without such gates."""
+    from pytest_saebench.family import chance_of_any_fail
+
+    levels = [c["alpha"] for c in checks if c.get("alpha")]
+    if not levels:
+        return ""
+    chance = chance_of_any_fail(levels, kind)
+    if kind == "holm":
+        return (f"{len(levels)} gate(s) with z under Holm's step-down (family = \"holm\"): the "
+                f"chance that any fails by chance is at most {chance:.3%}")
+    return (f"{len(levels)} gate(s) with z, each failing by chance at {min(levels):.3%}"
+            f"{'' if min(levels) == max(levels) else f' to {max(levels):.3%}'}: the chance "
+            f"that any does is about {chance:.2%} (family = \"holm\" keeps it at "
+            f"{max(levels):.3%})")

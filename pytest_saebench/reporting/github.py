@@ -13,6 +13,7 @@ from pytest_saebench.reporting import trends
 from pytest_saebench.reporting.gates import (
     HEADLINE,
     counts_by_checkpoint,
+    family_line,
     headline,
     noise_label,
     ordered_with_notes,
@@ -26,12 +27,16 @@ ICONS = {"pass": "✅", "fail": "❌", "error": "💥", "warn": "⚠️", "skip"
 
 def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: str,
                      limit: int = MAX_BYTES, html: str | None = None,
-                     errors: dict[str, str] | None = None, history: tuple | None = None
-                     ) -> str:
+                     errors: dict[str, str] | None = None, history: tuple | None = None,
+                     family: str = "none") -> str:
     """The step summary: a headline and a row of counts per checkpoint, then the gates,
     failures first, with the reasons several gates share written once as numbered notes;
-    rows past ``limit`` bytes are replaced by a note."""
+    rows past ``limit`` bytes are replaced by a note. ``family``: the run's family-wise rule,
+    whose chance of any false fail is stated under the headline."""
     head = [f"### pytest-saebench: {headline(checks)} ({suite} suite)", ""]
+    chance = family_line(checks, family)
+    if chance:
+        head += [chance[0].upper() + chance[1:] + ".", ""]
     by_sae = counts_by_checkpoint(checks)
     if by_sae:
         head += ["| checkpoint | " + " | ".join(word for _, word in HEADLINE) + " |",
@@ -123,7 +128,7 @@ def enabled(mode: str) -> bool:
 
 def staged(checks: list[dict[str, Any]], results: list[Any], suite: str,
            html: str | None = None, errors: dict[str, str] | None = None,
-           history: tuple | None = None) -> list[tuple[Path, bytes]]:
+           history: tuple | None = None, family: str = "none") -> list[tuple[Path, bytes]]:
     """``$GITHUB_STEP_SUMMARY`` with the summary appended, as a file to write whole (the
     step's earlier summary kept), so it shares the run's one atomic write (see outputs.py)."""
     path = Path(os.environ["GITHUB_STEP_SUMMARY"])
@@ -131,5 +136,6 @@ def staged(checks: list[dict[str, Any]], results: list[Any], suite: str,
         before = path.read_bytes()
     except FileNotFoundError:
         before = b""
-    text = summary_markdown(checks, results, suite, html=html, errors=errors, history=history)
+    text = summary_markdown(checks, results, suite, html=html, errors=errors, history=history,
+                            family=family)
     return [(path, before + text.encode("utf-8"))]

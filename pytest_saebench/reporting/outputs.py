@@ -51,7 +51,7 @@ def write_outputs(runner: Any, checks: list[dict[str, Any]], why_not: str, stopp
     if gh_summary:
         parts.append(("GitHub step summary", lambda: github.staged(
             checks, runner.evaluated(), settings.suite, settings.html, runner.errors(),
-            (*trend, settings.step_pattern))))
+            (*trend, settings.step_pattern), settings.family)))
         out.annotations = github.annotations(checks, sources)
     for label, stage in parts:
         reason = why_not or (stopped_early if label == "baseline" else "")
