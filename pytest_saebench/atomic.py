@@ -22,11 +22,14 @@ def _target_mode(path: Path) -> int:
 
 def write_many_atomic(files: list[tuple[str | Path, bytes]]) -> None:
     """Write several files as one step: every temporary file first, then one ``os.replace``
-    each, so an interrupt or a full disk while writing leaves all the old files in place."""
+    each, so an interrupt or a full disk while writing leaves all the old files in place. A
+    path that is a symlink is written through it, atomically in its target's folder."""
     staged: list[tuple[str, Path]] = []
     try:
         for path, blob in files:
             path = Path(path)
+            if path.is_symlink():  # write through the link: a shared target stays shared
+                path = Path(os.path.realpath(path))
             path.parent.mkdir(parents=True, exist_ok=True)
             mode = _target_mode(path)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -67,6 +67,7 @@ class BaselineStore:
         self.path, self.label, self.pattern = Path(path), label, pattern
         self._entries: dict[str, SaeResults] | None = None
         self._history: list[dict[str, Any]] | None = None
+        self.newer = ""  # the version of a newer plugin that wrote the file, if one did
 
     def exists(self) -> bool:
         """Whether the file is there."""
@@ -77,9 +78,10 @@ class BaselineStore:
         """Every checkpoint's results by id (raises SaebenchError for a file that is not a
         results JSON)."""
         if self._entries is None:
-            from pytest_saebench.results import load_envelope
+            from pytest_saebench.results import load_envelope, written_by_newer
 
             self._entries = {r.sae_id: r for r in load_envelope(self.path)[0]}
+            self.newer = written_by_newer(self.path)
         return self._entries
 
     @property
@@ -209,6 +211,18 @@ class Baselines:
 
             self._records[sae_id] = run_record(sae_id, self.runner.ref(sae_id).source)
         return self._records[sae_id]
+
+    def open_store(self) -> BaselineStore | None:
+        """The baseline file read and checked (None when it is not a file); raises
+        SaebenchError naming the file for one that is not a valid results JSON."""
+        from pytest_saebench.paths import relative_label
+
+        spec = self.settings.baseline
+        if self.store is None and spec and Path(spec).is_file():
+            self.store = BaselineStore(spec, relative_label(spec), self.settings.step_pattern)
+        if self.store is not None:
+            _ = self.store.entries
+        return self.store
 
     def comparison_for(self, sae_id: str) -> Comparison | tuple[str, str]:
         """What ``sae_id`` is compared with, or ``(why not, label)``; raises SaebenchError

@@ -52,6 +52,22 @@ def few_units(settings: Any, configs: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def check_baseline(runner: Any, config: pytest.Config) -> None:
+    """Read and check the baseline file now, when the run compares with it: a tampered or
+    truncated one stops the run with one line (exit 4) instead of an error per gate; one a
+    newer plugin wrote is said once."""
+    s = runner.settings
+    if not s.baseline or s.baseline.startswith("ckpt:") or s.update_baseline or \
+            not s.regressions or not Path(s.baseline).is_file():
+        return
+    store = runner.baseline().open_store()
+    if store is not None and store.newer:
+        config.issue_config_time_warning(SaebenchWarning(
+            f"{store.label}: written by pytest-saebench {store.newer}, newer than this "
+            f"{__import__('pytest_saebench').__version__}: its entries are read as this "
+            "version understands them"), stacklevel=2)
+
+
 def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> Any:
     """The session's Runner (None when nothing asks for an evaluation); with ``sae_paths``,
     one for those checkpoints under the same settings."""
@@ -100,6 +116,7 @@ def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> A
     mine = set(in_shard([r.id for r in refs], settings.shard))
     runner = Runner(settings, [r for r in refs if r.id in mine], configs, registry)
     runner.other_shards = [r.id for r in refs if r.id not in mine]
+    check_baseline(runner, config)
     from pytest_saebench.evals import get_eval
 
     modules = [get_eval(name) for name in configs]

@@ -66,7 +66,7 @@ def read(path: str | Path) -> list[dict[str, Any]]:
     """The history in the baseline file at ``path`` ([] when the file has none, as a
     baseline written before histories; raises for a malformed one, naming the key)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:  # none yet (or a new, empty file)
         return []
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -297,11 +297,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     sources.update({("regression", r.metric): r.source for r in runner.settings.regressions})
     sources.update({("frontier", r.metric): r.source for r in runner.settings.frontier})
     sources.update({("null", r.metric): r.source for r in runner.settings.null_rules})
-    config.stash[OUTPUTS_KEY] = outputs.write_outputs(
+    written = config.stash[OUTPUTS_KEY] = outputs.write_outputs(
         runner, config.stash[CHECKS_KEY], _why_not_written(session, exitstatus, runner),
         _why_no_baseline(session, runner),
         github.enabled(config.getoption("saebench_gh_summary")), sources,
         _pytest_outcomes(config))
+    if written.failed and session.exitstatus == pytest.ExitCode.OK:
+        # main's CI must not go green without the baseline (or results) it asked for
+        written.notes.append(f"saebench: a requested output was not written "
+                             f"({', '.join(written.failed)}): the run fails (exit 1)")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _why_not_written(session: pytest.Session, exitstatus: int, runner: Any) -> str:

@@ -184,9 +184,14 @@ def load_envelope(path: str | Path) -> tuple[list[SaeResults], list[dict[str, An
 
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SaebenchError(f"{path}: cannot read results JSON ({exc})") from None
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SaebenchError(f"{path}: cannot read results JSON ({exc}); re-create it with "
+                            "--saebench-update-baseline") from None
+    except ValueError as exc:
+        raise SaebenchError(f"{path}: {exc}: this plugin never writes one (a tampered or "
+                            "hand-edited file); re-create it with --saebench-update-baseline"
+                            ) from None
     if not isinstance(data, dict) or data.get("tool") != "pytest-saebench":
         raise SaebenchError(f"{path}: not a pytest-saebench results file (no tool key)")
     if data.get("schema_version") != SCHEMA_VERSION:
@@ -202,6 +207,25 @@ def load_envelope(path: str | Path) -> tuple[list[SaeResults], list[dict[str, An
         raise SaebenchError(f"{path}: malformed results entry ({type(exc).__name__}: {exc}); "
                             "re-create the file with --saebench-update-baseline") from None
     return results, data.get("checks", []), data.get("suite", "")
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"holds {name}")
+
+
+def written_by_newer(path: str | Path) -> str:
+    """The plugin version that wrote the results file at ``path`` when it is newer than this
+    one ('' otherwise, or when it says none)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_no_constant)
+        theirs = str(data.get("version", "")) if isinstance(data, dict) else ""
+    except (OSError, ValueError):
+        return ""
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) if p.isdigit() else 0 for p in v.split(".")[:3])
+
+    return theirs if theirs and key(theirs) > key(__version__) else ""
 
 
 def envelope_results(data: dict[str, Any]) -> list[SaeResults]:

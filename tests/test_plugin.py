@@ -318,7 +318,7 @@ def test_step_summary_gives_the_reason_of_a_row_without_value():
             "limit": ">= 0.1", "message": "tpp.x not computed: N not in n_values | (2, 5)\nmore"}
     text = summary_markdown([skip], [], "fast")
     assert "null" not in text
-    assert "| — | >= 0.1 |  |  |  | tpp.x not computed: N not in n_values \\| (2, 5) |" in text
+    assert "| — | >= 0.1 |  |  |  | tpp.x not computed: N not in n\\_values \\| (2, 5) |" in text
 
 
 def test_step_summary_leads_with_a_headline_failures_first_and_shared_notes(monkeypatch):

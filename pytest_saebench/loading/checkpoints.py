@@ -195,11 +195,29 @@ def _one(ref_id: str, path: Path) -> CheckpointRef:
 
 def _members(root: Path) -> list[Path]:
     """Folders under ``root`` holding a checkpoint (or looking like a broken one), sorted;
-    a matching folder is not searched further."""
+    a matching folder is not searched further. Symlinks are followed, each real folder once
+    (a link back up the tree is no second sweep); a dangling one is said, once."""
+    import warnings
+
+    from pytest_saebench.errors import SaebenchWarning
+
     found: list[Path] = []
-    for dirpath, dirnames, _files in os.walk(root, followlinks=True):
+    seen: set[str] = set()
+    for dirpath, dirnames, files in os.walk(root, followlinks=True):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        real = os.path.realpath(here)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        for name in sorted(d for d in [*dirnames, *files] if not d.startswith(".")):
+            link = here / name
+            if link.is_symlink() and not link.exists():
+                warnings.warn(SaebenchWarning(f"{link}: a dangling symlink (to "
+                                              f"{os.readlink(link)}); skipped"), stacklevel=2)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (here / d).exists()
+                             and os.path.realpath(here / d) not in seen)
         if here != root and (format_of(here) is not None or looks_like_checkpoint(here)):
             found.append(here)
             dirnames[:] = []

@@ -80,6 +80,7 @@ def fetch_command(release: str, sae_id: str) -> str:
 def convert_sae_lens_release(spec: str, out_root: Path) -> tuple[str, Path]:
     """``(id, SAELens directory)`` for ``sae_lens:RELEASE/SAE_ID``."""
     body = spec[len(SAE_LENS_PREFIX):]
+    check_parts(spec, body, "sae_lens:RELEASE/SAE_ID")
     if body.count("/") < 1 or not all(body.split("/")):
         raise SaebenchError(f"--sae-path {spec}: expected sae_lens:RELEASE/SAE_ID, e.g. "
                             f"{EXAMPLE}")
@@ -103,8 +104,19 @@ def convert_sae_lens_release(spec: str, out_root: Path) -> tuple[str, Path]:
     return f"{release}/{sae_id}", out
 
 
+def check_parts(spec: str, body: str, form: str) -> None:
+    """Refuse a Hub spec that would leave the cache: an absolute path or a '.'/'..' part."""
+    if body.startswith(("/", "\\")) or (len(body) > 1 and body[1] == ":"):
+        raise SaebenchError(f"--sae-path {spec}: an absolute path is not a Hub id; expected "
+                            f"{form} (a local folder goes without the prefix)")
+    if any(part in (".", "..") for part in body.replace("\\", "/").split("/")):
+        raise SaebenchError(f"--sae-path {spec}: a '..' or '.' part would leave the Hub "
+                            f"cache; expected {form}")
+
+
 def cached_repo_path(spec: str) -> tuple[str, Path]:
     """``(id, local path)`` for ``hf:OWNER/NAME[/PATH]`` from the local Hugging Face cache."""
+    check_parts(spec, spec[len(HF_PREFIX):], "hf:OWNER/NAME[/PATH]")
     parts = spec[len(HF_PREFIX):].strip("/").split("/")
     if len(parts) < 2 or not all(parts):
         raise SaebenchError(f"--sae-path {spec}: expected hf:OWNER/NAME[/PATH], e.g. "

@@ -81,3 +81,28 @@ def family_line(checks: list[dict[str, Any]], kind: str) -> str:
             f"{'' if min(levels) == max(levels) else f' to {max(levels):.3%}'}: the chance "
             f"that any does is about {chance:.2%} (family = \"holm\" keeps it at "
             f"{max(levels):.3%})")
+
+
+# what markdown acts on inside a table cell (links need "[", images "![", emphasis "*"/"_",
+# code "`", strikethrough "~", cells "|"); "<" and ">" go as entities
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|~"})
+
+
+def md(text: str) -> str:
+    """``text`` as markdown that renders as itself: on one line (a newline would end a table
+    row), ``&``, ``<`` and ``>`` as HTML entities, every other character markdown acts on
+    backslash-escaped, so a checkpoint's folder name can add no link, image, tag or cell."""
+    line = " ".join(str(text).split("\n")).replace("\r", " ")
+    line = line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return line.translate(_MD_SPECIAL)
+
+
+def workflow_data(text: str) -> str:
+    """A GitHub workflow command's message, escaped as GitHub's toolkit escapes it: ``%``,
+    carriage return and newline (which would end the command and start another)."""
+    return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def workflow_property(text: str) -> str:
+    """A workflow command's property value (``file=``, ``line=``): also ``:`` and ``,``."""
+    return workflow_data(text).replace(":", "%3A").replace(",", "%2C")

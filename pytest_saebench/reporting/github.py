@@ -15,8 +15,11 @@ from pytest_saebench.reporting.gates import (
     counts_by_checkpoint,
     family_line,
     headline,
+    md,
     noise_label,
     ordered_with_notes,
+    workflow_data,
+    workflow_property,
 )
 
 MAX_BYTES = 1 << 20  # GitHub rejects step summaries over 1 MiB
@@ -42,17 +45,17 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
         head += ["| checkpoint | " + " | ".join(word for _, word in HEADLINE) + " |",
                  "|---" * (len(HEADLINE) + 1) + "|"]
         worst = sorted(by_sae.items(), key=lambda kv: -(kv[1]["fail"] + kv[1]["error"]))
-        head += [f"| {sae} | " + " | ".join(str(n[s]) for s, _ in HEADLINE) + " |"
+        head += [f"| {md(sae)} | " + " | ".join(str(n[s]) for s, _ in HEADLINE) + " |"
                  for sae, n in worst[:MAX_CHECKPOINT_ROWS]]
         if len(worst) > MAX_CHECKPOINT_ROWS:
             head.append(f"| _{len(worst) - MAX_CHECKPOINT_ROWS} more checkpoint(s)_ |"
                         + " |" * len(HEADLINE))
         head.append("")
     for sae_id, message in (errors or {}).items():
-        head += [f"💥 **{sae_id}**: evaluation failed: {_cell(message)}", ""]
+        head += [f"💥 **{md(sae_id)}**: evaluation failed: {_cell(message)}", ""]
     if html:
-        head += [f"The report with plots is `{Path(html).name}` (the workflows upload it as "
-                 "an artifact).", ""]
+        head += [f"The report with plots is `{Path(html).name.replace('`', '')}` (the "
+                 "workflows upload it as an artifact).", ""]
     rows, notes, uses = ordered_with_notes(checks, suite)
     head += ["| status | gate | sae | metric | value ± stderr | limit | baseline | Δ | noise | "
              "note |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -66,7 +69,7 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
         base, delta = check.get("baseline"), check.get("delta")
         value = "—" if check["value"] is None else fmt(check["value"], check["stderr"])
         row = (f"\n| {ICONS.get(check['status'], '')} {check['status']} | "
-               f"{check.get('kind', 'threshold')} | {check['sae']} | "
+               f"{check.get('kind', 'threshold')} | {md(check['sae'])} | "
                f"`{check['metric']}` | {value} | "
                f"{check['limit']} | {'' if base is None else fmt(base)} | "
                f"{'' if delta is None else f'{delta:+.4g}'} | {noise_label(check)} | "
@@ -82,16 +85,16 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
     text += "\n" + footer if footer else ""
     if history:
         text += "\n".join(trends.summary_lines(history[0], checks, html, history[2]))
-    evaluated = ", ".join(f"{r.sae_id} ({r.seconds:.1f} s)" for r in results)
+    evaluated = ", ".join(f"{md(r.sae_id)} ({r.seconds:.1f} s)" for r in results)
     return text + (f"\n\nEvaluated: {evaluated}\n" if evaluated else "\n")
 
 
 def _cell(text: str) -> str:
-    """``text`` as one markdown table cell: its first line, pipes escaped, at most 300
-    characters."""
+    """``text`` as one markdown table cell: its first line, at most 300 characters, escaped
+    as markdown-safe text (reporting.gates.md)."""
     line = text.strip().splitlines()[0] if text.strip() else ""
     line = line if len(line) <= 300 else line[:299] + "…"
-    return line.replace("|", "\\|")
+    return md(line)
 
 
 def workspace_path(path: str) -> str:
@@ -112,9 +115,10 @@ def annotations(checks: list[dict[str, Any]], sources: dict[str, str]) -> list[s
         level = levels[check["status"]]
         where = sources.get((check.get("kind", "threshold"), check["metric"]), "")
         path, _, line = where.rpartition(":")
-        loc = f" file={workspace_path(path)},line={line}" if path and line.isdigit() else ""
-        message = (check["message"] or f"{check['metric']} {check['status']}").replace("\n", " ")
-        lines.append(f"::{level}{loc}::{message}")
+        loc = (f" file={workflow_property(workspace_path(path))},line={line}"
+               if path and line.isdigit() else "")
+        message = check["message"] or f"{check['metric']} {check['status']}"
+        lines.append(f"::{level}{loc}::{workflow_data(message)}")
     return lines
 
 

@@ -31,7 +31,7 @@ def results_files(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> St
     files = [(per_eval_dir / eval_type_id / per_eval_filename(res.sae_id),
               json_bytes(saebench_output(res, eval_result, eval_id, True)))
              for res in results for eval_type_id, eval_result in res.evals.items()]
-    return [*files, (path, json_bytes(data))]
+    return [*files, manifest(path, [p for p, _ in files]), (path, json_bytes(data))]
 
 
 def _finite(data: Any) -> Any:
@@ -43,13 +43,67 @@ def _finite(data: Any) -> Any:
     return None if isinstance(data, float) and not math.isfinite(data) else data
 
 
-def stale_files(results_json: str | Path, written: list[Path]) -> list[Path]:
-    """SAEBench-format files an earlier run left beside ``results_json`` that this run's
-    ``written`` files do not replace (another checkpoint or eval): removed after the write,
-    so the folder holds this run's files only."""
+MANIFEST = ".pytest-saebench-manifest.json"  # beside the SAEBench files: what a run wrote
+
+
+def manifest(results_json: str | Path, written: list[Path]) -> tuple[Path, bytes]:
+    """The manifest of this run's SAEBench files (paths relative to their folder), staged."""
     root = Path(results_json).with_suffix("")
+    files = sorted(p.relative_to(root).as_posix() for p in written
+                   if p.is_relative_to(root) and p.name != MANIFEST)
+    return root / MANIFEST, json_bytes({"tool": "pytest-saebench", "files": files})
+
+
+def ours(path: Path) -> bool:
+    """Whether ``path`` is a regular file this plugin wrote: a results envelope, or a
+    SAEBench-format file carrying its ``sae_bench_commit_hash`` marker."""
+    import json
+
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and (data.get("tool") == "pytest-saebench" or str(
+        data.get("sae_bench_commit_hash", "")).startswith("pytest-saebench"))
+
+
+def foreign(staged: list[tuple[Path, bytes]]) -> str:
+    """Why these outputs must not be written: a file already at one of their paths that this
+    plugin did not write ('' when there is none)."""
+    for path, _blob in staged:
+        if path.name == MANIFEST:
+            continue
+        if path.exists() and (path.is_dir() or path.stat().st_size and not ours(path)):
+            return (f"{path} is in the way and was not written by pytest-saebench; move it or "
+                    "write this output elsewhere")
+    return ""
+
+
+def stale_files(results_json: str | Path, written: list[Path]) -> list[Path]:
+    """SAEBench files the last run listed in its manifest that this run's ``written`` files
+    do not replace (another checkpoint or eval), each still carrying this plugin's marker:
+    removed after the write, so the folder holds this run's files only. Nothing else is
+    ever removed."""
+    import json
+
+    root = Path(results_json).with_suffix("")
+    try:
+        data = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
+    if not isinstance(data, dict) or data.get("tool") != "pytest-saebench" or \
+            not isinstance(data.get("files"), list):
+        return []
     keep = {p.resolve() for p in written}
-    return sorted(p for p in root.glob("*/*.json") if p.resolve() not in keep)
+    out = []
+    for name in data["files"]:
+        path = root / str(name)
+        if ".." in Path(str(name)).parts or path.resolve() in keep or not ours(path):
+            continue
+        out.append(path)
+    return sorted(out)
 
 
 def baseline_file(runner: Any, eval_id: str) -> Staged:

@@ -14,10 +14,12 @@ from pytest_saebench.atomic import write_many_atomic
 
 @dataclass
 class Written:
-    """What the terminal says about each output, and the GitHub annotation lines."""
+    """What the terminal says about each output, the GitHub annotation lines, and the
+    requested outputs that could not be written (the run then fails: plugin.py)."""
 
     notes: list[str] = field(default_factory=list)
     annotations: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
 
 
 def write_outputs(runner: Any, checks: list[dict[str, Any]], why_not: str, stopped_early: str,
@@ -60,23 +62,38 @@ def write_outputs(runner: Any, checks: list[dict[str, Any]], why_not: str, stopp
             continue
         try:
             files = stage()
-        except Exception as exc:  # a report that cannot be rendered never fails the run
+            # JSON outputs overwrite only what this plugin wrote (the HTML report and the
+            # step summary are the user's chosen paths, the summary appended to)
+            in_the_way = jsonreport.foreign(files) if label in ("results", "baseline") else ""
+        except Exception as exc:  # a report that cannot be rendered: said, and the run fails
             out.notes.append(f"{label}: not written ({type(exc).__name__}: {exc})")
+            out.failed.append(label)
             continue
         if not files:
             out.notes.append(f"{label}: not written (no checkpoint was evaluated; deselected?)")
             continue
+        if in_the_way:
+            out.notes.append(f"{label}: not written ({in_the_way})")
+            out.failed.append(label)
+            continue
         staged.extend(files)
         wrote.append(_wrote(label, files, len(runner.evaluated())))
+    # what the last run's manifest lists and this run does not rewrite, read before it is
+    # replaced; removed only once the new files are in place
+    stale = (jsonreport.stale_files(settings.results_json, [p for p, _ in staged])
+             if wanted_results and any(w.startswith("results:") for w in wrote) else [])
     if staged:
         try:
             write_many_atomic(staged)
         except OSError as exc:
-            return Written([f"outputs not written: {exc}"], out.annotations)
-    if wanted_results and any(w.startswith("results:") for w in wrote):
-        for old in jsonreport.stale_files(settings.results_json, [p for p, _ in staged]):
+            return Written([f"outputs not written: {exc}"], out.annotations,
+                           [label for label, _ in parts])
+    if stale:
+        root = Path(settings.results_json).with_suffix("")
+        for old in stale:
             old.unlink(missing_ok=True)
-            if not any(old.parent.iterdir()):
+            # a folder of ours that this left empty (its eval's files), never the root
+            if old.parent != root and not any(old.parent.iterdir()):
                 old.parent.rmdir()
     out.notes[:0] = wrote
     return out
@@ -86,8 +103,8 @@ def _wrote(label: str, files: list[tuple[Path, bytes]], n_results: int) -> str:
     main = files[-1][0]
     if label == "baseline":
         return f"baseline: wrote {main} ({n_results} checkpoint(s))"
-    if label == "results" and len(files) > 1:
-        return f"results: {main} (+{len(files) - 1} SAEBench file(s))"
+    if label == "results" and len(files) > 2:  # the envelope, its manifest, SAEBench files
+        return f"results: {main} (+{len(files) - 2} SAEBench file(s))"
     return f"{label}: {main}"
 
 

@@ -11,7 +11,7 @@ from pytest_saebench import history as hist
 from pytest_saebench.gates import lineage
 from pytest_saebench.gates.thresholds import fmt
 from pytest_saebench.reporting import svg
-from pytest_saebench.reporting.gates import STATUS_ORDER
+from pytest_saebench.reporting.gates import STATUS_ORDER, md
 
 MAX_CHECKPOINTS = 3  # per chart: the checkpoints with the worst verdicts on the metric
 TREND_RUNS = 12  # runs in a step-summary trend
@@ -92,7 +92,7 @@ def summary_lines(entries: list[dict[str, Any]], checks: list[dict[str, Any]],
             continue
         recent = [v for _, v, _, _ in line][-TREND_RUNS:]
         now = "—" if c.get("value") is None else fmt(c["value"], c.get("stderr"))
-        lines.append(f"- {c['status']} `{c['metric']}` on {c['sae']}: main "
+        lines.append(f"- {c['status']} `{c['metric']}` on {md(c['sae'])}: main "
                      f"{hist.sparkline(recent)} {fmt(recent[0])} … {fmt(recent[-1])} "
                      f"(last {len(recent)} of {len(entries)} runs), now {now}")
     if not lines:
