@@ -101,6 +101,13 @@ def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> A
         registry, configs, settings.thresholds))
     for message in few_units(settings, configs):
         config.issue_config_time_warning(SaebenchWarning(message), stacklevel=2)
+    from pytest_saebench.evals import get_eval
+
+    if settings.budget == "adaptive" and not any(getattr(get_eval(n), "ADAPTIVE", False)
+                                                 for n in configs):
+        config.issue_config_time_warning(SaebenchWarning(
+            f"budget = 'adaptive', but none of this run's evals ({', '.join(configs)}) "
+            "evaluates in looks (core does): every budget stays fixed"), stacklevel=2)
     if settings.cache and settings.cache_dir is None and getattr(config, "cache", None):
         settings = dataclasses.replace(settings, cache_dir=str(config.cache.mkdir("saebench")))
     for key in ("results_json", "html", "cache_dir"):

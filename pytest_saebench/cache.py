@@ -73,17 +73,44 @@ class TensorCache:
             self.stats["miss"] += 1
             out = self._memory[key] = compute()
             return out
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / f"{key}.lock")):
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.root / f"{key}.lock"))
+            lock.acquire()
+        except OSError as exc:  # a full disk, a read-only folder: evaluate without the cache
+            self._unwritable(exc)
+            self.stats["miss"] += 1
+            out = self._memory[key] = compute()
+            return out
+        try:
             out = self._read(key)
             if out is None:
                 self.stats["miss"] += 1
                 out = compute()
-                self._write(key, kind, parts, out)
+                try:
+                    self._write(key, kind, parts, out)
+                except OSError as exc:
+                    self._unwritable(exc)
             else:
                 self.stats["hit"] += 1
+        finally:
+            lock.release()
         self._memory[key] = out
         return out
+
+    def _unwritable(self, exc: OSError) -> None:
+        """Say once, in one line naming the folder and the fix, that the cache cannot be
+        written; the run goes on with what it computes in memory."""
+        import warnings
+
+        from pytest_saebench.errors import SaebenchWarning
+
+        if not self.stats.get("unwritable"):
+            self.stats["unwritable"] = 1
+            warnings.warn(SaebenchWarning(
+                f"{self.root}: the tensor cache cannot be written ({exc.strerror or exc}); "
+                "this run evaluates without it: free space there, or give "
+                "--saebench-cache-dir elsewhere or --saebench-no-cache"), stacklevel=3)
 
     def entries(self, kind: str) -> list[Tensors]:
         """The entries of ``kind`` held in memory by this run."""

@@ -213,6 +213,11 @@ def _merge(paths: list[str], out: str, html: str | None, gh_summary: bool) -> in
         for path, option in ((out, "-o"), (html, "--html")):
             if path and Path(path).is_dir():
                 raise SaebenchError(f"merge {option} {path}: is a directory; give a file path")
+        inputs = {Path(p).resolve() for p in paths}
+        for path, option in ((out, "-o"), (html, "--html")):
+            if path and Path(path).resolve() in inputs:
+                raise SaebenchError(f"merge {option} {path}: is one of the shards being merged; "
+                                    "write the merged results elsewhere")
         if gh_summary and not os.environ.get("GITHUB_STEP_SUMMARY"):
             raise SaebenchError("merge --gh-summary: GITHUB_STEP_SUMMARY is not set (it is "
                                 "inside a GitHub Actions step)")
@@ -223,11 +228,15 @@ def _merge(paths: list[str], out: str, html: str | None, gh_summary: bool) -> in
     files = [(Path(out), json_bytes(data))]
     results, checks, suite = envelope_results(data), data["checks"], data["suite"]
     errors = {k: v["error"] for k, v in data["saes"].items() if v.get("error")}
-    if html:
-        files += html_report.staged(html, results, checks, suite, errors, metric_registry())
-    if gh_summary:
-        files += github.staged(checks, results, suite, html, errors)
-    write_many_atomic(files)
+    try:  # every file staged before any is written: an error writes nothing
+        if html:
+            files += html_report.staged(html, results, checks, suite, errors, metric_registry())
+        if gh_summary:
+            files += github.staged(checks, results, suite, html, errors)
+        write_many_atomic(files)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: merge: nothing written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
     failed = sum(c["status"] in ("fail", "error") for c in checks)
     print(f"{out}: {len(results)} checkpoint(s) from {len(paths)} shard(s), "
           f"{len(checks)} gate(s), {failed} failed" + (f"; {html}" if html else "")

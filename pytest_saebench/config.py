@@ -187,7 +187,9 @@ def _file_paths(fc: FileConfig) -> list[str]:
     if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
         raise SaebenchError(f"{fc.label}: 'sae-path' must be a string or a list of strings")
     base = fc.path.parent if fc.path else Path.cwd()
-    return [str((base / p).resolve()) if not Path(p).is_absolute() else p for p in items]
+    # a Hub spec is no path: it is not joined onto the pyproject's folder
+    return [p if p.startswith(("sae_lens:", "hf:")) or Path(p).is_absolute()
+            else str((base / p).resolve()) for p in items]
 
 
 def sae_paths(cli_paths: list[str] | None, enabled: bool, fc: FileConfig,

@@ -170,6 +170,14 @@ def envelope(results: list[SaeResults], suite: str, checks: list[dict[str, Any]]
     }
 
 
+def digest(data: dict[str, Any]) -> str:
+    """A digest of an envelope's checkpoints and checks (every key but itself): a shard whose
+    verdicts or values were edited by hand no longer matches it (``merge`` refuses it)."""
+    body = {k: v for k, v in data.items() if k != "digest"}
+    blob = json.dumps(body, sort_keys=True, allow_nan=False, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
 def per_eval_filename(sae_id: str) -> str:
     """SAEBench's file name for a custom SAE: ``{name}_custom_sae_eval_results.json``."""
     return f"{sae_id.replace('/', '_')}_custom_sae_eval_results.json"

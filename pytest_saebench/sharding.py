@@ -50,6 +50,7 @@ def merge(paths: list[str]) -> dict[str, Any]:
     for path in paths:
         load_envelope(path)  # the schema check, with its one-line errors
         data = json.loads(Path(path).read_text(encoding="utf-8"))
+        check_shard(path, data)
         if merged is None:
             merged = {**data, "saes": {}, "checks": [],
                       "run": {**(data.get("run") or {}), "shard": None, "merged_from": []}}
@@ -67,7 +68,50 @@ def merge(paths: list[str]) -> dict[str, Any]:
     assert merged is not None
     _complete(merged["run"]["merged_from"])
     merged.pop("evaluation_counts", None)
+    from pytest_saebench.results import digest
+
+    merged["digest"] = digest(merged)
     return merged
+
+
+CHECK_TYPES = {"sae": str, "metric": str, "kind": str, "status": str, "message": str,
+               "limit": str}
+
+
+def check_shard(path: str, data: dict[str, Any]) -> None:
+    """A shard as its run wrote it, or one line saying what is wrong: its checks of the right
+    shape, each check's value the one its checkpoint's entry records, and the file's digest
+    (results.digest) intact, so a verdict or value edited by hand is refused."""
+    from pytest_saebench.gates import VERDICTS
+    from pytest_saebench.results import digest, envelope_results
+
+    checks = data.get("checks")
+    if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
+        raise SaebenchError(f"merge: {path}: 'checks' must be a list of gate records; re-run "
+                            "the shard")
+    for i, c in enumerate(checks):
+        for key, kind in CHECK_TYPES.items():
+            if not isinstance(c.get(key), kind):
+                raise SaebenchError(f"merge: {path}: checks[{i}].{key} must be a "
+                                    f"{kind.__name__}; re-run the shard")
+        if c["status"] not in VERDICTS:
+            raise SaebenchError(f"merge: {path}: checks[{i}].status {c['status']!r} is no "
+                                f"verdict ({', '.join(VERDICTS)}); re-run the shard")
+        value = c.get("value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise SaebenchError(f"merge: {path}: checks[{i}].value must be a number or null")
+    if data.get("digest") != digest(data):
+        raise SaebenchError(f"merge: {path}: its digest does not match its checkpoints and "
+                            "checks (edited after the run wrote it, or written by an older "
+                            "plugin); re-run the shard")
+    values = {r.sae_id: r for r in envelope_results(data)}
+    for i, c in enumerate(checks):
+        res = values.get(c["sae"])
+        if res is not None and c.get("value") is not None and res.computed(c["metric"]) and \
+                res.value(c["metric"]) != c["value"]:
+            raise SaebenchError(f"merge: {path}: checks[{i}] has {c['metric']} = {c['value']} "
+                                f"but its checkpoint's entry has {res.value(c['metric'])}; "
+                                "re-run the shard")
 
 
 def _complete(parts: list[dict[str, Any]]) -> None:

@@ -161,3 +161,126 @@ def test_a_baseline_of_a_newer_plugin_warns(pytester, tiny_world):
     assert done.ret == 0
     assert "written by pytest-saebench 99.0.0" in done.stdout.str()
     assert not math.isnan(0.0)
+
+
+def test_integer_weights_and_an_unknown_dtype_are_refused_in_one_line(tmp_path, tiny_world):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from pytest_saebench.loading.checkpoints import discover
+    from pytest_saebench.loading.sae import load_sae
+
+    ckpt = shutil.copytree(tiny_world.trained, tmp_path / "int8")
+    weights = load_file(str(ckpt / "sae_weights.safetensors"))
+    weights["W_enc"] = (weights["W_enc"] * 100).to(torch.int8)
+    save_file(weights, str(ckpt / "sae_weights.safetensors"))
+    with pytest.raises(SaebenchError, match="tensor 'W_enc' is stored as I8, not a floating"):
+        [load_sae(ref, "cpu") for ref in discover(ckpt)]
+    odd = shutil.copytree(tiny_world.trained, tmp_path / "odd")
+    cfg = json.loads((odd / "cfg.json").read_text())
+    for dtype in ("float13", "int8"):
+        cfg["dtype"] = dtype
+        (odd / "cfg.json").write_text(json.dumps(cfg))
+        with pytest.raises(SaebenchError, match=f"'dtype' '{dtype}' is not a floating dtype"):
+            discover(odd)
+
+
+def _two_shards(pytester, tiny_world):
+    pytester.makefile(".toml", pyproject=f"[tool.pytest-saebench.thresholds]\n"
+                      f'"{EV}" = {{ min = 0.85 }}\n{SMALL_PYPROJECT}')
+    sweep = _sweep(pytester.path, tiny_world.trained, ("a", "b"))
+    shards = []
+    for k in (1, 2):
+        out = pytester.path / f"shard-{k}.json"
+        done = pytester.runpytest(f"--sae-path={sweep}", f"--saebench-shard={k}/2",
+                                  f"--saebench-json={out}")
+        assert done.ret == 0, done.stdout.str()[-2000:]
+        shards.append(out)
+    return shards
+
+
+def test_merge_refuses_edited_malformed_or_overwritten_shards(pytester, tiny_world, capsys):
+    from pytest_saebench.cli import main
+
+    shards = _two_shards(pytester, tiny_world)
+    args = ["merge", *map(str, shards), "-o", str(pytester.path / "merged.json")]
+    assert main(args) == 0
+    good = [p.read_text() for p in shards]
+    cases = {
+        "checks of the wrong type": lambda d: d.update(checks={"not": "a list"}),
+        "a check flipped to pass": lambda d: d["checks"][0].update(status="pass", value=0.1),
+        "a value changed": lambda d: d["checks"][0].update(value=0.123),
+        "NaN in a shard": None,
+    }
+    for case, edit in cases.items():
+        data = json.loads(good[0])
+        text = good[0].replace('"value": ', '"value": NaN, "x": ', 1) if edit is None else None
+        if edit is not None:
+            edit(data)
+            text = json.dumps(data)
+        shards[0].write_text(text)
+        (pytester.path / "merged.json").unlink(missing_ok=True)
+        capsys.readouterr()
+        assert main(args) == 2, case
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, (case, err)
+        assert not (pytester.path / "merged.json").exists(), case
+    shards[0].write_text(good[0])
+    assert main(["merge", *map(str, shards), "-o", str(shards[1])]) == 2
+    assert "is one of the shards being merged" in capsys.readouterr().err
+    assert shards[1].read_text() == good[1]
+
+
+def test_a_broken_dictionary_learning_file_is_one_line(tmp_path, tiny_world):
+    import torch
+
+    from pytest_saebench.loading.checkpoints import discover
+
+    folder = tmp_path / "trainer_0"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"trainer": {
+        "dict_class": "AutoEncoder", "activation_dim": 64, "dict_size": 128,
+        "lm_name": "m", "submodule_name": "resid_post_layer_0", "layer": 0}}))
+    (folder / "ae.pt").write_text("hello, not a pickle")
+    with pytest.raises(SaebenchError, match="not a plain tensor state dict") as exc:
+        discover(folder)
+    assert "\n" not in str(exc.value)
+    torch.save({1: torch.zeros(2), "W": torch.zeros(2)}, folder / "ae.pt")
+    with pytest.raises(SaebenchError, match="tensors named by strings"):
+        discover(folder)
+
+
+def test_a_cache_that_cannot_be_written_is_one_warning_and_the_run_goes_on(tmp_path,
+                                                                          monkeypatch):
+    import errno
+
+    import torch
+
+    from pytest_saebench import cache as C
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(C, "write_bytes_atomic", full)
+    store = C.TensorCache(tmp_path / "cache")
+    with pytest.warns(UserWarning, match="cache.*cannot be written.*No space left.*"
+                                         "--saebench-no-cache"):
+        out = store.get("k", {"a": 1}, lambda: {"x": torch.ones(2)})
+    assert torch.equal(out["x"], torch.ones(2))
+    assert torch.equal(store.get("k", {"a": 1}, lambda: {"x": torch.zeros(2)})["x"],
+                       torch.ones(2))  # kept in memory for the run
+
+
+def test_hub_specs_in_pyproject_are_not_paths_and_adaptive_without_looks_is_said(
+        pytester, tiny_world, tmp_path):
+    from pytest_saebench.config import FileConfig, sae_paths
+
+    fc = FileConfig(tmp_path / "pyproject.toml", {"sae-path": ["sae_lens:rel/id", "hf:a/b",
+                                                               "local"]}, "t")
+    assert sae_paths(None, True, fc, {}) == ["sae_lens:rel/id", "hf:a/b",
+                                             str((tmp_path / "local").resolve())]
+    pytester.makefile(".toml", pyproject=SMALL_PYPROJECT.replace(
+        'select-evals = ["core"]', 'select-evals = ["synthetic"]'))
+    done = pytester.runpytest(f"--sae-path={tiny_world.trained}", "--collect-only",
+                              "--saebench-budget=adaptive")
+    done.stdout.fnmatch_lines(["*none of this run's evals (synthetic) evaluates in looks*"])

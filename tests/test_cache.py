@@ -161,8 +161,13 @@ def test_probing_and_absorption_identical_cold_and_warm(tiny_world, tmp_path):
 
 
 def test_tpp_probes_come_from_the_disk_cache_in_a_new_run(tiny_world, tmp_path, monkeypatch):
-    from pytest_saebench.evals import probing, tpp
+    from pytest_saebench.evals import get_eval
     from tests.test_tpp import TINY as cfg
+
+    # the modules the runner's registry holds (an earlier in-process pytester run may have
+    # imported, then dropped, others of the same name)
+    tpp = get_eval("tpp")
+    probing = tpp.probing
 
     trained = []
     real = probing.train_probe

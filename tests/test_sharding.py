@@ -114,6 +114,9 @@ def _shard_file(tmp_path: Path, name: str, **changes) -> str:
             data["run"][key] = value
         else:
             data[key] = value
+    from pytest_saebench.results import digest
+
+    data["digest"] = digest(data)  # as the run writes it (merge checks it)
     path = tmp_path / name
     path.write_text(json.dumps(data))
     return str(path)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
-import pickle
 import re
 import shutil
 import tempfile
@@ -128,12 +127,14 @@ def convert_dictionary_learning(path: Path) -> Path:
             raise SaebenchError(f"{cfg_path}: missing trainer.{key}")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise SaebenchError(f"{weights}: not a plain tensor state dict ({first_line(exc, 160)});"
+    except Exception as exc:  # pickle, zip and torch each raise their own (text: KeyError)
+        raise SaebenchError(f"{weights}: not a plain tensor state dict ({type(exc).__name__}: "
+                            f"{first_line(exc, 160)});"
                             " it is loaded with weights_only=True and never unpickles "
                             "objects") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SaebenchError(f"{weights}: expected a state dict of named tensors, got "
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()
+                                              ) or not all(isinstance(k, str) for k in state):
+        raise SaebenchError(f"{weights}: expected a state dict of tensors named by strings, got "
                             f"{type(state).__name__}; save it with torch.save(ae.state_dict())")
     arch, mapping, subtract = DL_CLASSES[cls]
     tensors = {}

@@ -202,7 +202,8 @@ def convert_goodfire(path: Path, out: Path) -> Path:
     need = ("encoder_linear.weight", "encoder_linear.bias", "decoder_linear.weight",
             "decoder_linear.bias")
     if not isinstance(state, dict) or any(k not in state for k in need):
-        got = ", ".join(sorted(state)) if isinstance(state, dict) else type(state).__name__
+        got = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else \
+            type(state).__name__
         raise SaebenchError(f"{weights}: a Goodfire SAE holds {', '.join(need)} (found {got})")
     if sidecar.is_file():
         side = read_json_object(sidecar)

@@ -19,6 +19,11 @@ UNSUPPORTED = {
 }
 
 
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+# safetensors' names of the floating dtypes (its header says "I8", "U8", "BOOL", ... else)
+FLOAT_STORAGE = frozenset({"F16", "BF16", "F32", "F64"})
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``, or one line saying why the file is not one."""
     try:
@@ -74,6 +79,10 @@ def validate_cfg(cfg_path: Path, cfg: dict[str, Any]) -> None:
                                 "active latents it was trained with)")
         if d_sae is not None and k > d_sae:
             raise SaebenchError(f"{cfg_path}: 'k' = {k} is larger than d_sae = {d_sae}")
+    dtype = cfg.get("dtype")
+    if dtype is not None and str(dtype).removeprefix("torch.") not in FLOAT_DTYPES:
+        raise SaebenchError(f"{cfg_path}: 'dtype' {dtype!r} is not a floating dtype torch "
+                            f"evaluates an SAE in; use one of {', '.join(FLOAT_DTYPES)}")
     if arch in UNSUPPORTED:
         raise SaebenchError(f"{cfg_path}: architecture '{arch}' is not supported: "
                             f"{UNSUPPORTED[arch]}, and every eval splices decode(encode(x)) in")
@@ -123,11 +132,20 @@ def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt", device="cpu") as fh:
-            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+            dtypes = {k: fh.get_slice(k).get_dtype() for k in fh.keys()}  # noqa: SIM118
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors, numpy and zipfile each raise their own types
         kind = "npz" if path.suffix == ".npz" else "safetensors"
         raise SaebenchError(f"{path}: corrupt or truncated {kind} file ({first_line(exc)}); "
                             "re-save the checkpoint") from None
+    bad = sorted(k for k, d in dtypes.items()  # a scalar (a step count) is no weight
+                 if str(d).upper() not in FLOAT_STORAGE and len(shapes[k]) >= 1)
+    if bad:
+        # quantised or integer weights would be evaluated as numbers they do not stand for
+        raise SaebenchError(f"{path}: tensor '{bad[0]}' is stored as {dtypes[bad[0]]}, not a "
+                            "floating dtype; save the SAE's weights in float32, float16 or "
+                            "bfloat16")
+    return shapes
 
 
 def check_tensor_shapes(weights: Path, shapes: dict[str, tuple[int, ...]], required: list[str],

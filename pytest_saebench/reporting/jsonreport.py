@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saebench.atomic import json_bytes
-from pytest_saebench.results import envelope, per_eval_filename, saebench_output
+from pytest_saebench.results import digest, envelope, per_eval_filename, saebench_output
 
 Staged = list[tuple[Path, bytes]]
 
@@ -27,6 +27,7 @@ def results_files(runner: Any, checks: list[dict[str, Any]], eval_id: str) -> St
     for sae_id, gains in runner.null_gains.items():  # each gated metric against chance
         if sae_id in data["saes"]:
             data["saes"][sae_id]["null"] = _finite(gains)
+    data["digest"] = digest(data)
     per_eval_dir = path.with_suffix("")
     files = [(per_eval_dir / eval_type_id / per_eval_filename(res.sae_id),
               json_bytes(saebench_output(res, eval_result, eval_id, True)))
