@@ -154,7 +154,8 @@ def _broken_dl_dict_size(dl: Path) -> None:
 
 @pytest.mark.parametrize("break_it, file, message", [
     (_broken_dl_config_list, "config.json", "expected a JSON object, got list"),
-    (_broken_dl_bare_tensor, "ae.pt", "expected a state dict of named tensors, got Tensor"),
+    (_broken_dl_bare_tensor, "ae.pt", "expected a state dict of tensors named by strings, got "
+                                      "Tensor"),
     (_broken_dl_dict_size, "ae.pt", "has shape"),
 ])
 def test_broken_dictionary_learning_names_the_users_file(tiny_world, tmp_path, break_it, file,

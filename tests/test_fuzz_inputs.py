@@ -193,7 +193,8 @@ def test_mutated_inputs_end_to_end(pytester, tiny_world, tmp_path_factory, data)
     ckpt = shutil.copytree(tiny_world.topk, work / "ckpt")
     (ckpt / "cfg.json").write_text(json.dumps(cfg))
     results = work / "results.json"
-    results.write_text('{"old": true}\n')
+    old = '{"tool": "pytest-saebench", "old": true}\n'  # an earlier run's: it may replace it
+    results.write_text(old)
     core = "[tool.pytest-saebench.evals.core]"
     small = SMALL_PYPROJECT.replace("[tool.pytest-saebench]\n", "")
     if table.startswith(core):  # one core table: the mutated key replaces SMALL's own
@@ -214,7 +215,7 @@ def test_mutated_inputs_end_to_end(pytester, tiny_world, tmp_path_factory, data)
     if valid_cfg and valid_table:  # evaluated; only a fuzzed threshold itself may fail
         failed = [ln for ln in run.outlines if ln.startswith("FAILED")]
         assert run.ret == 0 or all("::threshold[" in ln for ln in failed), text
-        assert results.read_text() != '{"old": true}\n'
+        assert results.read_text() != old
         return
     if not valid_table:
         assert run.ret == pytest.ExitCode.USAGE_ERROR, text
