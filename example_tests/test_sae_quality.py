@@ -14,9 +14,11 @@ def test_sae_matches_its_model(sae, saebench_model):
 
 
 def test_reconstruction_is_good_enough(saebench_check):
-    """Explained variance and downstream loss recovered, as one-line gates."""
-    saebench_check("core.reconstruction_quality.explained_variance", min=0.85)
-    saebench_check("core.model_performance_preservation.ce_loss_score", min=0.98)
+    """Explained variance and downstream loss recovered, as one-line gates. With no bound
+    given, ``saebench_check`` applies the repository's own ([tool.pytest-saebench.thresholds]),
+    so this test follows pyproject.toml; ``min=``/``max=`` set one here instead."""
+    saebench_check("core.reconstruction_quality.explained_variance")
+    saebench_check("core.model_performance_preservation.ce_loss_score")
 
 
 def test_sparsity_in_a_sane_band(sae_metrics):
@@ -28,9 +30,12 @@ def test_sparsity_in_a_sane_band(sae_metrics):
     assert 4 <= sae_metrics["l0"] <= 200
 
 
-def test_few_dead_latents(sae_metrics):
-    """More than 10% dead latents usually means a training problem."""
-    assert sae_metrics["core.misc_metrics.frac_dead"] <= 0.10
+def test_few_dead_latents(saebench_check):
+    """Dead latents within the repository's bound: the example's pyproject allows 10%, more
+    usually meaning a training problem at full length. Skipped, saying so, where pyproject has
+    no bound: README's table gates none, since a run as short as its quick start on the
+    tests' small model leaves about half its latents dead."""
+    saebench_check("core.misc_metrics.frac_dead")
 
 
 def test_encoding_zero(sae):

@@ -154,38 +154,52 @@ def sae_metrics(request: pytest.FixtureRequest, saebench_results) -> SaeMetrics:
 def saebench_check(request: pytest.FixtureRequest, sae_metrics: SaeMetrics, saebench_results):
     """``saebench_check(id, min=None, max=None, severity="error", z=0)``: gate one metric
     inside a test with the same one-line message and verdict as the generated threshold items
-    (with ``z``, an inconclusive one does what ``on-inconclusive`` says); returns the value."""
+    (with ``z``, an inconclusive one does what ``on-inconclusive`` says); returns the value.
+    Without ``min`` and ``max`` it applies the run's own thresholds for the metric (pyproject,
+    ``--saebench-threshold``), so a test can follow the bounds the repository configured; it
+    skips, saying so, where none is configured."""
     runner = _runner(request.config)
 
     def _check(metric: str, min: float | None = None, max: float | None = None,
                severity: str = "error", z: float = 0.0) -> float:
         try:
             metric_id = runner.registry.resolve(metric)
-            threshold = make_threshold(metric_id, min, max, severity,
-                                       f"saebench_check({metric!r})", z)
+            if min is None and max is None:
+                thresholds = [t for t in runner.settings.thresholds if t.metric == metric_id]
+            else:
+                thresholds = [make_threshold(metric_id, min, max, severity,
+                                             f"saebench_check({metric!r})", z)]
         except SaebenchError as exc:
             pytest.fail(str(exc), pytrace=False)
+        if not thresholds:
+            pytest.skip(f"saebench_check({metric!r}): no min or max given and no threshold "
+                        f"configured for {metric_id} (add one to "
+                        "[tool.pytest-saebench.thresholds], or pass min=/max=)")
         value = sae_metrics[metric_id]
-        outcome = check(threshold, float(value), None, sae_metrics._context,
-                        saebench_results.stderr(metric_id), saebench_results.dof(metric_id))
-        if outcome.status == "inconclusive":
-            from pytest_saebench.items import SaebenchInconclusiveWarning
-
-            if runner.settings.on_inconclusive == "fail":
-                pytest.fail(outcome.message, pytrace=False)
-            if runner.settings.on_inconclusive == "warn":
-                warnings.warn(SaebenchInconclusiveWarning(outcome.message), stacklevel=2)
-        if outcome.status == "fail":
-            pytest.fail(outcome.message, pytrace=False)
-        if outcome.status == "warn":
-            from pytest_saebench.items import SaebenchGateWarning
-
-            warnings.warn(SaebenchGateWarning(outcome.message), stacklevel=2)
+        for threshold in thresholds:
+            _verdict(runner, threshold, float(value), sae_metrics._context,
+                     saebench_results.stderr(metric_id), saebench_results.dof(metric_id))
         return value
 
     return _check
 
 
+def _verdict(runner, threshold, value: float, context: str, stderr, dof) -> None:
+    """Fail, warn or pass one ``saebench_check`` bound as a generated threshold item would."""
+    outcome = check(threshold, value, None, context, stderr, dof)
+    if outcome.status == "inconclusive":
+        from pytest_saebench.items import SaebenchInconclusiveWarning
+
+        if runner.settings.on_inconclusive == "fail":
+            pytest.fail(outcome.message, pytrace=False)
+        if runner.settings.on_inconclusive == "warn":
+            warnings.warn(SaebenchInconclusiveWarning(outcome.message), stacklevel=3)
+    if outcome.status == "fail":
+        pytest.fail(outcome.message, pytrace=False)
+    if outcome.status == "warn":
+        from pytest_saebench.items import SaebenchGateWarning
+
+        warnings.warn(SaebenchGateWarning(outcome.message), stacklevel=3)
 
 
 @pytest.fixture

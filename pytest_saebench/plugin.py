@@ -353,11 +353,13 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         terminalreporter.write_line(line)
     for sae_id, message in runner.errors().items():
         terminalreporter.write_line(f"{sae_id}: evaluation failed: {message}", red=True)
-    from pytest_saebench.reporting.gates import family_line
+    from pytest_saebench.reporting.gates import budget_lines, family_line
 
     family = family_line(config.stash[CHECKS_KEY], runner.settings.family)
     if family:
         terminalreporter.write_line(f"saebench: {family}")
+    for line in budget_lines(runner.evaluated()):
+        terminalreporter.write_line(f"saebench: {line}")
     evaluated = runner.evaluated()
     if evaluated:
         # pytest books all of it on each checkpoint's first item; this is the split.

@@ -43,6 +43,9 @@ def test_a_clear_verdict_stops_at_the_first_look_with_the_fixed_budgets_verdict(
                                          "adaptive")
     assert adaptive.ret == 0
     assert looks["stopped_at"] == 0 and looks["fractions"] == [0.25, 0.5, 1.0]
+    # the terminal says what the budget decided, one line per checkpoint
+    adaptive.stdout.fnmatch_lines(["saebench: trained: budget adaptive: core stopped at look 1 "
+                                   "of 3, * of * SAE tokens (25%)"])
     assert looks["tokens_used"] * 4 == looks["tokens_cap"]
     assert looks["contexts"] == [[16, 32]] and looks["spending"] == "pocock"
     metrics = core["eval_result_metrics"]

@@ -86,3 +86,27 @@ def test_results(saebench_results):
     result = pytester.runpytest(f"--sae-path={tiny_world.trained}")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*eval 'absorption' is not part of suite 'fast'*"])
+
+
+def test_check_without_bounds_follows_the_configured_thresholds(pytester, tiny_world):
+    # What the copied example tests rely on: saebench_check(id) applies pyproject's bound for
+    # the metric, fails a checkpoint outside it, and skips, saying so, where none is set.
+    pytester.makefile(".toml", pyproject=SMALL_PYPROJECT + '\n[tool.pytest-saebench.thresholds]\n'
+                      '"core.reconstruction_quality.explained_variance" = { min = 0.5 }\n')
+    pytester.makepyfile(test_user='''
+def test_configured(saebench_check):
+    assert saebench_check("explained_variance") > 0.5
+
+
+def test_unconfigured(saebench_check):
+    saebench_check("core.misc_metrics.frac_dead")
+''')
+    result = pytester.runpytest(f"--sae-path={tiny_world.trained}",
+                                f"--sae-path={tiny_world.random}", "-v", "-rs")
+    out = result.stdout.str()
+    assert "test_configured[trained] PASSED" in out and "test_configured[random] FAILED" in out
+    result.stdout.fnmatch_lines([
+        "*core.reconstruction_quality.explained_variance = * < min 0.5 (sae random, suite fast)",
+        "*saebench_check('core.misc_metrics.frac_dead'): no min or max given and no threshold "
+        "configured for core.misc_metrics.frac_dead*"])
+    assert out.count("test_unconfigured[") >= 2 and "test_unconfigured[trained] SKIPPED" in out

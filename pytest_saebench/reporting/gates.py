@@ -106,3 +106,22 @@ def workflow_data(text: str) -> str:
 def workflow_property(text: str) -> str:
     """A workflow command's property value (``file=``, ``line=``): also ``:`` and ``,``."""
     return workflow_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def budget_lines(results: list[Any]) -> list[str]:
+    """One line per checkpoint an adaptive budget evaluated: where each eval with looks
+    stopped and the tokens it used (``eval_result_unstructured.looks``)."""
+    out = []
+    for res in results:
+        parts = []
+        for name, ev in res.evals.items():
+            looks = (getattr(ev, "unstructured", None) or {}).get("looks")
+            if not looks:
+                continue
+            k, n = int(looks["stopped_at"]) + 1, len(looks["fractions"])
+            used, cap = int(looks["tokens_used"]), int(looks["tokens_cap"]) or 1
+            parts.append(f"{name} stopped at look {k} of {n}, {used:,} of {cap:,} SAE tokens "
+                         f"({used / cap:.0%})")
+        if parts:
+            out.append(f"{res.sae_id}: budget adaptive: {'; '.join(parts)}")
+    return out

@@ -12,6 +12,7 @@ from pytest_saebench.paths import relative_label
 from pytest_saebench.reporting import trends
 from pytest_saebench.reporting.gates import (
     HEADLINE,
+    budget_lines,
     counts_by_checkpoint,
     family_line,
     headline,
@@ -40,6 +41,9 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
     chance = family_line(checks, family)
     if chance:
         head += [chance[0].upper() + chance[1:] + ".", ""]
+    spent = budget_lines(results)
+    if spent:
+        head += [f"- {md(line)}" for line in spent] + [""]
     by_sae = counts_by_checkpoint(checks)
     if by_sae:
         head += ["| checkpoint | " + " | ".join(word for _, word in HEADLINE) + " |",
