@@ -68,9 +68,11 @@ def check_baseline(runner: Any, config: pytest.Config) -> None:
             "version understands them"), stacklevel=2)
 
 
-def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> Any:
+def build_runner(config: pytest.Config, sae_paths: list[str] | None = None,
+                 say: Any = None) -> Any:
     """The session's Runner (None when nothing asks for an evaluation); with ``sae_paths``,
-    one for those checkpoints under the same settings."""
+    one for those checkpoints under the same settings. ``say(line)`` tells the user what
+    the slow start-up does (the imports, reading the checkpoints) as it happens."""
     from pytest_saebench.config import build_settings, check_sae_paths
 
     options = vars(config.option)
@@ -83,6 +85,11 @@ def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> A
     if not settings.active:
         return None
     check_sae_paths(settings.sae_paths)
+    import time
+
+    started = time.perf_counter()
+    if say is not None:  # the imports below take 10-20 s on a 2-core runner, before any line
+        say("saebench: loading torch, transformer_lens and sae_lens ...")
     # Heavy imports (torch) only from here on: the user asked for an evaluation.
     from pytest_saebench.evals import metric_registry
     from pytest_saebench.loading.checkpoints import discover_all
@@ -130,4 +137,7 @@ def build_runner(config: pytest.Config, sae_paths: list[str] | None = None) -> A
     if any(getattr(m, "NEEDS_MODEL", True) for m in modules):  # synthetic alone needs none
         runner.inputs.preflight(list(runner.checkpoints.values()),
                                 any(getattr(m, "READS_DATASET", False) for m in modules))
+    if say is not None:
+        say(f"saebench: {len(refs)} checkpoint(s) read and checked in "
+            f"{time.perf_counter() - started:.1f} s; the model loads at the first evaluation")
     return runner

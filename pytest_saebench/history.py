@@ -137,9 +137,14 @@ def replicate_band(history: list[dict[str, Any]], sae_id: str, metric: str
     return out
 
 
-def sparkline(values: list[float]) -> str:
-    """``▁▃▅█``: each value's place between the smallest and the largest."""
+def sparkline(values: list[float], noise: float = 0.0) -> str:
+    """``▁▃▅█``: each value's place between the smallest and the largest, on a scale at
+    least ``4 * noise`` tall (a standard error), so that runs within the noise of each other
+    draw nearly flat instead of stretching a difference of 0.0001 to the full height."""
     lo, hi = min(values), max(values)
-    if hi == lo:
+    scale = max(hi - lo, 4.0 * noise)
+    if scale <= 0 or not math.isfinite(scale):
         return SPARKS[3] * len(values)
-    return "".join(SPARKS[round((v - lo) / (hi - lo) * (len(SPARKS) - 1))] for v in values)
+    pad = (scale - (hi - lo)) / 2  # the values' band centred on the scale
+    top = len(SPARKS) - 1
+    return "".join(SPARKS[round((v - lo + pad) / scale * top)] for v in values)

@@ -80,10 +80,25 @@ def pytest_configure(config: pytest.Config) -> None:
 def _build_runner(config: pytest.Config):
     from pytest_saebench.build import build_runner
 
-    runner = build_runner(config)
+    runner = build_runner(config, say=_say(config))
     if runner is not None:
         runner.progress = _progress(config)
     return runner
+
+
+def _say(config: pytest.Config):
+    """A line to stderr past pytest's capture while the session starts (before the terminal
+    reporter exists): nothing at -qq and on xdist workers (the controller says it)."""
+    if config.get_verbosity() <= -2 or hasattr(config, "workerinput"):
+        return None
+
+    def say(line: str) -> None:
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+    return say
 
 
 def _progress(config: pytest.Config):
@@ -264,8 +279,9 @@ def _noise(props: dict[str, Any]) -> dict[str, Any]:
     for key in ("replicates", "replicates_here"):
         if key in props:
             out[key] = int(props[key])
-    if "run_sd" in props:
-        out["run_sd"] = _num(props["run_sd"])
+    for key in ("run_sd", "delta_stderr"):  # delta_stderr: of Δ, as the verdict used it
+        if key in props:
+            out[key] = _num(props[key])
     return out
 
 

@@ -11,7 +11,12 @@ import pytest
 
 from pytest_saebench.errors import SaebenchError
 from pytest_saebench.gates.budget import look_of
-from pytest_saebench.gates.regression import RegressionRule, check_metric, env_differences
+from pytest_saebench.gates.regression import (
+    RegressionRule,
+    check_metric,
+    delta_stderr,
+    env_differences,
+)
 from pytest_saebench.item_base import (
     SaebenchBaselineWarning,
     _location,
@@ -20,6 +25,7 @@ from pytest_saebench.item_base import (
     _runner,
     _z_text,
 )
+from pytest_saebench.paths import relative_label
 
 
 class _RuleGate(_MetricGate):
@@ -53,8 +59,11 @@ class RegressionItem(_RuleGate):
         settings = runner.settings
         context = self._start(rule.metric, rule.limit_text())
         if settings.update_baseline:
-            self._finish("pass")
-            return
+            # nothing is compared: a PASS here would claim a comparison that never ran
+            where = relative_label(settings.update_baseline, self.config.rootpath)
+            self._skip(f"not compared: this run writes the baseline ({where})"
+                       if Path(settings.update_baseline).exists()
+                       else f"no baseline: written now ({where})")
         self._skip_unless_computed(rule.metric, context)
         value, stderr = res.value(rule.metric), res.stderr(rule.metric)
         self.user_properties.append(("value", "null" if value is None else repr(value)))
@@ -72,6 +81,9 @@ class RegressionItem(_RuleGate):
                     "noise": "evaluation" if rule.z else "none",
                     "noise_why": found.why if rule.z else "the rule has no z: the values "
                                                           "decide"}
+                se = delta_stderr(rule.metric, res, found.entry)
+                if se is not None:
+                    noise["delta_stderr"] = repr(se)
         except (SaebenchError, EvaluationFailed) as exc:
             self._finish("error")
             pytest.fail(f"baseline: {exc}", pytrace=False)
@@ -119,6 +131,8 @@ class RegressionItem(_RuleGate):
             return outcome, None, {"noise": "between runs", "replicates": len(main)}
         noise = {"noise": diff.noise, "noise_why": diff.why, "replicates": diff.n_main,
                  "replicates_here": diff.n_new}
+        if diff.stderr is not None:
+            noise["delta_stderr"] = repr(diff.stderr)
         if diff.run_sd is not None:
             noise["run_sd"] = repr(diff.run_sd)
         return outcome, diff.main_mean, noise

@@ -95,12 +95,19 @@ def test_update_then_compare_workflow(pytester, tiny_world):
     _project(pytester, f'default = {{ max_drop = 0.01 }}\n"{L0}" = {{ max_change_pct = 15 }}',
              'baseline = "baselines/sb.json"')
     sae = f"--sae-path={tiny_world.trained}"
-    result = pytester.runpytest(sae, "--saebench-update-baseline")
-    result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["*baseline: wrote *baselines/sb.json (1 checkpoint(s))*"])
+    result = pytester.runpytest(sae, "--saebench-update-baseline", "-rs")
+    # nothing to compare with yet: the regression gates say so rather than PASS
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines(["*no baseline: written now (baselines/sb.json)*",
+                                 "*baseline: wrote *baselines/sb.json (1 checkpoint(s))*"])
     written = json.loads((pytester.path / "baselines" / "sb.json").read_text())
     assert written["tool"] == "pytest-saebench" and "trained" in written["saes"]
     assert not list((pytester.path / "baselines").glob(".*tmp"))
+
+    again = pytester.runpytest(sae, "--saebench-update-baseline", "-rs")
+    again.assert_outcomes(passed=2, skipped=2)
+    again.stdout.fnmatch_lines(["*not compared: this run writes the baseline "
+                                "(baselines/sb.json)*"])
 
     # same checkpoint against its own baseline: passes, Δ 0 in the table
     result = pytester.runpytest(sae, "-v")
@@ -145,7 +152,8 @@ def test_improvement_is_a_notice(pytester, tiny_world, monkeypatch, tmp_path):
 def test_config_mismatch_skips_naming_the_keys(pytester, tiny_world):
     _project(pytester, f'"{EV}" = {{ max_drop = 0.01 }}', 'baseline = "base.json"')
     sae = f"--sae-path={tiny_world.trained}"
-    pytester.runpytest(sae, "--saebench-update-baseline").assert_outcomes(passed=3)
+    pytester.runpytest(sae, "--saebench-update-baseline").assert_outcomes(passed=2,
+                                                                          skipped=1)
     result = pytester.runpytest(sae, "--saebench-seed=7", "-rs")
     result.assert_outcomes(passed=2, skipped=1)
     result.stdout.fnmatch_lines([f"*{EV} not compared: the core eval config differs from "
@@ -155,7 +163,8 @@ def test_config_mismatch_skips_naming_the_keys(pytester, tiny_world):
 def test_environment_mismatch_warns(pytester, tiny_world):
     _project(pytester, f'"{EV}" = {{ max_drop = 0.01 }}', 'baseline = "base.json"')
     sae = f"--sae-path={tiny_world.trained}"
-    pytester.runpytest(sae, "--saebench-update-baseline").assert_outcomes(passed=3)
+    pytester.runpytest(sae, "--saebench-update-baseline").assert_outcomes(passed=2,
+                                                                          skipped=1)
     path = pytester.path / "base.json"
     data = json.loads(path.read_text())
     data["saes"]["trained"]["env"]["torch"] = "1.0.0"

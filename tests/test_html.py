@@ -341,3 +341,44 @@ def _parse(page: str) -> _Collect:
     parser = _Collect()
     parser.feed(page)
     return parser
+
+
+def _compared_report() -> str:
+    """A retrained run's report: three checkpoints of a SAELens run, six gated metrics each
+    with a threshold and a regression gate against main's replicates (long limits, noise)."""
+    metrics = [EV, "core.model_performance_preservation.ce_loss_score",
+               "core.model_behavior_preservation.kl_div_score", "core.sparsity.l0", SCORE]
+    results = [_results(s, 40, 0.9) for s in ("checkpoints/e3d4cbd2/6144",
+                                               "checkpoints/e3d4cbd2/12288", "final")]
+    checks = []
+    for r in results:
+        for m in metrics:
+            checks.append({"status": "pass", "kind": "threshold", "sae": r.sae_id,
+                           "metric": m, "value": 0.91234, "stderr": 0.00123,
+                           "limit": ">= 0.85, z 3", "message": ""})
+            checks.append({"status": "inconclusive", "kind": "regression", "sae": r.sae_id,
+                           "metric": m, "value": 0.91234, "stderr": 0.00123,
+                           "baseline": 0.92345, "delta": -0.011112, "noise": "between runs",
+                           "replicates": 3, "limit": "drop <= 0.01 (z 2, max_change_pct 15)",
+                           "message": f"{m} regressed? vs main's 3 runs at 6,144 tokens: "
+                                      f"0.9204 ± 0.0061 between runs (sae {r.sae_id})"})
+    return html.render(results, checks, "fast", {})
+
+
+@pytest.mark.slow
+@browser
+@pytest.mark.parametrize("width", [1400, 1000])
+def test_the_gates_table_fits_its_box(tmp_path, width):
+    # It overflowed at 1400 px: Δ, noise and the notes sat behind a horizontal scrollbar.
+    measure = ("<script>document.body.setAttribute('data-wide', JSON.stringify([...document."
+               "querySelectorAll('.wide')].map(e => [e.scrollWidth, e.clientWidth])));"
+               "</script>")
+    page = tmp_path / "report.html"
+    page.write_text(_compared_report().replace("</body>", measure + "</body>"))
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                          f"--window-size={width},900", "--dump-dom", page.as_uri()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'data-wide="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    boxes = json.loads(unescape(found.group(1)))
+    assert boxes and all(scroll <= client for scroll, client in boxes), boxes

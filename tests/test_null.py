@@ -141,6 +141,9 @@ def test_good_passes_the_examples_null_rules_and_a_random_sae_fails_them(
             if line.startswith("core.") and "is no better than a random SAE" in line]
     assert len(said) == sum(k.startswith("random::") for k in checks), said
     assert all("lies below min_gain" in line and "vs random" in line for line in said), said
+    # the terminal table has the null gates too: a column with each verdict and its gain
+    result.stdout.fnmatch_lines(["sae * metric * vs random (gain)",
+                                 f"good * {EV} * PASS (+*)", f"random* {EV} * FAIL (*)"])
     # the null's results are kept: a second run reads them and evaluates no random SAE
     kept = sorted(reference_cache.glob("null/*/results/*.json"))
     assert kept

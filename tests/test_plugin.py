@@ -132,6 +132,11 @@ def test_collect_only_does_not_evaluate(pytester, tiny_world):
     assert result.ret == 0
     assert not (pytester.path / "saebench-results.json").exists()
     assert "= saebench =" not in result.stdout.str()
+    # the slow start (the imports, reading the checkpoints) is said as it happens
+    result.stderr.fnmatch_lines(["saebench: loading torch, transformer_lens and sae_lens ...",
+                                 "saebench: 1 checkpoint(s) read and checked in * s; *"])
+    quiet = pytester.runpytest(f"--sae-path={tiny_world.trained}", "--collect-only", "-qq")
+    assert "saebench: loading" not in quiet.stderr.str()
 
 
 def test_keyword_marker_and_last_failed_selection(pytester, tiny_world):

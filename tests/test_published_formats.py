@@ -235,7 +235,15 @@ def test_a_sweep_mixing_formats_survives_one_bad_member(pytester, tiny_world, tm
                                          f'"{ev}" = {{ min = 0.1 }}\n{SMALL_PYPROJECT}')
     result = pytester.runpytest(f"--sae-path={sweep}", f"--saebench-dataset={tiny_world.corpus}",
                                 "-v", "-p", "no:cacheprovider", "--saebench-html=report.html",
-                                "--saebench-update-baseline=baselines/b.json")
+                                "--saebench-update-baseline=baselines/b.json",
+                                "--junitxml=junit.xml")
+    # JUnit names what the user pointed at, never the converted copy in a temporary folder
+    import xml.etree.ElementTree as ET
+
+    props = {p.get("name"): p.get("value") for p in
+             ET.parse(pytester.path / "junit.xml").getroot().iter("property")}
+    assert props["saebench.sae.sweep/dl/trainer_0.path"] == str(sweep / "dl" / "trainer_0")
+    assert props["saebench.sae.sweep/run/layers.0.path"].startswith(str(sweep / "run"))
     result.stdout.fnmatch_lines_random([
         "*evaluate[[]sweep/saelens[]] PASSED*", "*evaluate[[]sweep/run/layers.0[]] PASSED*",
         "*evaluate[[]sweep/dl/trainer_0[]] PASSED*", "*evaluate[[]sweep/broken[]] FAILED*",

@@ -239,6 +239,9 @@ def test_train_and_gate_trains_mains_replicates_and_judges_a_retrain_against_the
             trained = _run_step(train, flow, repo, user_install, event, SEED=str(seed),
                                 TRAIN_ARGS=QUICK_START_ARGS, **hf)
             assert trained.returncode == 0, trained.stderr[-3000:]
+            # the quick start says what it does before SAELens's bar can move (every 100 steps)
+            assert "train_sae: 96 steps of 512 tokens" in trained.stdout and \
+                "stays at 0 % until the end" in trained.stdout, trained.stdout[-2000:]
         runs[event] = sorted(p.name for p in (repo / "runs").iterdir())
         done = _run_step(gate, flow, repo, user_install, event, **hf, **tests)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

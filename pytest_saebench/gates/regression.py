@@ -313,6 +313,17 @@ def check_metric(rule: RegressionRule, direction: str, new: Any, old: Any, label
                    (new.dof(metric), old.dof(metric)))
 
 
+def delta_stderr(metric: str, new: Any, old: Any) -> float | None:
+    """The standard error of ``new - old`` on ``metric`` that a verdict with ``z`` uses:
+    paired where the two runs share units, else the two standard errors added."""
+    a, b = new.value(metric), old.value(metric) if old.computed(metric) else None
+    if a is None or b is None:
+        return None
+    paired, why = pair(metric, new, old)
+    se = difference(a, b, new.stderr(metric), old.stderr(metric), paired, why)[1]
+    return se if se and math.isfinite(se) else None
+
+
 def decided(rule: RegressionRule, direction: str, new: Any, old: Any, look: Any,
             monotone: str = "") -> bool:
     """Whether ``rule`` has its verdict at ``look`` of an adaptive budget, ``new`` holding

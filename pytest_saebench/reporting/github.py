@@ -93,11 +93,14 @@ def summary_markdown(checks: list[dict[str, Any]], results: list[Any], suite: st
     return text + (f"\n\nEvaluated: {evaluated}\n" if evaluated else "\n")
 
 
+CELL_MAX = 2000  # a gate's message is one line; only a runaway one (a pasted path) is cut
+
+
 def _cell(text: str) -> str:
-    """``text`` as one markdown table cell: its first line, at most 300 characters, escaped
-    as markdown-safe text (reporting.gates.md)."""
+    """``text`` as one markdown table cell: its first line whole (up to ``CELL_MAX``
+    characters: GitHub wraps a long cell), escaped as markdown-safe text (reporting.gates.md)."""
     line = text.strip().splitlines()[0] if text.strip() else ""
-    line = line if len(line) <= 300 else line[:299] + "…"
+    line = line if len(line) <= CELL_MAX else line[:CELL_MAX - 1] + "…"
     return md(line)
 
 

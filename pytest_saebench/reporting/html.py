@@ -33,8 +33,9 @@ CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 .wide{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;margin:8px 0 20px}
-td:not(.note){white-space:nowrap}
+td:not(.note,.w){white-space:nowrap}
 td.note{overflow-wrap:anywhere;min-width:14em}
+td.w{overflow-wrap:anywhere}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 th{background:#f2f2f2}
 .pass,.improved{color:#17692a}
@@ -107,10 +108,15 @@ def _gates(checks: list[dict[str, Any]], suite: str) -> str:
             values += ["" if base is None else fmt(base), "" if delta is None else f"{delta:+.4g}",
                        noise_label(c)]
         cells = [escape(str(x)) for x in values]
-        cells[3] = _metric_link(c["metric"])
+        cells[2] = _breaks(cells[2])
+        cells[3] = _metric_link(c["metric"], breaks=True)
         cells.append(f'<a href="#note-{note}">note {note}</a>' if note else "")
         status = escape(c["status"])
-        rows.append(f'<tr class="{status}">' + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+        # sae, metric, limit and noise may wrap, so the table fits its box (at 1400 px too)
+        wrap = {2, 3, 5, 8} if compared else {2, 3, 5}
+        rows.append(f'<tr class="{status}">' + "".join(
+            f'<td class="w">{x}</td>' if i in wrap else f"<td>{x}</td>"
+            for i, x in enumerate(cells)) + "</tr>")
         if own:  # its own message, on a full-width row of its own
             rows.append(f'<tr class="{status}"><td></td><td class="note" colspan="'
                         f'{len(heads) - 1}">{escape(own)}</td></tr>')
@@ -172,8 +178,15 @@ def _frontier(rule: Any, front: list, results: list[Any]) -> str:
                      rule.metric.rsplit(".", 1)[-1], log_x=True, label_points=True)
 
 
-def _metric_link(metric: str) -> str:
-    return f'<a href="#m-{escape(metric)}"><code>{escape(metric)}</code></a>'
+def _metric_link(metric: str, breaks: bool = False) -> str:
+    shown = _breaks(escape(metric)) if breaks else escape(metric)
+    return f'<a href="#m-{escape(metric)}"><code>{shown}</code></a>'
+
+
+def _breaks(text: str) -> str:
+    """Escaped ``text`` with a line-break opportunity after each ``.`` and ``/``: a wrapped
+    metric id or checkpoint path breaks between its parts, not inside a word."""
+    return text.replace(".", ".<wbr>").replace("/", "/<wbr>")
 
 
 def _glossary(results: list[Any], checks: list[dict[str, Any]], registry: Any) -> str:

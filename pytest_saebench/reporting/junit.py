@@ -19,7 +19,7 @@ def add_suite_properties(config: pytest.Config, runner: Any) -> None:
     xml.add_global_property("saebench.device", runner.device)
     xml.add_global_property("saebench.seed", str(settings.seed))
     for sae_id, ref in runner.checkpoints.items():
-        xml.add_global_property(f"saebench.sae.{sae_id}.path", str(ref.path))
+        xml.add_global_property(f"saebench.sae.{sae_id}.path", ref.shown_path)
         try:
             xml.add_global_property(f"saebench.sae.{sae_id}.sha256", ref.sha256)
         except OSError as exc:

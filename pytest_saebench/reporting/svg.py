@@ -45,7 +45,8 @@ class _Axes:
         return H - BOTTOM - (v - self.y0) / (self.y1 - self.y0) * (H - TOP - BOTTOM)
 
 
-def _legend(names: Sequence[str]) -> tuple[list[str], float]:
+def _legend(names: Sequence[str], colors: dict[str, str] | None = None
+            ) -> tuple[list[str], float]:
     """Legend entries in rows under the x label (never over the data); returns the
     elements and the height they add."""
     parts, x, y = [], float(LEFT), H + 4.0
@@ -53,16 +54,18 @@ def _legend(names: Sequence[str]) -> tuple[list[str], float]:
         width = 14 + 6.2 * len(name) + 18
         if x + width > W - RIGHT and x > LEFT:
             x, y = float(LEFT), y + 16
+        color = (colors or {}).get(name, COLORS[i % len(COLORS)])
         parts.append(f'<rect x="{x:.0f}" y="{y:.0f}" width="10" height="10" '
-                     f'fill="{COLORS[i % len(COLORS)]}"/>')
+                     f'fill="{color}"/>')
         parts.append(f'<text x="{x + 14:.0f}" y="{y + 9:.0f}">{escape(name)}</text>')
         x += width
     return parts, (y - H + 16 if names else 0.0)
 
 
 def _frame(title: str, xlabel: str, ylabel: str, ax: _Axes, xticks: Sequence[tuple[float, str]],
-           body: list[str], legend: Sequence[str] = ()) -> str:
-    keys, extra = _legend(legend)
+           body: list[str], legend: Sequence[str] = (),
+           colors: dict[str, str] | None = None) -> str:
+    keys, extra = _legend(legend, colors)
     height = H + extra
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height:.0f}" '
              f'viewBox="0 0 {W} {height:.0f}" role="img" aria-label="{escape(title)}">',
@@ -79,8 +82,9 @@ def _frame(title: str, xlabel: str, ylabel: str, ax: _Axes, xticks: Sequence[tup
         x = ax.x(v)
         parts.append(f'<line x1="{x:.1f}" y1="{H - BOTTOM}" x2="{x:.1f}" y2="{H - BOTTOM + 4}" '
                      'stroke="#333"/>')
-        parts.append(f'<text x="{x:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">'
-                     f'{escape(label)}</text>')
+        for row, text in enumerate(label.split("\n")[:2]):  # a second line: a date
+            parts.append(f'<text x="{x:.1f}" y="{H - BOTTOM + 16 + 11 * row}" '
+                         f'text-anchor="middle">{escape(text)}</text>')
     parts.append(f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 8}" text-anchor="middle">'
                  f'{escape(xlabel)}</text>')
     parts.append(f'<text transform="translate(14 {(TOP + H - BOTTOM) / 2}) rotate(-90)" '
@@ -117,11 +121,14 @@ def bars(title: str, labels: Sequence[str], series: dict[str, Sequence[float | N
 
 def lines(title: str, series: dict[str, Sequence[tuple[float, float, str]]], xlabel: str,
           ylabel: str, log_x: bool = False, label_points: bool = False,
-          in_order: frozenset[str] = frozenset()) -> str:
-    """Points joined by lines, one colour per series; each point is ``(x, y, label)``,
-    written beside the point when ``label_points``. A series is joined by x, or, named in
-    ``in_order``, in the order given (a training run, step by step). A log axis is ticked at
-    the data."""
+          in_order: frozenset[str] = frozenset(), colors: dict[str, str] | None = None,
+          rings: frozenset[str] = frozenset(), dashed: frozenset[str] = frozenset(),
+          xticks: Sequence[tuple[float, str]] | None = None) -> str:
+    """Points joined by lines, one colour per series (``colors`` names some); each point is
+    ``(x, y, label)``, written beside the point when ``label_points``. A series is joined by
+    x, or, named in ``in_order``, in the order given (a training run, step by step); one in
+    ``rings`` has rings for points, one in ``dashed`` a dashed line. A log axis is ticked
+    at the data; ``xticks`` gives the ticks (``"label"`` or ``"line\nline"``)."""
     fx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
     # a point may carry a fourth element, its standard error, drawn as an error bar
     series = {k: [(p[0], p[1], p[2], p[3] if len(p) > 3 else None) for p in v]
@@ -133,16 +140,19 @@ def lines(title: str, series: dict[str, Sequence[tuple[float, float, str]]], xla
     pad_y = (max(ys) - min(ys)) * 0.1 or 0.05
     ax = _Axes((min(xs) - pad_x, max(xs) + pad_x), (min(ys) - pad_y, max(ys) + pad_y))
     body = []
-    for s, (name, points) in enumerate(series.items()):
-        color = COLORS[s % len(COLORS)]
+    colors = {name: (colors or {}).get(name, COLORS[s % len(COLORS)])
+              for s, name in enumerate(series)}
+    for name, points in series.items():
+        color, ring = colors[name], name in rings
         kept = [(fx(x), y, lab, err) for x, y, lab, err in points
                 if y is not None and (x > 0 or not log_x)]
         if name not in in_order:
             kept.sort()
         if len(kept) > 1:
             path = " ".join(f"{ax.x(x):.1f},{ax.y(y):.1f}" for x, y, _, _ in kept)
+            dash = ' stroke-dasharray="4 3"' if name in dashed else ""
             body.append(f'<polyline points="{path}" fill="none" stroke="{color}" '
-                        'stroke-width="1.5"/>')
+                        f'stroke-width="1.5"{dash}/>')
         for x, y, _lab, err in kept:
             if err:
                 top, bottom, cx = ax.y(y + err), ax.y(y - err), ax.x(x)
@@ -150,21 +160,24 @@ def lines(title: str, series: dict[str, Sequence[tuple[float, float, str]]], xla
                             f"M{cx - 3:.1f},{top:.1f}h6M{cx - 3:.1f},{bottom:.1f}h6\" "
                             f'stroke="{color}" fill="none"/>')
         for x, y, lab, _err in kept:
-            body.append(f'<circle class="pt" cx="{ax.x(x):.1f}" cy="{ax.y(y):.1f}" r="3.5" '
-                        f'fill="{color}"><title>{escape(name)} {escape(lab)}: '
-                        f'{_num(y)}</title></circle>')
+            paint = (f'r="5" fill="white" stroke="{color}" stroke-width="2"' if ring
+                     else f'r="3.5" fill="{color}"')
+            body.append(f'<circle class="pt" cx="{ax.x(x):.1f}" cy="{ax.y(y):.1f}" {paint}>'
+                        f'<title>{escape(name)} {escape(lab)}: {_num(y)}</title></circle>')
             if label_points:
                 # right of the point, or left of it in the right half, so it is never clipped
                 right = ax.x(x) > (LEFT + W - RIGHT) / 2
                 anchor = ' text-anchor="end"' if right else ""
                 body.append(f'<text x="{ax.x(x) + (-6 if right else 6):.1f}" '
                             f'y="{ax.y(y) - 6:.1f}"{anchor}>{escape(lab)}</text>')
-    if log_x:
+    if xticks is not None:
+        xticks = [(fx(x), label) for x, label in xticks]
+    elif log_x:
         xticks = [(t, _num(10 ** t)) for t in sorted(set(xs))][:12]
     else:
         xticks = [(t, _num(t)) for t in _ticks(ax.x0, ax.x1)]
     return _frame(title, xlabel, ylabel, ax, xticks, body, list(series) if len(series) > 1
-                  else ())
+                  else (), colors)
 
 
 def histogram(title: str, values: Sequence[float], edges: Sequence[float], xlabel: str,

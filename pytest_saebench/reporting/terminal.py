@@ -20,19 +20,22 @@ HEADLINE = (
 
 HEADER = ["sae", "metric", "dir", "value ± stderr", "limit", "status"]
 BASELINE_HEADER = ["baseline", "Δ", "vs baseline", "noise"]
+NULL_HEADER = ["vs random (gain)"]
 
 
 def rows(results: list[Any], checks: list[dict[str, Any]], registry: Any, verbose: bool
          ) -> list[list[str]]:
     """Table rows: SAE, metric, direction, value ± stderr, limit, status; plus baseline, Δ,
     the regression status and the noise it was decided against (main's runs, the
-    evaluation's, unknown) when the run compared against a baseline."""
+    evaluation's, unknown) when the run compared against a baseline; and the verdict against
+    a random SAE of the checkpoint's shape, with the gain, when it has null rules."""
     limits = {(c["sae"], c["metric"]): c for c in checks
               if c.get("kind", "threshold") == "threshold"}
     regressions = {(c["sae"], c["metric"]): c for c in checks if c.get("kind") == "regression"}
+    nulls = {(c["sae"], c["metric"]): c for c in checks if c.get("kind") == "null"}
     out: list[list[str]] = []
     for res in results:
-        gated = list(dict.fromkeys(m for (sae, m) in [*limits, *regressions]
+        gated = list(dict.fromkeys(m for (sae, m) in [*limits, *regressions, *nulls]
                                    if sae == res.sae_id))
         metrics = list(res.all_metrics()) if verbose else [
             *gated, *(m for m in HEADLINE if m not in gated and res.computed(m))]
@@ -49,6 +52,11 @@ def rows(results: list[Any], checks: list[dict[str, Any]], registry: Any, verbos
                 row += [fmt(r["baseline"]) if r.get("baseline") is not None else "",
                         f"{delta:+.4g}" if delta is not None else "",
                         r.get("status", "").upper(), noise_label(r)]
+            if nulls:
+                n = nulls.get((res.sae_id, metric), {})
+                gain = n.get("delta")
+                row.append(" ".join([n.get("status", "").upper(), f"({gain:+.4g})"
+                                     if gain is not None else ""]).strip())
             out.append(row)
     return out
 
@@ -56,7 +64,9 @@ def rows(results: list[Any], checks: list[dict[str, Any]], registry: Any, verbos
 def render(table: list[list[str]], registry: Any = None) -> list[str]:
     """Align ``table`` under the metric table's header into text lines, then a note for
     each metric shown whose value needs one (a bug-compatible id beside the corrected)."""
-    header = HEADER + BASELINE_HEADER if table and len(table[0]) > len(HEADER) else HEADER
+    extra = len(table[0]) - len(HEADER) if table else 0
+    header = HEADER + (BASELINE_HEADER if extra >= len(BASELINE_HEADER) else []) + (
+        NULL_HEADER if extra % len(BASELINE_HEADER) else [])
     shown = dict.fromkeys(row[1] for row in table)
     notes = [f"note: {m}: {registry[m].note}" for m in shown
              if registry is not None and m in registry and registry[m].note]
