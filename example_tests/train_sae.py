@@ -47,19 +47,9 @@ def train(out: Path, training_tokens: int = 2_000_000, context_size: int = 128,
         n_batches_in_buffer=32, n_checkpoints=2, checkpoint_path=str(out / "checkpoints"),
         output_path=str(out / "final"), device="cpu", lr=3e-3, seed=seed,
         n_batches_for_norm_estimate=8, logger=LoggingConfig(log_to_wandb=False))
-    # SAELens's bar advances once per 100 steps and only after the activation buffer has
-    # filled (n_batches_in_buffer * store_batch_size_prompts contexts through the model), so
-    # say up front what the run will do and why the bar may sit at 0 % for a while.
-    steps = training_tokens // batch_tokens
-    print(f"train_sae: {steps:,} steps of {batch_tokens:,} tokens on {model} {HOOK}, seed "
-          f"{seed}; first the model fills SAELens's activation buffer ({32 * 16 * context_size:,}"
-          " tokens), then SAELens's bar moves every 100 steps"
-          + (" (this run is shorter: it stays at 0 % until the end)" if steps < 100 else ""),
-          flush=True)
     # hub_dataset streams the dataset as load_dataset(name, streaming=True) does, and offline
     # from the local cache (where load_dataset by name refuses).
     LanguageModelSAETrainingRunner(cfg, override_dataset=hub_dataset(dataset)).run()
-    print(f"train_sae: wrote {out / 'checkpoints'} and {out / 'final'}", flush=True)
 
 
 def main() -> None:
@@ -72,8 +62,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="the runner's seed; replicates of one configuration differ in it")
     args = parser.parse_args()
+    # SAELens's bar advances once per 100 steps and only after the activation buffer has
+    # filled (n_batches_in_buffer * store_batch_size_prompts contexts through the model), so
+    # say up front what the run will do and why the bar may sit at 0 % for a while.
+    steps = args.training_tokens // args.batch_tokens
+    print(f"train_sae: {steps:,} steps of {args.batch_tokens:,} tokens on {MODEL} {HOOK}, "
+          f"seed {args.seed}; first the model fills SAELens's activation buffer "
+          f"({32 * 16 * args.context_size:,} tokens), then SAELens's bar moves every 100 steps"
+          + (" (this run is shorter: it stays at 0 % until the end)" if steps < 100 else ""),
+          flush=True)
     train(args.out, args.training_tokens, args.context_size, args.batch_tokens,
           seed=args.seed)
+    print(f"train_sae: wrote {args.out / 'checkpoints'} and {args.out / 'final'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -98,8 +98,8 @@ def test_update_then_compare_workflow(pytester, tiny_world):
     result = pytester.runpytest(sae, "--saebench-update-baseline", "-rs")
     # nothing to compare with yet: the regression gates say so rather than PASS
     result.assert_outcomes(passed=2, skipped=2)
-    result.stdout.fnmatch_lines(["*no baseline: written now (baselines/sb.json)*",
-                                 "*baseline: wrote *baselines/sb.json (1 checkpoint(s))*"])
+    result.stdout.fnmatch_lines(["*baseline: wrote *baselines/sb.json (1 checkpoint(s))*"])
+    result.stdout.fnmatch_lines(["*no baseline: written now (baselines/sb.json)*"])
     written = json.loads((pytester.path / "baselines" / "sb.json").read_text())
     assert written["tool"] == "pytest-saebench" and "trained" in written["saes"]
     assert not list((pytester.path / "baselines").glob(".*tmp"))
