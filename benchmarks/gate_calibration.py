@@ -56,14 +56,30 @@ def main() -> None:
     row("metric without a standard error, adaptive", 0, 2000, C.no_stderr_adaptive(2000),
         "decided at the first look", C.no_stderr_adaptive(2000, monotone=False), 0.0)
     head = ["gate form", "z", "draws", "nominal", "plugin", "broken boundary", "its rate"]
-    if args.markdown:
+    _table(head, rows, args.markdown)
+    print("\nStopping for futility (a z = 3 threshold under an adaptive budget, its true value"
+          " some whole-budget standard errors inside its bound):\n")
+    rows = []
+    for inside in (0.0, 2.0, 4.5, -4.5):
+        for name, level in (("off", 0.0), (f"{C.budget.FUTILITY:g}", C.budget.FUTILITY),
+                            ("1 (broken: always)", 1.0)):
+            r = C.futility_run(n // 2, 3.0, inside, level=level)
+            rows.append([f"{inside:+g}", name, f"{n // 2:,}", f"{r['fail']:.4f}",
+                         f"{r['pass']:.4f}", f"{r['inconclusive']:.4f}",
+                         f"{r['futile']:.4f}", f"{r['used']:.3f}"])
+    _table(["inside (se)", "futility level", "draws", "fail", "pass", "inconclusive",
+            "stopped for futility", "budget used"], rows, args.markdown)
+    print(f"\n{time.perf_counter() - started:.0f} s")
+
+
+def _table(head: list[str], rows: list[list[str]], markdown: bool) -> None:
+    if markdown:
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
         print("\n".join("| " + " | ".join(r) + " |" for r in rows))
     else:
         widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=False)]
         for r in [head, *rows]:
             print("  ".join(x.ljust(w) for x, w in zip(r, widths, strict=False)))
-    print(f"\n{time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

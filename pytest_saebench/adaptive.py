@@ -4,11 +4,12 @@ that evaluate in looks (``ADAPTIVE = True``: core)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pytest_saebench.gates import budget
-from pytest_saebench.gates.regression import CKPT_PREFIX, decided
+from pytest_saebench.gates.regression import CKPT_PREFIX
+from pytest_saebench.gates.rule_looks import decided, rule_power
 from pytest_saebench.results import SaeResults
 
 
@@ -48,19 +49,35 @@ def stopper(runner: Any, sae_id: str, suite: str, module: Any, seeds: int
 
     def stop(partial: Any, look: budget.Look) -> bool:
         res = SaeResults(sae_id, ref.shown_path, "", suite, {module.EVAL_TYPE_ID: partial})
-        for t in thresholds:
-            spec = runner.registry.get(t.metric)
-            if res.computed(t.metric) and not budget.threshold_decided(
-                    t, res.value(t.metric), res.stderr(t.metric), res.dof(t.metric), look,
-                    spec.monotone if spec else ""):
-                return False
         old = base() if rules else None
-        for rule in rules if old is not None else ():
-            spec = runner.registry.get(rule.metric)
-            if res.computed(rule.metric) and not decided(
-                    rule, spec.direction if spec else "info", res, old, look,
-                    spec.monotone if spec else ""):
-                return False
-        return True
+        done, futile = budget.stop_now(
+            pending_gates(thresholds, rules if old is not None else [], res, old, look,
+                          runner.registry), look, budget.FUTILITY)
+        if futile:
+            partial.unstructured.setdefault("looks", {})["futility"] = futile
+        return done
 
     return stop
+
+
+def pending_gates(thresholds: Sequence[Any], rules: Sequence[Any], res: Any, old: Any,
+                  look: budget.Look, registry: Any) -> list[tuple[str, float | None]]:
+    """The gates on ``res`` (a look's results) not yet decided at ``look``, each with its
+    conditional power to be decided by the whole budget (None where futility does not apply),
+    keyed as :func:`budget.gate_key` names them; ``old`` is the baseline the ``rules`` compare
+    with."""
+    pending: list[tuple[str, float | None]] = []
+    for t in thresholds:
+        spec = registry.get(t.metric)
+        value, se, df = res.value(t.metric), res.stderr(t.metric), res.dof(t.metric)
+        if res.computed(t.metric) and not budget.threshold_decided(
+                t, value, se, df, look, spec.monotone if spec else ""):
+            pending.append((budget.gate_key(t), budget.threshold_power(t, value, se, df, look)))
+    for rule in rules:
+        spec = registry.get(rule.metric)
+        direction = spec.direction if spec else "info"
+        if res.computed(rule.metric) and not decided(
+                rule, direction, res, old, look, spec.monotone if spec else ""):
+            pending.append((budget.gate_key(rule),
+                            rule_power(rule, direction, res, old, look)))
+    return pending

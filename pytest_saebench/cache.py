@@ -63,16 +63,34 @@ class TensorCache:
                           sort_keys=True, default=str)
         return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:32]}"
 
-    def get(self, kind: str, parts: dict[str, Any], compute: Callable[[], Tensors]) -> Tensors:
-        """Tensors for ``parts``: from memory, else from disk, else ``compute()`` (stored)."""
+    def memory(self, kind: str, parts: dict[str, Any]) -> Tensors | None:
+        """What this run holds in memory for ``parts`` (:meth:`get` or :meth:`hold`), or
+        None; never reads the disk."""
+        return self._memory.get(self.key(kind, parts))
+
+    def hold(self, kind: str, parts: dict[str, Any], tensors: Tensors) -> None:
+        """Keep ``tensors`` in memory for ``parts`` for the run (not written to disk): an
+        object assembled from entries of its own, such as core's segmented sides."""
+        self._memory[self.key(kind, parts)] = tensors
+
+    def get(self, kind: str, parts: dict[str, Any], compute: Callable[[], Tensors],
+            remember: bool = True) -> Tensors:
+        """Tensors for ``parts``: from memory, else from disk, else ``compute()`` (stored).
+        ``remember=False``: not kept in memory, for a caller that holds them itself."""
         key = self.key(kind, parts)
         if key in self._memory:
             self.stats["memory"] += 1
             return self._memory[key]
+        out = self._get(key, kind, parts, compute)
+        if remember:
+            self._memory[key] = out
+        return out
+
+    def _get(self, key: str, kind: str, parts: dict[str, Any], compute: Callable[[], Tensors]
+             ) -> Tensors:
         if self.root is None:
             self.stats["miss"] += 1
-            out = self._memory[key] = compute()
-            return out
+            return compute()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             lock = FileLock(str(self.root / f"{key}.lock"))
@@ -80,8 +98,7 @@ class TensorCache:
         except OSError as exc:  # a full disk, a read-only folder: evaluate without the cache
             self._unwritable(exc)
             self.stats["miss"] += 1
-            out = self._memory[key] = compute()
-            return out
+            return compute()
         try:
             out = self._read(key)
             if out is None:
@@ -95,7 +112,6 @@ class TensorCache:
                 self.stats["hit"] += 1
         finally:
             lock.release()
-        self._memory[key] = out
         return out
 
     def _unwritable(self, exc: OSError) -> None:

@@ -154,7 +154,8 @@ def identical_checkpoint_adaptive(draws: int, seed: int = 0, shared_mean: bool =
     ``decided`` (the stopper's call) says so. ``shared_mean=False``: each run's ``ss`` about
     its own mean (the old bias); ``over_windows=False``: the verdict from the two values, as
     before (the other old bug)."""
-    from pytest_saebench.gates.regression import check_metric, decided
+    from pytest_saebench.gates.regression import check_metric
+    from pytest_saebench.gates.rule_looks import decided
 
     rng = np.random.default_rng(seed)
     rule = RegressionRule(METRIC, max_drop=0.0)
@@ -195,7 +196,8 @@ def no_stderr_adaptive(draws: int, seed: int = 0, monotone: bool = True) -> floa
     budget baseline under ``{ max_drop = 0 }``; the stopper's ``decided`` with the metric's
     monotone direction (``monotone=False``: the old rule, decided at the first look)."""
     from pytest_saebench.evals.base import EvalResult
-    from pytest_saebench.gates.regression import check_metric, decided
+    from pytest_saebench.gates.regression import check_metric
+    from pytest_saebench.gates.rule_looks import decided
     from pytest_saebench.results import SaeResults
 
     frac = "core.misc_metrics.frac_dead"
@@ -263,3 +265,52 @@ def family_of_gates(draws: int, gates: int, z: float, kind: str, seed: int = 0) 
                         lambda g, o=outcomes: o[g.nodeid])
         any_fail += any(family.review(k, o).status == "fail" for k, o in outcomes.items())
     return any_fail / draws
+
+
+class _Look:
+    """A look's results as the stopper reads them: one metric's value, stderr and df."""
+
+    def __init__(self, value: float, stderr: float, df: int) -> None:
+        self._v, self._se, self._df = value, stderr, df
+
+    def computed(self, metric: str) -> bool:
+        return metric == METRIC
+
+    def value(self, metric: str) -> float:
+        return self._v
+
+    def stderr(self, metric: str) -> float:
+        return self._se
+
+    def dof(self, metric: str) -> int:
+        return self._df
+
+
+def futility_run(draws: int, z: float, inside: float = 0.0, seed: int = 0,
+                 level: float = budget.FUTILITY) -> dict[str, float]:
+    """A threshold ``min = 0`` with ``z`` under an adaptive budget, its true value ``inside``
+    whole-budget standard errors above the bound, through the stopping path core's stopper
+    takes (``adaptive.pending_gates`` then ``budget.stop_now``) and the verdict at the look
+    it stopped at (``check`` at that look's critical value, as ``threshold_outcome``);
+    ``level = 0`` turns futility off. Rates of fail, pass, inconclusive, of the
+    inconclusive verdicts the futility stop gave, and the mean share of the budget used."""
+    from pytest_saebench.adaptive import pending_gates
+
+    t = Threshold(METRIC, min=0.0, z=z)
+    rng = np.random.default_rng(seed)
+    sizes = [round(f * GROUPS) for f in FRACTIONS]
+    x = rng.normal(inside / math.sqrt(GROUPS), 1.0, (draws, GROUPS))
+    counts = {"fail": 0, "pass": 0, "inconclusive": 0, "futile": 0}
+    used = 0.0
+    for row in x:
+        for k, n in enumerate(sizes):
+            look = budget.Look(k, FRACTIONS)
+            v, se = float(row[:n].mean()), float(row[:n].std(ddof=1) / math.sqrt(n))
+            pending = pending_gates([t], [], _Look(v, se, n - 1), None, look, {})
+            stop, futile = budget.stop_now(pending, look, level)
+            if look.last or stop:
+                counts[check(t, v, None, "", se, n - 1, look.critical(z, n - 1)).status] += 1
+                counts["futile"] += bool(futile)
+                used += n / GROUPS
+                break
+    return {**{k: c / draws for k, c in counts.items()}, "used": used / draws}

@@ -55,15 +55,39 @@ def test_a_clear_verdict_stops_at_the_first_look_with_the_fixed_budgets_verdict(
         [c["status"] for c in fixed_checks if c["metric"] == EV] == ["pass"]
 
 
-def test_a_gate_near_its_bound_runs_to_the_whole_budget(pytester, tiny_world):
+def test_a_gate_near_its_bound_without_z_runs_to_the_whole_budget(pytester, tiny_world):
     _project(pytester, f'"{EV}" = {{ min = 0.5, z = 3 }}')
     _, _, full, _ = _run(pytester, tiny_world.trained)
     value = full["eval_result_metrics"]["reconstruction_quality"]["explained_variance"]
-    _project(pytester, f'"{EV}" = {{ min = {value - 1e-6:.8f}, z = 3 }}')
+    # without z the value decides: never inconclusive, so futility does not apply
+    _project(pytester, f'"{EV}" = {{ min = {value - 1e-6:.8f} }}')
     _, looks, core, checks = _run(pytester, tiny_world.trained, "--saebench-budget=adaptive")
     assert looks["stopped_at"] == 2 and looks["tokens_used"] == looks["tokens_cap"]
+    assert "futility" not in looks
     assert core["eval_result_metrics"] == full["eval_result_metrics"]  # the same windows
-    assert [c["status"] for c in checks if c["metric"] == EV] == ["inconclusive"]
+    assert [c["status"] for c in checks if c["metric"] == EV] == ["pass"]
+
+
+def test_a_gate_on_its_bound_stops_for_futility_and_says_so(pytester, tiny_world):
+    _project(pytester, f'"{EV}" = {{ min = 0.5, z = 3 }}')
+    _, _, full, _ = _run(pytester, tiny_world.trained)
+    value = full["eval_result_metrics"]["reconstruction_quality"]["explained_variance"]
+    _project(pytester, f'"{EV}" = {{ min = {value:.8f}, z = 3 }}')
+    result, looks, _, checks = _run(pytester, tiny_world.trained, "--saebench-budget=adaptive")
+    assert result.ret == 0
+    k = looks["stopped_at"]
+    assert k < 2 and looks["tokens_used"] < looks["tokens_cap"]
+    ((gate, cp),) = looks["futility"].items()
+    assert gate == f"threshold {EV} >= {value:.8f}".rstrip("0") + ", z 3" or gate.startswith(
+        f"threshold {EV} >= ")
+    assert 0 <= cp < budget.FUTILITY
+    (check,) = [c for c in checks if c["metric"] == EV]
+    assert check["status"] == "inconclusive"
+    assert f"inconclusive at look {k + 1} of 3: the whole budget would decide it with " \
+           f"probability {cp:.2f} (stopped for futility, below 0.1)" in check["message"]
+    result.stdout.fnmatch_lines([f"saebench: trained: budget adaptive: core stopped at look "
+                                 f"{k + 1} of 3, for futility (1 gate(s) the whole budget "
+                                 "would not decide), * SAE tokens (*%)"])
 
 
 def test_an_adaptive_run_pairs_with_a_fixed_baseline_over_the_groups_both_evaluated(
@@ -102,3 +126,59 @@ def test_a_metric_without_a_standard_error_stops_only_where_more_data_cannot_cha
     t = Threshold("core.misc_metrics.frac_dead", *bounds)
     assert budget.threshold_decided(t, value, None, None, look, monotone) is decided
     assert budget.threshold_decided(t, value, None, None, budget.Look(2, look.fractions))
+
+
+def test_conditional_power_is_statistics_md_section_8():
+    """CP = Φ((|D| − c_K·se_K) / (sqrt(1 − t_k)·se_K)), se_K = se_k·sqrt(t_k)."""
+    from statistics import NormalDist
+
+    for bad, se, frac, c in [(0.0, 1.0, 0.25, 2.0), (1.5, 0.4, 0.5, 3.1), (-0.2, 0.1, 0.25, 2.5)]:
+        se_k = se * frac ** 0.5
+        want = NormalDist().cdf((abs(bad) - c * se_k) / ((1 - frac) ** 0.5 * se_k))
+        assert budget.conditional_power(bad, 0.0, se, frac, c) == pytest.approx(want, rel=1e-9)
+
+
+def test_futility_needs_every_open_gate_hopeless_and_z():
+    look = budget.Look(0, (0.25, 0.5, 1.0))
+    assert budget.stop_now([("a", 0.03), ("b", 0.05)], look) == (True, {"a": 0.03, "b": 0.05})
+    assert budget.stop_now([("a", 0.03), ("b", 0.4)], look) == (False, {})
+    assert budget.stop_now([("a", 0.03), ("b", None)], look) == (False, {})  # no z: the value
+    assert budget.stop_now([("a", 0.03)], look, level=0.0) == (False, {})
+    assert budget.stop_now([], look) == (True, {})
+    on_bound = Threshold(EV, min=0.9, z=3.0)
+    assert budget.threshold_power(on_bound, 0.9, 0.01, 4, look) < 0.01
+    assert budget.threshold_power(Threshold(EV, min=0.9), 0.9, 0.01, 4, look) is None
+
+
+def test_a_regression_rule_on_its_tolerance_stops_for_futility_and_its_message_says_so():
+    """The stopper's path for a rule (adaptive.pending_gates, rule_looks.rule_power) on a
+    look of 5 of 20 groups whose drop sits on max_drop, then check_metric's message."""
+    import numpy as np
+
+    from pytest_saebench.adaptive import pending_gates
+    from pytest_saebench.gates import stats as S
+    from pytest_saebench.gates.regression import RegressionRule, check_metric
+    from tests import calibration as C
+
+    rng = np.random.default_rng(3)
+    formula = S.Formula("variance", {"err": 1.0}, {"ss": 1.0}, 1.0, -1.0)
+    prints = [f"g{i}" for i in range(20)]
+    base_rows = np.stack([rng.uniform(1, 2, 20), rng.uniform(20, 21, 20)], axis=1)
+    new_rows = base_rows + np.stack([rng.normal(0.3, 0.05, 20), np.zeros(20)], axis=1)
+    base = C._core_results(base_rows, ("err", "ss"), formula, 20, 20, prints)
+    new = C._core_results(new_rows, ("err", "ss"), formula, 5, 20, prints)
+    drop = -S.paired_difference(formula, new.units(EV)[1], base.units(EV)[1]).delta
+    rule = RegressionRule(EV, max_drop=drop, z=3.0)
+    look = budget.Look(0, C.FRACTIONS)
+    registry = {EV: type("Spec", (), {"direction": "up", "monotone": ""})()}
+    ((gate, cp),) = pending_gates([], [rule], new, base, look, registry)
+    assert gate == f"regression {EV}" and cp < budget.FUTILITY
+    stop, futile = budget.stop_now([(gate, cp)], look)
+    assert stop and futile == {gate: cp}
+    new.evals["core"].unstructured["looks"]["futility"] = futile
+    out = check_metric(rule, "up", new, base, "b", "")
+    assert out.status == "inconclusive" and "inconclusive at look 1 of 3: the whole budget " \
+        f"would decide it with probability {cp:.2f}" in out.message
+    # a rule without z is decided by its value: futility does not apply
+    assert pending_gates([], [RegressionRule(EV, max_drop=drop)], new, base, look,
+                         registry) in ([], [(f"regression {EV}", None)])

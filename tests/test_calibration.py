@@ -82,3 +82,31 @@ def test_holm_is_the_textbook_step_down():
             if open_:
                 rejected.add(key)
         assert {k for k, s in steps.items() if s.may_fail} == rejected
+
+
+def test_futility_stops_a_gate_on_its_bound_at_a_third_of_the_budget_and_keeps_the_rates():
+    """STATISTICS.md §8: a z = 3 threshold whose true value is its bound, through the
+    stopper's path. On the same draws the futility stop yields no fail or pass that the
+    looks without it would not (it is non-binding), the fail rate stays at its nominal level,
+    and the budget used falls from nearly all of it to about a third."""
+    draws = 20_000
+    on, off = C.futility_run(draws, 3.0), C.futility_run(draws, 3.0, level=0.0)
+    assert on["fail"] <= off["fail"] and on["pass"] <= off["pass"]
+    assert on["fail"] <= C.binomial_interval(C.nominal(3.0), draws)[1]
+    assert off["used"] > 0.95 and 0.28 < on["used"] < 0.40
+    assert on["futile"] > 0.9 and off["futile"] == 0.0
+
+
+@pytest.mark.parametrize("inside", [4.5, -4.5])
+def test_futility_gives_up_little_of_a_clear_verdict(inside):
+    """4.5 whole-budget standard errors from the bound a z = 3 gate is decided by the whole
+    budget 72 % of the time; with futility 62 % (STATISTICS.md §8). A rule that stopped
+    whenever a gate was undecided (level 1) would keep 4 %, one that never stopped 72 % at
+    the whole budget's cost: both fail here."""
+    verdict = "pass" if inside > 0 else "fail"
+    on = C.futility_run(10_000, 3.0, inside)
+    off = C.futility_run(10_000, 3.0, inside, level=0.0)
+    eager = C.futility_run(10_000, 3.0, inside, level=1.0)
+    assert 0.57 < on[verdict] < 0.67 and 0.67 < off[verdict] < 0.77
+    assert eager[verdict] < 0.1
+    assert on["used"] < off["used"] - 0.1

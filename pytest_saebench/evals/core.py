@@ -306,14 +306,17 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
               "llm_dtype": str(ctx.model.cfg.dtype).removeprefix("torch."),
               "random_seed": ctx.seed, "decoder_norm_folded": ctx.loaded.folded,
               "stderr_method": "grouped jackknife over contexts"}
-    loss = core_side.loss_side(ctx, n_rec, n_rec + n_var, context, bsz) if n_rec else None
-    var = core_side.variance_side(ctx, n_rec, n_var, context, bsz) if n_var else None
     widths = ref.matryoshka_widths  # the last is d_sae: the main metrics
     loss_bounds, var_bounds = group_bounds(n_rec, groups), group_bounds(n_var, groups)
+    # The SAE-independent work is cached by the looks' segments with either budget, so that
+    # an adaptive run computes only the looks it takes and a fixed run reuses them.
+    looks = _plan(n_rec, n_var, loss_bounds, var_bounds, bsz)
+    loss = core_side.loss_side(ctx, n_rec, n_rec + n_var, context, bsz,
+                               [p[0] for p in looks]) if n_rec else None
+    var = core_side.variance_side(ctx, n_rec, n_var, context, bsz,
+                                  [p[1] for p in looks]) if n_var else None
     stop = ctx.stop_when_decided
-    plan = [(n_rec, n_var)]
-    if stop is not None:
-        plan = _plan(n_rec, n_var, loss_bounds, var_bounds, bsz)
+    plan = looks if stop is not None else [(n_rec, n_var)]
     fractions = tuple(_fraction(p, n_rec, n_var) for p in plan)
     done_loss: dict[str, Any] = {}
     done_var: dict[str, Any] = {}
@@ -321,13 +324,13 @@ def run(ctx: EvalContext, cfg: Config) -> EvalResult:
         res = EvalResult(EVAL_TYPE_ID, dict(config))
         if n_rec:
             bounds = [b for b in loss_bounds if b <= n_l]
-            stats = _loss_phase(ctx, loss, cfg, done_loss, n_l)
+            stats = _loss_phase(ctx, loss.extend(n_l), cfg, done_loss, n_l)
             core_units.record_loss(res, stats, bounds)
             core_units.record(res, "loss", stats, loss["tokens"][:n_l], bounds, ctx)
         if n_var:
             bounds = [b for b in var_bounds if b <= n_v]
             stats, rrb, ev_v06, active, prompts = _variance_phase(
-                ctx, var, cfg, widths[:-1], done_var, n_v)
+                ctx, var.extend(n_v), cfg, widths[:-1], done_var, n_v)
             core_units.record_variance(res, stats, rrb, ev_v06, bounds)
             core_units.record(res, "variance", stats, var["tokens"][:n_v], bounds, ctx)
             if widths:

@@ -5,11 +5,19 @@ per-context CE / KL sums of the clean and zero-ablated runs (METRICS.md §2).
 Per checkpoint, core then only encodes and decodes the cached activations and runs the model
 from the hook layer on with the reconstruction spliced in.
 
+Each phase's rows are computed, and cached, in the segments an adaptive budget's looks cover
+(``segments``: the looks' ends): a run whose gates are decided at the first look computes a
+quarter of the SAE-independent work, and a later look, checkpoint or run extends it from the
+cache. The segments are batch boundaries, so the numbers are a whole-budget run's.
+
 A transcoder reads one hook and writes another: ``act`` is its input, ``act_out`` the output
 hook's activation it reconstructs, and the clean/ablated runs replace the output hook.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -18,7 +26,54 @@ from pytest_saebench.activations import (
     hooks_activations,
     logits_with_replacement,
 )
+from pytest_saebench.cache import Tensors
 from pytest_saebench.evals.base import EvalContext
+
+
+class Side(dict):
+    """A phase's SAE-independent tensors over its first :attr:`n` rows of ``ends[-1]``, the
+    dict core reads; :meth:`extend` loads (or computes) the next segments. ``hold``: whether
+    the phase's clean log-probabilities are held in memory for the run (see
+    :data:`MAX_HELD_LOGPROB_BYTES`)."""
+
+    def __init__(self, ends: Sequence[int], load: Callable[[Side, int, int], Tensors],
+                 hold: bool = False) -> None:
+        super().__init__()
+        self.ends, self.n, self.hold, self._load = tuple(ends), 0, hold, load
+
+    def extend(self, upto: int) -> Side:
+        """Make rows ``0 .. upto`` available (whole segments: possibly more)."""
+        for lo, hi in zip((0, *self.ends), self.ends, strict=False):
+            if hi <= self.n:
+                continue
+            if lo >= upto:
+                break
+            for key, val in self._load(self, lo, hi).items():
+                self[key] = torch.cat([self[key], val]) if key in self else val
+            self.n = hi
+        return self
+
+
+def _ends(segments: Sequence[int], n: int) -> list[int]:
+    """Increasing segment ends within ``n``, the last ``n``."""
+    return sorted({e for e in segments if 0 < e < n} | {n})
+
+
+def _side(ctx: EvalContext, kind: str, parts: dict[str, Any], ends: Sequence[int],
+          compute: Callable[[Side, int, int], Tensors], hold: bool = False) -> Side:
+    """The run's :class:`Side` for ``parts`` (one per model, data and budget, held by the
+    tensor cache's memory), each segment a cache entry of its own."""
+    found = ctx.cache.memory(kind, parts)
+    if isinstance(found, Side):
+        return found
+
+    def load(side: Side, lo: int, hi: int) -> Tensors:
+        return ctx.cache.get(kind, {**parts, "rows": [lo, hi]},
+                             lambda: compute(side, lo, hi), remember=False)
+
+    side = Side(ends, load, hold)
+    ctx.cache.hold(kind, parts, side)
+    return side
 
 # Clean log-probabilities are kept when they fit in this many bytes; beyond it (large vocab or
 # budget) the clean logits are recomputed per checkpoint from the cached activations.
@@ -40,28 +95,32 @@ def _logprob_bytes(ctx: EvalContext, n_tokens: int) -> int:
     return n_tokens * ctx.model.cfg.d_vocab * 4
 
 
-def loss_side(ctx: EvalContext, n_rec: int, n_total: int, context: int, batch: int
-              ) -> dict[str, torch.Tensor]:
-    """Tokens, validity, activations, (clean log-probs) and clean/ablated CE-KL sums."""
+def loss_side(ctx: EvalContext, n_rec: int, n_total: int, context: int, batch: int,
+              segments: Sequence[int] = ()) -> Side:
+    """Tokens, validity, activations, (clean log-probs) and clean/ablated CE-KL sums of the
+    ``n_rec`` loss contexts, computed by segment (``segments``: their ends)."""
     keep_lp = _logprob_bytes(ctx, n_rec * context) <= MAX_LOGPROB_BYTES
+    hold = not keep_lp and _logprob_bytes(ctx, n_rec * context) <= MAX_HELD_LOGPROB_BYTES
     parts = ctx.cache_parts(dataset=ctx.dataset_key or ctx.dataset, windows=n_total,
-                            rows=[0, n_rec],
                             context=context, prepend_bos=ctx.loaded.ref.prepend_bos,
-                            batch=batch, keep_logprobs=keep_lp)
-    return ctx.cache.get("core-loss", parts, lambda: _compute_loss_side(
-        ctx, _tokens(ctx, n_total, context, 0, n_rec), batch, keep_lp))
+                            batch=batch, keep_logprobs=keep_lp, loss_contexts=n_rec)
+    return _side(ctx, "core-loss", parts, _ends(segments, n_rec), lambda side, lo, hi:
+                 _compute_loss_side(ctx, _tokens(ctx, n_total, context, lo, hi), batch,
+                                    keep_lp, side, lo), hold)
 
 
 @torch.inference_mode()
-def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_lp: bool
-                       ) -> dict[str, torch.Tensor]:
+def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_lp: bool,
+                       into: Side, offset: int) -> dict[str, torch.Tensor]:
+    """Rows ``offset ..`` of the loss phase (``tokens``); log-probabilities too large for the
+    cache are held for ``into`` when it holds them."""
     loaded, model = ctx.loaded, ctx.model
     valid = ctx.valid(tokens)
     rows: dict[str, list[torch.Tensor]] = {}
     # Too large for the cache but small enough to hold: handed to clean_logprobs, so that the
     # first checkpoint does not rerun the clean model from the hook layer on (SmolLM2's 49k
     # vocabulary: 1.6 GB at the fast budget, a fifth of the cold core time).
-    hold = not keep_lp and _holdable(ctx, tokens)
+    hold = not keep_lp and into.hold
     made: dict[tuple[int, int], torch.Tensor] = {}
     extra = (loaded.hook_out,) if loaded.hook_out is not None else ()
     for start in range(0, tokens.shape[0], batch):
@@ -89,25 +148,28 @@ def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_
         if keep_lp:
             rows.setdefault("lp_clean", []).append(lp_clean.cpu())
         elif hold:
-            made[(start, batch)] = lp_clean.cpu()
+            made[(offset + start, batch)] = lp_clean.cpu()
     side = {k: torch.cat(v) for k, v in rows.items()}
     side = {**side, "tokens": tokens.cpu(), "valid": valid.cpu()}
     if hold:
-        _held(ctx, side).update(made)
+        _held(ctx, into).update(made)
     return side
 
 
-def variance_side(ctx: EvalContext, n_rec: int, n_var: int, context: int, batch: int
-                  ) -> dict[str, torch.Tensor]:
-    """Tokens, validity and (when they fit) activations of the variance phase."""
+def variance_side(ctx: EvalContext, n_rec: int, n_var: int, context: int, batch: int,
+                  segments: Sequence[int] = ()) -> Side:
+    """Tokens, validity and (when they fit) activations of the variance phase, computed by
+    segment (``segments``: their ends, counted within the phase)."""
     width = ctx.loaded.d_in + (ctx.loaded.d_out if ctx.loaded.is_transcoder else 0)
     keep_act = n_var * context * width * 4 <= MAX_ACTIVATION_BYTES
-    parts = ctx.cache_parts(dataset=ctx.dataset_key or ctx.dataset, windows=n_rec + n_var,
-                            rows=[n_rec, n_rec + n_var], context=context,
+    total = n_rec + n_var
+    parts = ctx.cache_parts(dataset=ctx.dataset_key or ctx.dataset, windows=total,
+                            variance_rows=[n_rec, total], context=context,
                             prepend_bos=ctx.loaded.ref.prepend_bos, batch=batch,
                             keep_activations=keep_act)
-    return ctx.cache.get("core-var", parts, lambda: _compute_variance_side(
-        ctx, _tokens(ctx, n_rec + n_var, context, n_rec, n_rec + n_var), batch, keep_act))
+    return _side(ctx, "core-var", parts, _ends(segments, n_var), lambda side, lo, hi:
+                 _compute_variance_side(ctx, _tokens(ctx, total, context, n_rec + lo,
+                                                     n_rec + hi), batch, keep_act))
 
 
 @torch.inference_mode()
@@ -144,12 +206,7 @@ def variance_activations(ctx: EvalContext, side: dict[str, torch.Tensor], start:
     return _acts(ctx, side["tokens"][start:start + batch].to(ctx.device))
 
 
-def _holdable(ctx: EvalContext, tokens: torch.Tensor) -> bool:
-    """Whether the clean log-probs of ``tokens`` are small enough to hold for the run."""
-    return _logprob_bytes(ctx, tokens.numel()) <= MAX_HELD_LOGPROB_BYTES
-
-
-def _held(ctx: EvalContext, side: dict[str, torch.Tensor]) -> dict:
+def _held(ctx: EvalContext, side: Side) -> dict:
     """The run's held clean log-probs of ``side``, by ``(start, batch)``; one set at a time."""
     slot = ctx.memo.get("core-lp")
     if slot is None or slot[0] is not side:  # another model, budget or seed: replace
@@ -163,7 +220,7 @@ def clean_logprobs(ctx: EvalContext, side: dict[str, torch.Tensor], start: int, 
     the cached activations from the hook layer on."""
     if "lp_clean" in side:
         return side["lp_clean"][start:start + batch].to(ctx.device)
-    held = _held(ctx, side) if _holdable(ctx, side["tokens"]) else None
+    held = _held(ctx, side) if getattr(side, "hold", False) else None
     if held is not None and (start, batch) in held:
         return held[(start, batch)].to(ctx.device)
     t = side["tokens"][start:start + batch].to(ctx.device)

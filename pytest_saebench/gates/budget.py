@@ -11,13 +11,19 @@ own is decided for stopping at ``DEFAULT_STOP_Z``; its verdict is then its value
 (a regression rule's over the windows both runs evaluated). That stopping rule does not make
 a value near its bound flip less often than at a fixed budget (an audit simulated 0.5008
 against 0.5013 at the bound): it only keeps the budget from stopping within noise of it.
+
+A gate whose true value sits on its bound is inconclusive at every look, so it would hold the
+whole budget; stopping for futility (STATISTICS.md §8) ends the looks early when every gate
+still open has a conditional power below :data:`FUTILITY` of being decided by the whole
+budget, and reports those gates inconclusive. It never yields a pass or a fail, so it leaves
+the error rates above as they are (non-binding).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_saebench.gates.stats import Looks, verdict
@@ -67,10 +73,11 @@ def look_of(unstructured: dict[str, Any]) -> Look | None:
 def threshold_outcome(t: Threshold, res: Any, context: str) -> Outcome:
     """Threshold ``t`` checked on results ``res`` (value, stderr, dof, reason, evals), at the
     critical value of the look its eval stopped at (the fixed budget's for a whole budget)."""
-    look = look_of(res.evals[t.metric.split(".", 1)[0]].unstructured)
-    df = res.dof(t.metric)
-    return check(t, res.value(t.metric), res.reason(t.metric), context, res.stderr(t.metric),
-                 df, look.critical(t.z, df) if look is not None and t.z else None)
+    unstructured = res.evals[t.metric.split(".", 1)[0]].unstructured
+    look, df = look_of(unstructured), res.dof(t.metric)
+    out = check(t, res.value(t.metric), res.reason(t.metric), context, res.stderr(t.metric),
+                df, look.critical(t.z, df) if look is not None and t.z else None)
+    return futility_note(out, unstructured, gate_key(t))
 
 
 def threshold_decided(t: Threshold, value: float | None, stderr: float | None,
@@ -117,3 +124,96 @@ def budget_used(unstructured: dict[str, Any]) -> float:
     if not looks or not looks.get("tokens_cap"):
         return 1.0
     return float(looks["tokens_used"]) / float(looks["tokens_cap"])
+
+
+# -- stopping for futility (STATISTICS.md §8) -----------------------------------------------
+
+FUTILITY = 0.10  # stop when every undecided gate would be decided with less than this
+
+
+def conditional_power(bad: float, allow: float, se: float, fraction: float,
+                      c_whole: float) -> float:
+    """The chance that the whole budget decides a gate that is ``bad`` past its bound with
+    ``allow`` allowed, from a look at information ``fraction`` with standard error ``se``,
+    under the current estimate (STATISTICS.md §8): the whole budget's standard error is
+    about ``se·sqrt(fraction)``, and its estimate lies about the current one with the spread
+    of the windows still to come, ``sqrt(1 - fraction)`` of it."""
+    se_whole = se * math.sqrt(fraction)
+    spread = math.sqrt(max(1.0 - fraction, 0.0)) * se_whole
+    margin = abs(bad - allow) - c_whole * se_whole
+    if spread <= 0:
+        return 1.0 if margin > 0 else 0.0
+    return 0.5 * math.erfc(-margin / spread / math.sqrt(2.0))
+
+
+def _whole(look: Look, z: float, df: int | None) -> float:
+    """The last look's critical value, its degrees of freedom scaled up from this look's."""
+    frac = look.fractions[look.index]
+    whole_df = None if df is None else max(1, round((df + 1) / frac) - 1)
+    return Look(len(look.fractions) - 1, look.fractions).critical(z, whole_df)
+
+
+def power(sides: Sequence[tuple[float, float]], se: float | None, df: int | None, z: float,
+          look: Look) -> float | None:
+    """Conditional power that the whole budget decides a gate with ``z`` whose ``sides``
+    (how far past each bound, the allowance) are not all decided at ``look``: the smallest
+    over its undecided sides. None where futility does not apply: no ``z`` (the value
+    decides, never inconclusive), no standard error, or the last look."""
+    if not z or look.last or not se or not math.isfinite(se):
+        return None
+    c_look, c_whole = look.critical(z, df), _whole(look, z, df)
+    frac = look.fractions[look.index]
+    open_sides = [(bad, allow) for bad, allow in sides
+                  if verdict(bad, se, allow, c_look) == "inconclusive"]
+    if not open_sides:
+        return 1.0
+    return min(conditional_power(bad, allow, se, frac, c_whole) for bad, allow in open_sides)
+
+
+def threshold_power(t: Threshold, value: float | None, stderr: float | None,
+                    df: int | None, look: Look) -> float | None:
+    """:func:`power` of threshold ``t`` at ``value``."""
+    if value is None or not math.isfinite(value):
+        return None
+    sides = [(b - value, 0.0) for b in (t.min,) if b is not None] + \
+            [(value - b, 0.0) for b in (t.max,) if b is not None]
+    return power(sides, stderr, df, t.z, look)
+
+
+def gate_key(gate: Any) -> str:
+    """How an eval's ``looks["futility"]`` names a gate: a threshold by its metric and
+    bounds, a regression rule by its metric."""
+    if isinstance(gate, Threshold):
+        return f"threshold {gate.metric} {gate.limit_text()}"
+    return f"regression {gate.metric}"
+
+
+def stop_now(pending: Sequence[tuple[str, float | None]], look: Look,
+             level: float = FUTILITY) -> tuple[bool, dict[str, float]]:
+    """Whether an adaptive eval stops at ``look``, given its gates not yet decided there
+    (``(gate, conditional power or None)``), and the gates it stops on for futility: none
+    pending; or, before the last look, every pending gate with ``z`` and a conditional power
+    below ``level`` (:data:`FUTILITY`; 0 turns the rule off). Non-binding: such a gate is
+    reported inconclusive, so the error rates of the fail and pass verdicts are those
+    without the rule."""
+    if not pending:
+        return True, {}
+    if look.last:
+        return True, {}
+    if all(p is not None and p < level for _, p in pending):
+        return True, {key: float(p) for key, p in pending}
+    return False, {}
+
+
+def futility_note(outcome: Outcome, unstructured: dict[str, Any], gate: str) -> Outcome:
+    """``outcome`` with the futility stop said in its message, where its eval stopped for
+    futility on ``gate`` (``unstructured["looks"]["futility"]``) and it is inconclusive."""
+    looks = (unstructured or {}).get("looks") or {}
+    found = (looks.get("futility") or {}).get(gate)
+    if found is None or outcome.status != "inconclusive":
+        return outcome
+    k, n = int(looks["stopped_at"]) + 1, len(looks["fractions"])
+    return replace(outcome, message=f"{outcome.message}; inconclusive at look {k} of {n}: the "
+                                    f"whole budget would decide it with probability "
+                                    f"{found:.2f} (stopped for futility, below "
+                                    f"{FUTILITY:g})")

@@ -14,7 +14,7 @@ from typing import Any
 
 from pytest_saebench.errors import SaebenchError, did_you_mean
 from pytest_saebench.gates import lineage
-from pytest_saebench.gates.budget import budget_used, look_of
+from pytest_saebench.gates.budget import budget_used, futility_note, gate_key, look_of
 from pytest_saebench.gates.thresholds import Outcome, fmt
 
 RULE_KEYS = ("max_drop", "max_drop_pct", "max_change_pct", "z", "severity", "run_sd")
@@ -165,7 +165,7 @@ def compare(rule: RegressionRule, direction: str, new: float | None, old: float 
         if paired.n_paired < max(paired.n_new, paired.n_old):
             moved = (f"({fmt(old)} -> {fmt(new)}, Δ {delta:+.4g} over the "
                      f"{paired.n_paired} units both evaluated)")
-    broken = [label for bad, allow, label in _limits(rule, sign, delta, old) if bad > allow]
+    broken = [label for bad, allow, label in rule_limits(rule, sign, delta, old) if bad > allow]
     if broken:
         verb = "regressed" if sign and -sign * delta > 0 else "changed"
         return Outcome("warn" if rule.severity == "warn" else "fail",
@@ -175,7 +175,7 @@ def compare(rule: RegressionRule, direction: str, new: float | None, old: float 
     return Outcome("pass", f"{mid} {moved} within {rule.limit_text()} {context}".rstrip())
 
 
-def _limits(rule: RegressionRule, sign: float, delta: float, old: float
+def rule_limits(rule: RegressionRule, sign: float, delta: float, old: float
             ) -> list[tuple[float, float, str]]:
     """``(how far it moved the wrong way, the allowance, its name)`` for each limit."""
     bad = -sign * delta if sign else abs(delta)
@@ -236,7 +236,7 @@ def decide(rule: RegressionRule, direction: str, delta: float, se: float, c: flo
     from pytest_saebench.gates.thresholds import evidence, with_evidence
 
     sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
-    limits = _limits(rule, sign, delta, old)
+    limits = rule_limits(rule, sign, delta, old)
     found = evidence([bad - allow for bad, allow, _ in limits], se, c, df)
     return with_evidence(_decide(rule, sign, delta, se, c, limits, moved, context), found)
 
@@ -307,10 +307,11 @@ def check_metric(rule: RegressionRule, direction: str, new: Any, old: Any, label
                                f"{used:.0%}, and a metric without per-unit sums is comparable "
                                "only at equal budgets; write the baseline with "
                                f"--saebench-budget fixed {context}")
-    look = look_of(new.evals[eval_type].unstructured)
-    return compare(rule, direction, new.value(metric), old.value(metric), new.stderr(metric),
-                   old.stderr(metric), f"vs baseline {label} {context}", paired, why, look,
-                   (new.dof(metric), old.dof(metric)))
+    unstructured = new.evals[eval_type].unstructured
+    out = compare(rule, direction, new.value(metric), old.value(metric), new.stderr(metric),
+                  old.stderr(metric), f"vs baseline {label} {context}", paired, why,
+                  look_of(unstructured), (new.dof(metric), old.dof(metric)))
+    return futility_note(out, unstructured, gate_key(rule))
 
 
 def delta_stderr(metric: str, new: Any, old: Any) -> float | None:
@@ -322,42 +323,6 @@ def delta_stderr(metric: str, new: Any, old: Any) -> float | None:
     paired, why = pair(metric, new, old)
     se = difference(a, b, new.stderr(metric), old.stderr(metric), paired, why)[1]
     return se if se and math.isfinite(se) else None
-
-
-def decided(rule: RegressionRule, direction: str, new: Any, old: Any, look: Any,
-            monotone: str = "") -> bool:
-    """Whether ``rule`` has its verdict at ``look`` of an adaptive budget, ``new`` holding
-    the results so far (gates.budget); a rule with nothing to compare is decided.
-    ``monotone``: how the metric moves as the budget grows, for one without a standard
-    error (gates.budget.regression_decided)."""
-    from pytest_saebench.gates.budget import regression_decided
-
-    metric, eval_type = rule.metric, rule.metric.split(".", 1)[0]
-    a, b = new.value(metric), old.value(metric) if old.computed(metric) else None
-    if a is None or b is None or not math.isfinite(a) or not math.isfinite(b) or \
-            eval_type not in old.evals or \
-            config_differences(new.evals[eval_type].config, old.evals[eval_type].config):
-        return True
-    paired, why = pair(metric, new, old)
-    delta, se, df, _ = difference(a, b, new.stderr(metric), old.stderr(metric), paired, why,
-                                  (new.dof(metric), old.dof(metric)))
-    if paired is not None:
-        delta = paired.delta
-    has_se = paired is not None and paired.stderr is not None or bool(new.stderr(metric))
-    sign = {"up": 1.0, "down": -1.0}.get(direction, 0.0)
-    limits = [(bad, allow) for bad, allow, _ in _limits(rule, sign, delta, b)]
-    return regression_decided(limits, se if has_se else None, df, rule.z, look,
-                              _worsens(monotone, sign))
-
-
-def _worsens(monotone: str, sign: float) -> str:
-    """How a metric's distance past its tolerance moves as the budget grows: ``"less"``
-    (a pass stays a pass), ``"more"`` (a fail stays a fail) or '' (either, or two-sided)."""
-    if not monotone or not sign:
-        return ""
-    rises = monotone == "up"
-    # bad = -sign * delta: falls as the value rises for a metric whose better way is up
-    return "less" if rises == (sign > 0) else "more"
 
 
 def config_differences(new_config: dict[str, Any], old_config: dict[str, Any]) -> list[str]:

@@ -120,8 +120,11 @@ def budget_lines(results: list[Any]) -> list[str]:
                 continue
             k, n = int(looks["stopped_at"]) + 1, len(looks["fractions"])
             used, cap = int(looks["tokens_used"]), int(looks["tokens_cap"]) or 1
-            parts.append(f"{name} stopped at look {k} of {n}, {used:,} of {cap:,} SAE tokens "
-                         f"({used / cap:.0%})")
+            futile = looks.get("futility") or {}
+            why = f", for futility ({len(futile)} gate(s) the whole budget would not " \
+                  "decide)" if futile else ""
+            parts.append(f"{name} stopped at look {k} of {n}{why}, {used:,} of {cap:,} SAE "
+                         f"tokens ({used / cap:.0%})")
         if parts:
             out.append(f"{res.sae_id}: budget adaptive: {'; '.join(parts)}")
     return out
