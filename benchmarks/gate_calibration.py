@@ -3,7 +3,7 @@ functions, beside the nominal rate and a deliberately broken boundary.
 
     python benchmarks/gate_calibration.py [--draws 40000] [--markdown]
 
-The simulations are tests/calibration.py's (tables of 20 groups in core's recorded form; the
+The simulations are tests/calibration.py's (tables of 64 groups in core's recorded form; the
 same ones tests/test_calibration.py asserts); the nominal rate is the one-sided tail of ``z``
 (a fail is one side of the interval), 0 for the very checkpoint against itself.
 """

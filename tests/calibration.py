@@ -2,10 +2,11 @@
 the plugin's own decision functions: ``check`` (thresholds), ``compare`` and ``check_metric``
 (regression rules), ``threshold_decided`` / ``regression_decided`` / ``decided`` (an adaptive
 budget's stopping) and ``threshold_outcome`` at the look it stopped at. Each draw is a table
-of 20 groups as core records them (``gates.stats.Units``); its value, standard error and
-degrees of freedom are what the jackknife over those groups gives (a mean over groups: the
-classical standard error, computed here in bulk). Shared by tests/test_calibration.py and
-benchmarks/gate_calibration.py (the table in docs/statistics.md)."""
+of 64 groups as core records them (``gates.stats.Units``; a `fast` loss phase has one per
+context); its value, standard error and degrees of freedom are what the jackknife over those
+groups gives (a mean over groups: the classical standard error, computed here in bulk).
+Shared by tests/test_calibration.py and benchmarks/gate_calibration.py (the table in
+docs/statistics.md)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from pytest_saebench.gates import stats as S
 from pytest_saebench.gates.regression import RegressionRule, compare
 from pytest_saebench.gates.thresholds import Threshold, check
 
-GROUPS = 20
-FRACTIONS = (0.25, 0.5, 1.0)  # core's looks, snapped to 5, 10 and 20 of the 20 groups
+GROUPS = 64
+FRACTIONS = budget.LOOKS  # core's looks: 8, 16, 32 and 64 of the 64 groups
+FIRST_LOOK = round(FRACTIONS[0] * GROUPS)  # where Student's t differs most from the normal
 METRIC = "core.reconstruction_quality.explained_variance"
 
 
@@ -42,17 +44,18 @@ def _means(rng: np.random.Generator, draws: int, n: int, sd: float = 1.0):
     return x.mean(axis=1), x.std(axis=1, ddof=1) / math.sqrt(n)
 
 
-def threshold_fixed(draws: int, z: float, seed: int = 0, normal: bool = False) -> float:
-    """A threshold on its bound (``min = 0``, true value 0), 20 groups."""
+def threshold_fixed(draws: int, z: float, seed: int = 0, normal: bool = False,
+                    groups: int = GROUPS) -> float:
+    """A threshold on its bound (``min = 0``, true value 0), ``groups`` groups."""
     t = Threshold(METRIC, min=0.0, z=z)
-    value, se = _means(np.random.default_rng(seed), draws, GROUPS)
-    df = None if normal else GROUPS - 1
+    value, se = _means(np.random.default_rng(seed), draws, groups)
+    df = None if normal else groups - 1
     return float(np.mean([check(t, float(v), None, "", float(s), df).status == "fail"
                           for v, s in zip(value, se, strict=True)]))
 
 
 def threshold_adaptive(draws: int, z: float, seed: int = 0, spend: bool = True) -> float:
-    """The same threshold under an adaptive budget: looks at 5, 10 and 20 groups, stopping at
+    """The same threshold under an adaptive budget: looks at 8, 16, 32 and 64 groups, stopping at
     the first where ``threshold_decided`` says so, the verdict at that look's critical value
     (``spend=False``: the fixed budget's at every look, the broken boundary)."""
     t = Threshold(METRIC, min=0.0, z=z)
@@ -73,7 +76,7 @@ def threshold_adaptive(draws: int, z: float, seed: int = 0, spend: bool = True) 
 
 
 def paired_rule(draws: int, z: float, seed: int = 0) -> float:
-    """``{ max_drop = 0, z }`` on two runs over the same 20 groups (a large shared part, a
+    """``{ max_drop = 0, z }`` on two runs over the same groups (a large shared part, a
     small own part each), through ``compare`` with the paired difference."""
     rule = RegressionRule(METRIC, max_drop=0.0, z=z)
     rng = np.random.default_rng(seed)
@@ -90,14 +93,15 @@ def paired_rule(draws: int, z: float, seed: int = 0) -> float:
     return fails / draws
 
 
-def unpaired_rule(draws: int, z: float, seed: int = 0, normal: bool = False) -> float:
+def unpaired_rule(draws: int, z: float, seed: int = 0, normal: bool = False,
+                  groups: int = GROUPS) -> float:
     """The same rule on runs that share no units (another seed): ``compare`` with each run's
     standard error and degrees of freedom (Welch-Satterthwaite; ``normal``: none)."""
     rule = RegressionRule(METRIC, max_drop=0.0, z=z)
     rng = np.random.default_rng(seed)
-    new, new_se = _means(rng, draws, GROUPS)
-    old, old_se = _means(rng, draws, GROUPS)
-    dfs = (None, None) if normal else (GROUPS - 1, GROUPS - 1)
+    new, new_se = _means(rng, draws, groups)
+    old, old_se = _means(rng, draws, groups)
+    dfs = (None, None) if normal else (groups - 1, groups - 1)
     return float(np.mean([compare(rule, "up", float(a), float(b), float(sa), float(sb),
                                   dfs=dfs).status == "fail"
                           for a, b, sa, sb in zip(new, old, new_se, old_se, strict=True)]))
@@ -245,8 +249,8 @@ def rule_z(rule: RegressionRule, z: float) -> RegressionRule:
 
 def family_of_gates(draws: int, gates: int, z: float, kind: str, seed: int = 0) -> float:
     """The chance that any of ``gates`` independent gates on their bounds fails in a run
-    (20 groups each, Student's t), with the run's family-wise rule ``kind`` applied through
-    ``family.Family.review`` (the items' call)."""
+    (:data:`GROUPS` groups each, Student's t), with the run's family-wise rule ``kind``
+    applied through ``family.Family.review`` (the items' call)."""
     from pytest_saebench.family import Family
 
     t = Threshold(METRIC, min=0.0, z=z)

@@ -13,7 +13,8 @@ from tests.conftest import SMALL_PYPROJECT
 
 EV = "core.reconstruction_quality.explained_variance"
 KL = "core.model_behavior_preservation.kl_div_score"
-# 64 loss and 128 variance contexts in batches of 8: looks at 1/4, 1/2 and the whole
+# 64 loss and 128 variance contexts in batches of 8, one jackknife group each: looks at
+# 1/8, 1/4, 1/2 and the whole
 ADAPTIVE_PYPROJECT = SMALL_PYPROJECT.replace(
     "batch_size_prompts = 4\nn_eval_reconstruction_batches = 2\n"
     "n_eval_sparsity_variance_batches = 4",
@@ -42,15 +43,16 @@ def test_a_clear_verdict_stops_at_the_first_look_with_the_fixed_budgets_verdict(
     adaptive, looks, core, checks = _run(pytester, tiny_world.trained, "--saebench-budget",
                                          "adaptive")
     assert adaptive.ret == 0
-    assert looks["stopped_at"] == 0 and looks["fractions"] == [0.25, 0.5, 1.0]
+    assert looks["stopped_at"] == 0
+    assert looks["fractions"] == list(budget.LOOKS) == [0.125, 0.25, 0.5, 1.0]
     # the terminal says what the budget decided, one line per checkpoint
     adaptive.stdout.fnmatch_lines(["saebench: trained: budget adaptive: core stopped at look 1 "
-                                   "of 3, * of * SAE tokens (25%)"])
-    assert looks["tokens_used"] * 4 == looks["tokens_cap"]
-    assert looks["contexts"] == [[16, 32]] and looks["spending"] == "pocock"
+                                   "of 4, * of * SAE tokens (12%)"])
+    assert looks["tokens_used"] * 8 == looks["tokens_cap"]
+    assert looks["contexts"] == [[8, 16]] and looks["spending"] == "pocock"
     metrics = core["eval_result_metrics"]
     assert metrics["token_stats"]["total_tokens_eval_sparsity_variance"] == \
-        full["eval_result_metrics"]["token_stats"]["total_tokens_eval_sparsity_variance"] / 4
+        full["eval_result_metrics"]["token_stats"]["total_tokens_eval_sparsity_variance"] / 8
     assert [c["status"] for c in checks if c["metric"] == EV] == \
         [c["status"] for c in fixed_checks if c["metric"] == EV] == ["pass"]
 
@@ -67,7 +69,7 @@ def test_a_gate_near_its_bound_without_z_runs_to_the_whole_budget(pytester, tiny
     # without z the value decides: never inconclusive, so futility does not apply
     _project(pytester, f'"{EV}" = {{ min = {value - 1e-6:.8f} }}')
     _, looks, core, checks = _run(pytester, tiny_world.trained, "--saebench-budget=adaptive")
-    assert looks["stopped_at"] == 2 and looks["tokens_used"] == looks["tokens_cap"]
+    assert looks["stopped_at"] == 3 and looks["tokens_used"] == looks["tokens_cap"]
     assert "futility" not in looks
     assert core["eval_result_metrics"] == full["eval_result_metrics"]  # the same windows
     assert [c["status"] for c in checks if c["metric"] == EV] == ["pass"]
@@ -79,16 +81,16 @@ def test_a_gate_on_its_bound_stops_for_futility_and_says_so(pytester, tiny_world
     result, looks, _, checks = _run(pytester, tiny_world.trained, "--saebench-budget=adaptive")
     assert result.ret == 0
     k = looks["stopped_at"]
-    assert k < 2 and looks["tokens_used"] < looks["tokens_cap"]
+    assert k < 3 and looks["tokens_used"] < looks["tokens_cap"]
     ((gate, cp),) = looks["futility"].items()
     assert gate == budget.gate_key(Threshold(EV, min=float(f"{value:.8f}"), z=3.0))
     assert 0 <= cp < budget.FUTILITY
     (check,) = [c for c in checks if c["metric"] == EV]
     assert check["status"] == "inconclusive"
-    assert f"inconclusive at look {k + 1} of 3: the whole budget would decide it with " \
+    assert f"inconclusive at look {k + 1} of 4: the whole budget would decide it with " \
            f"probability {cp:.2f} (stopped for futility, below 0.1)" in check["message"]
     result.stdout.fnmatch_lines([f"saebench: trained: budget adaptive: core stopped at look "
-                                 f"{k + 1} of 3, for futility (1 gate(s) the whole budget "
+                                 f"{k + 1} of 4, for futility (1 gate(s) the whole budget "
                                  "would not decide), * SAE tokens (*%)"])
 
 
@@ -102,7 +104,7 @@ def test_an_adaptive_run_pairs_with_a_fixed_baseline_over_the_groups_both_evalua
                                "--saebench-baseline=base.json")
     (rule,) = [c for c in checks if c["kind"] == "regression" and c["metric"] == KL]
     assert looks["stopped_at"] == 0 and rule["status"] == "pass", rule
-    assert "paired over 5 units with identical inputs" in rule["message"]  # 16 of 64 contexts
+    assert "paired over 8 units with identical inputs" in rule["message"]  # 8 of 64 contexts
 
 
 def test_bad_budget_is_one_line(pytester, tiny_world):
@@ -124,10 +126,10 @@ def test_bad_budget_is_one_line(pytester, tiny_world):
 ])
 def test_a_metric_without_a_standard_error_stops_only_where_more_data_cannot_change_it(
         monotone, value, bounds, decided):
-    look = budget.Look(0, (0.25, 0.5, 1.0))
+    look = budget.Look(0, budget.LOOKS)
     t = Threshold("core.misc_metrics.frac_dead", *bounds)
     assert budget.threshold_decided(t, value, None, None, look, monotone) is decided
-    assert budget.threshold_decided(t, value, None, None, budget.Look(2, look.fractions))
+    assert budget.threshold_decided(t, value, None, None, budget.Look(3, look.fractions))
 
 
 def test_conditional_power_is_statistics_md_section_8():
@@ -141,7 +143,8 @@ def test_conditional_power_is_statistics_md_section_8():
 
 
 def test_futility_needs_every_open_gate_hopeless_and_z():
-    look = budget.Look(0, (0.25, 0.5, 1.0))
+    first, look = budget.Look(0, budget.LOOKS), budget.Look(1, budget.LOOKS)
+    assert budget.stop_now([("a", 0.03)], first) == (False, {})  # 1/8: too noisy to judge
     assert budget.stop_now([("a", 0.03), ("b", 0.05)], look) == (True, {"a": 0.03, "b": 0.05})
     assert budget.stop_now([("a", 0.03), ("b", 0.4)], look) == (False, {})
     assert budget.stop_now([("a", 0.03), ("b", None)], look) == (False, {})  # no z: the value
@@ -154,7 +157,8 @@ def test_futility_needs_every_open_gate_hopeless_and_z():
 
 def test_a_regression_rule_on_its_tolerance_stops_for_futility_and_its_message_says_so():
     """The stopper's path for a rule (adaptive.pending_gates, rule_looks.rule_power) on a
-    look of 5 of 20 groups whose drop sits on max_drop, then check_metric's message."""
+    second look (16 of 64 groups; futility starts there) whose drop sits on max_drop, then
+    check_metric's message."""
     import numpy as np
 
     from pytest_saebench.adaptive import pending_gates
@@ -163,15 +167,16 @@ def test_a_regression_rule_on_its_tolerance_stops_for_futility_and_its_message_s
     from tests import calibration as C
 
     rng = np.random.default_rng(3)
+    g, first = C.GROUPS, round(C.FRACTIONS[1] * C.GROUPS)
     formula = S.Formula("variance", {"err": 1.0}, {"ss": 1.0}, 1.0, -1.0)
-    prints = [f"g{i}" for i in range(20)]
-    base_rows = np.stack([rng.uniform(1, 2, 20), rng.uniform(20, 21, 20)], axis=1)
-    new_rows = base_rows + np.stack([rng.normal(0.3, 0.05, 20), np.zeros(20)], axis=1)
-    base = C._core_results(base_rows, ("err", "ss"), formula, 20, 20, prints)
-    new = C._core_results(new_rows, ("err", "ss"), formula, 5, 20, prints)
+    prints = [f"g{i}" for i in range(g)]
+    base_rows = np.stack([rng.uniform(1, 2, g), rng.uniform(20, 21, g)], axis=1)
+    new_rows = base_rows + np.stack([rng.normal(0.3, 0.05, g), np.zeros(g)], axis=1)
+    base = C._core_results(base_rows, ("err", "ss"), formula, g, g, prints)
+    new = C._core_results(new_rows, ("err", "ss"), formula, first, g, prints)
     drop = -S.paired_difference(formula, new.units(EV)[1], base.units(EV)[1]).delta
     rule = RegressionRule(EV, max_drop=drop, z=3.0)
-    look = budget.Look(0, C.FRACTIONS)
+    look = budget.Look(1, C.FRACTIONS)
     registry = {EV: type("Spec", (), {"direction": "up", "monotone": ""})()}
     ((gate, cp),) = pending_gates([], [rule], new, base, look, registry)
     assert gate == f"regression {EV}" and cp < budget.FUTILITY
@@ -179,7 +184,7 @@ def test_a_regression_rule_on_its_tolerance_stops_for_futility_and_its_message_s
     assert stop and futile == {gate: cp}
     new.evals["core"].unstructured["looks"]["futility"] = futile
     out = check_metric(rule, "up", new, base, "b", "")
-    assert out.status == "inconclusive" and "inconclusive at look 1 of 3: the whole budget " \
+    assert out.status == "inconclusive" and "inconclusive at look 2 of 4: the whole budget " \
         f"would decide it with probability {cp:.2f}" in out.message
     # a rule without z is decided by its value: futility does not apply
     assert pending_gates([], [RegressionRule(EV, max_drop=drop)], new, base, look,

@@ -233,6 +233,36 @@ def test_clean_logprobs_too_large_to_cache_are_computed_once_per_sweep(tiny_worl
     assert held == again  # identical numbers, not approximately equal
 
 
+def test_a_restored_disk_cache_rebuilds_clean_logprobs_from_the_final_residual(
+        tiny_world, tmp_path, monkeypatch):
+    """Clean log-probs too large for the cache (SmolLM2's) are rebuilt in the next process
+    from the cached last-block output, by the final norm and unembedding alone, and the
+    numbers are those of a run that kept the log-probs themselves, bit for bit."""
+    kept, _ = run_core_cached(tiny_world.trained, tmp_path / "kept")
+    monkeypatch.setattr(core_side, "MAX_LOGPROB_BYTES", 0)
+    monkeypatch.setattr(core_side, "MAX_HELD_LOGPROB_BYTES", 0)
+    hooks: list[str] = []
+    real = core_side.logits_with_replacement
+    monkeypatch.setattr(core_side, "logits_with_replacement",
+                        lambda m, t, hook, x: hooks.append(hook.name) or real(m, t, hook, x))
+    first, _ = run_core_cached(tiny_world.trained, tmp_path / "c")
+    hooks.clear()
+    restored, runner = run_core_cached(tiny_world.trained, tmp_path / "c")
+    model = runner.model_for(next(iter(runner.checkpoints)))
+    # the spliced runs read the SAE's hook; every other call is a rebuild from the end
+    rebuilt = [h for h in hooks if h != "blocks.0.hook_resid_post"]
+    assert rebuilt and set(rebuilt) == {core_side.final_hook(model).name}
+    assert restored == first == kept
+
+
+def run_core_cached(sae_dir, cache_dir):
+    """Core's metrics from a new runner (a new process's) on the disk cache ``cache_dir``,
+    and the runner."""
+    runner = make_runner(sae_dir)
+    runner.settings = dataclasses.replace(runner.settings, cache_dir=str(cache_dir))
+    return runner.results(next(iter(runner.checkpoints))).evals["core"].metrics, runner
+
+
 def test_no_cache_option_and_default_location(pytester, tiny_world):
     from tests.conftest import SMALL_PYPROJECT
 

@@ -20,13 +20,26 @@ def _above(rate: float, z: float, draws: int) -> bool:
     return rate > C.binomial_interval(C.nominal(z), draws)[1]
 
 
-def test_a_threshold_at_a_fixed_budget_and_students_t():
-    assert _within(C.threshold_fixed(40_000, 2.0), 2.0, 40_000)
-    assert _above(C.threshold_fixed(40_000, 2.0, normal=True), 2.0, 40_000)
+def _conservative(rate: float, z: float, draws: int) -> bool:
+    """At most the nominal rate, and not far below it: the union bound over the looks errs
+    on the safe side (measured 0.019 against 0.023 at z = 2), a rule that always said
+    "inconclusive" (0) does not pass."""
+    return 0.7 * C.nominal(z) <= rate <= C.binomial_interval(C.nominal(z), draws)[1]
+
+
+@pytest.mark.parametrize("groups", [C.GROUPS, C.FIRST_LOOK])
+def test_a_threshold_at_a_fixed_budget_and_students_t(groups):
+    assert _within(C.threshold_fixed(40_000, 2.0, groups=groups), 2.0, 40_000)
+
+
+def test_the_normal_quantile_on_few_groups_fails_too_often():
+    # at 64 groups t and the normal nearly agree; at a first look's 8 they do not
+    assert _above(C.threshold_fixed(40_000, 2.0, normal=True, groups=C.FIRST_LOOK), 2.0,
+                  40_000)
 
 
 def test_a_threshold_under_an_adaptive_budget_and_its_alpha_spending():
-    assert _within(C.threshold_adaptive(40_000, 2.0), 2.0, 40_000)
+    assert _conservative(C.threshold_adaptive(40_000, 2.0), 2.0, 40_000)
     assert _above(C.threshold_adaptive(40_000, 2.0, spend=False), 2.0, 40_000)
 
 
@@ -36,7 +49,9 @@ def test_a_paired_regression_rule():
 
 def test_an_unpaired_regression_rule_and_welch_satterthwaite():
     assert _within(C.unpaired_rule(100_000, 3.0), 3.0, 100_000)
-    assert _above(C.unpaired_rule(100_000, 3.0, normal=True), 3.0, 100_000)
+    few = C.FIRST_LOOK
+    assert _within(C.unpaired_rule(100_000, 3.0, groups=few), 3.0, 100_000)
+    assert _above(C.unpaired_rule(100_000, 3.0, normal=True, groups=few), 3.0, 100_000)
 
 
 @pytest.mark.parametrize("repeats", [3, 5])
@@ -100,13 +115,13 @@ def test_futility_stops_a_gate_on_its_bound_at_a_third_of_the_budget_and_keeps_t
 @pytest.mark.parametrize("inside", [4.5, -4.5])
 def test_futility_gives_up_little_of_a_clear_verdict(inside):
     """4.5 whole-budget standard errors from the bound a z = 3 gate is decided by the whole
-    budget 72 % of the time; with futility 62 % (STATISTICS.md §8). A rule that stopped
-    whenever a gate was undecided (level 1) would keep 4 %, one that never stopped 72 % at
-    the whole budget's cost: both fail here."""
+    budget 85 % of the time; with futility 76 % (STATISTICS.md §8). A rule that stopped
+    whenever a gate was undecided (level 1) would keep a few %, one that never stopped 85 %
+    at the whole budget's cost: both fail here."""
     verdict = "pass" if inside > 0 else "fail"
     on = C.futility_run(10_000, 3.0, inside)
     off = C.futility_run(10_000, 3.0, inside, level=0.0)
     eager = C.futility_run(10_000, 3.0, inside, level=1.0)
-    assert 0.57 < on[verdict] < 0.67 and 0.67 < off[verdict] < 0.77
+    assert 0.71 < on[verdict] < 0.81 and 0.80 < off[verdict] < 0.90
     assert eager[verdict] < 0.1
     assert on["used"] < off["used"] - 0.1

@@ -30,7 +30,9 @@ class Config:
     exclude_special_tokens_from_reconstruction: bool = True
     compute_featurewise_weight_based_metrics: bool = True
     max_d_sae_for_weight_metrics: int = 16384
-    stderr_groups: int = 20
+    # Jackknife groups per phase, at most one per context: fine enough that an adaptive
+    # budget's first look (1/8 of the loss phase's 64 contexts at `fast`) holds 8 of them.
+    stderr_groups: int = 128
 
 
 WARN = "warn"
@@ -133,9 +135,8 @@ def _loss_phase(ctx: EvalContext, side: dict[str, torch.Tensor], cfg: Config,
         if cfg.exclude_special_tokens_from_reconstruction:
             x_hat = torch.where(v[..., None], x_hat, target)
         lp_clean = core_side.clean_logprobs(ctx, side, start, bsz)
-        lp = logits_with_replacement(ctx.model, t, loaded.target, x_hat).float().log_softmax(-1)
-        ce = -lp[:, :-1].gather(-1, t[:, 1:, None])[..., 0]
-        kl = (lp_clean.exp() * (lp_clean - lp)).sum(-1)
+        ce, kl = core_side.ce_kl_rows(
+            logits_with_replacement(ctx.model, t, loaded.target, x_hat), lp_clean, t)
         rows.setdefault("ce_sae", []).append((ce.double() * v[:, :-1].double()).sum(1).cpu())
         rows.setdefault("kl_sae", []).append((kl.double() * v.double()).sum(1).cpu())
         done["n"] = start + t.shape[0]

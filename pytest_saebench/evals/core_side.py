@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from pytest_saebench.activations import (
+    HookSpec,
     clean_logits_and_activations,
     hooks_activations,
     logits_with_replacement,
@@ -76,7 +77,7 @@ def _side(ctx: EvalContext, kind: str, parts: dict[str, Any], ends: Sequence[int
     return side
 
 # Clean log-probabilities are kept when they fit in this many bytes; beyond it (large vocab or
-# budget) the clean logits are recomputed per checkpoint from the cached activations.
+# budget) the last block's output is kept instead, and they are recomputed from it.
 MAX_LOGPROB_BYTES = 512 << 20
 # Beyond it, the run still holds them in memory up to this size (one set at a time), so that
 # a sweep computes them once instead of once per checkpoint.
@@ -123,20 +124,22 @@ def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_
     hold = not keep_lp and into.hold
     made: dict[tuple[int, int], torch.Tensor] = {}
     extra = (loaded.hook_out,) if loaded.hook_out is not None else ()
+    final = () if keep_lp else (final_hook(model),)
     for start in range(0, tokens.shape[0], batch):
         t = tokens[start:start + batch].to(ctx.device)
         v = valid[start:start + batch].to(ctx.device)
-        logits, act, *outs = clean_logits_and_activations(model, t, loaded.hook, *extra)
+        logits, act, *outs = clean_logits_and_activations(model, t, loaded.hook, *extra,
+                                                          *final)
+        if final:
+            rows.setdefault("resid_final", []).append(outs.pop().cpu())
         target = outs[0] if outs else act
-        lp_clean = logits.float().log_softmax(-1)
-        next_tok = t[:, 1:, None]
+        lp_clean = log_softmax_rows(logits)
+        del logits
         ce_mask, kl_mask = v[:, :-1].double(), v.double()
-        lp_abl = logits_with_replacement(model, t, loaded.target,
-                                         torch.zeros_like(target)).float()
-        lp_abl = lp_abl.log_softmax(-1)
-        out = {"ce_clean": -lp_clean[:, :-1].gather(-1, next_tok)[..., 0],
-               "ce_abl": -lp_abl[:, :-1].gather(-1, next_tok)[..., 0],
-               "kl_abl": (lp_clean.exp() * (lp_clean - lp_abl)).sum(-1)}
+        ce_abl, kl_abl = ce_kl_rows(logits_with_replacement(
+            model, t, loaded.target, torch.zeros_like(target)), lp_clean, t)
+        out = {"ce_clean": -lp_clean[:, :-1].gather(-1, t[:, 1:, None])[..., 0],
+               "ce_abl": ce_abl, "kl_abl": kl_abl}
         for key, val in out.items():
             mask = ce_mask if key.startswith("ce") else kl_mask
             rows.setdefault(key, []).append((val.double() * mask).sum(1).cpu())
@@ -206,6 +209,38 @@ def variance_activations(ctx: EvalContext, side: dict[str, torch.Tensor], start:
     return _acts(ctx, side["tokens"][start:start + batch].to(ctx.device))
 
 
+def final_hook(model: Any) -> HookSpec:
+    """The last block's output, what the final norm and unembedding read: kept in place of
+    clean log-probabilities too large for the cache (SmolLM2 at `fast`: 19 MB for 1.6 GB),
+    they are recomputed from it with the unembedding alone, bit for bit."""
+    layer = model.cfg.n_layers - 1
+    return HookSpec(f"blocks.{layer}.hook_resid_post", layer)
+
+
+def log_softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Float32 log-softmax of ``logits`` ``[B, C, V]``, one context at a time."""
+    out = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+    for i in range(logits.shape[0]):
+        out[i] = logits[i].float().log_softmax(-1)
+    return out
+
+
+def ce_kl_rows(logits: torch.Tensor, lp_clean: torch.Tensor, tokens: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token next-token CE ``[B, C-1]`` under ``logits`` and KL(clean || them) ``[B, C]``
+    given the clean log-probabilities, one context at a time: a vocabulary-wide temporary of a
+    whole batch (SmolLM2: 200 MB) is a fresh allocation whose page faults cost more than the
+    arithmetic; per row the values are the same bit for bit."""
+    ce = torch.empty(tokens.shape[0], tokens.shape[1] - 1, device=logits.device)
+    kl = torch.empty(tokens.shape, device=logits.device)
+    for i in range(tokens.shape[0]):
+        lp = logits[i].float().log_softmax(-1)
+        ce[i] = -lp[:-1].gather(-1, tokens[i, 1:, None])[..., 0]
+        clean = lp_clean[i]
+        kl[i] = (clean.exp() * (clean - lp)).sum(-1)
+    return ce, kl
+
+
 def _held(ctx: EvalContext, side: Side) -> dict:
     """The run's held clean log-probs of ``side``, by ``(start, batch)``; one set at a time."""
     slot = ctx.memo.get("core-lp")
@@ -224,8 +259,11 @@ def clean_logprobs(ctx: EvalContext, side: dict[str, torch.Tensor], start: int, 
     if held is not None and (start, batch) in held:
         return held[(start, batch)].to(ctx.device)
     t = side["tokens"][start:start + batch].to(ctx.device)
-    act = side.get("act_out", side["act"])[start:start + batch].to(ctx.device)
-    lp = logits_with_replacement(ctx.model, t, ctx.loaded.target, act).float().log_softmax(-1)
+    if "resid_final" in side:  # the final norm and unembedding only: the same numbers
+        hook, act = final_hook(ctx.model), side["resid_final"][start:start + batch]
+    else:  # a cache entry from before the final residual was kept
+        hook, act = ctx.loaded.target, side.get("act_out", side["act"])[start:start + batch]
+    lp = log_softmax_rows(logits_with_replacement(ctx.model, t, hook, act.to(ctx.device)))
     if held is not None:
         held[(start, batch)] = lp.cpu()
     return lp

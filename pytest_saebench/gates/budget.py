@@ -29,7 +29,10 @@ from typing import Any
 from pytest_saebench.gates.stats import Looks, verdict
 from pytest_saebench.gates.thresholds import Outcome, Threshold, check
 
-LOOKS = (0.25, 0.5, 1.0)  # target fractions; an eval snaps them to its own unit boundaries
+# Target fractions; an eval snaps them to its own unit boundaries. The first is early because
+# a clear gate is decided on few units, and Pocock spending gives an extra early look almost
+# for free (the last look's critical value depends only on the spending after 1/2).
+LOOKS = (0.125, 0.25, 0.5, 1.0)
 SPENDING = "pocock"
 DEFAULT_STOP_Z = 2.0
 
@@ -129,6 +132,10 @@ def budget_used(unstructured: dict[str, Any]) -> float:
 # -- stopping for futility (STATISTICS.md §8) -----------------------------------------------
 
 FUTILITY = 0.10  # stop when every undecided gate would be decided with less than this
+# ... at looks from this share of the budget on: at 1/8 the current estimate is too noisy to
+# judge by (it gave up 19 % of gates 4.5 standard errors inside their bound against 10 %
+# from 1/4, and saved little: a gate on its bound then uses 0.34 of the budget, not 0.25).
+FUTILITY_FROM = 0.25
 
 
 def conditional_power(bad: float, allow: float, se: float, fraction: float,
@@ -192,14 +199,16 @@ def stop_now(pending: Sequence[tuple[str, float | None]], look: Look,
              level: float = FUTILITY) -> tuple[bool, dict[str, float]]:
     """Whether an adaptive eval stops at ``look``, given its gates not yet decided there
     (``(gate, conditional power or None)``), and the gates it stops on for futility: none
-    pending; or, before the last look, every pending gate with ``z`` and a conditional power
-    below ``level`` (:data:`FUTILITY`; 0 turns the rule off). Non-binding: such a gate is
-    reported inconclusive, so the error rates of the fail and pass verdicts are those
-    without the rule."""
+    pending; or, before the last look and from :data:`FUTILITY_FROM` of the budget on, every
+    pending gate with ``z`` and a conditional power below ``level`` (:data:`FUTILITY`; 0
+    turns the rule off). Non-binding: such a gate is reported inconclusive, so the error
+    rates of the fail and pass verdicts are those without the rule."""
     if not pending:
         return True, {}
     if look.last:
         return True, {}
+    if look.fractions[look.index] < FUTILITY_FROM:
+        return False, {}
     if all(p is not None and p < level for _, p in pending):
         return True, {key: float(p) for key, p in pending}
     return False, {}
