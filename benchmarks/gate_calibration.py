@@ -35,14 +35,18 @@ def main() -> None:
                      broken, "" if rate is None else f"{rate:.5f}"])
 
     started = time.perf_counter()
-    row("threshold, fixed budget", 2, n, C.threshold_fixed(n, 2.0), "the normal quantile",
-        C.threshold_fixed(n, 2.0, normal=True))
-    row("threshold, adaptive (3 looks)", 2, n, C.threshold_adaptive(n, 2.0), "no spending",
-        C.threshold_adaptive(n, 2.0, spend=False))
+    few = C.FIRST_LOOK  # the groups of a first look, where t and the normal differ
+    row(f"threshold, fixed budget, {C.GROUPS} groups", 2, n, C.threshold_fixed(n, 2.0),
+        "the normal quantile", C.threshold_fixed(n, 2.0, normal=True))
+    row(f"threshold, {few} groups", 2, n, C.threshold_fixed(n, 2.0, groups=few),
+        "the normal quantile", C.threshold_fixed(n, 2.0, normal=True, groups=few))
+    row(f"threshold, adaptive ({len(C.FRACTIONS)} looks)", 2, n, C.threshold_adaptive(n, 2.0),
+        "no spending", C.threshold_adaptive(n, 2.0, spend=False))
     row("regression rule, paired", 2, n, C.paired_rule(n, 2.0), "", None)
     big = 2 * n + n // 2
-    row("regression rule, unpaired", 3, big, C.unpaired_rule(big, 3.0), "the normal quantile",
-        C.unpaired_rule(big, 3.0, normal=True))
+    row(f"regression rule, unpaired, {few} groups", 3, big,
+        C.unpaired_rule(big, 3.0, groups=few), "the normal quantile",
+        C.unpaired_rule(big, 3.0, normal=True, groups=few))
     for reps in (3, 5):
         row(f"threshold, repeats {reps}", 3, n, C.repeats_threshold(n, 3.0, reps),
             "the normal quantile", C.repeats_threshold(n, 3.0, reps, normal=True))

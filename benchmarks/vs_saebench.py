@@ -106,11 +106,18 @@ def verdicts(res, thresholds) -> dict[str, str]:
 
     out = {}
     for t in thresholds:
-        shown = threshold_outcome(t, res, "").status
+        outcome = threshold_outcome(t, res, "")
+        shown = outcome.status
         if shown == "inconclusive":
-            shown += f" ({res.value(t.metric):.4g} ± {res.stderr(t.metric):.2g})"
+            shown += f" ({res.value(t.metric):.4g} ± {res.stderr(t.metric):.2g}"
+            shown += ", futility)" if "stopped for futility" in outcome.message else ")"
         out[t.metric.rsplit(".", 1)[1]] = shown
     return out
+
+
+def statuses(shown: dict[str, str]) -> dict[str, str]:
+    """The verdicts alone (an inconclusive gate's value differs between looks)."""
+    return {k: v.split(" ", 1)[0] for k, v in shown.items()}
 
 
 def stopped_at(res) -> str:
@@ -261,7 +268,7 @@ def print_adaptive(ours_runs, theirs_runs, adaptive_runs) -> None:
         fixed, adapt = ours_runs[0][i]["verdicts"], adaptive_runs[0][i]["verdicts"]
         shown = adaptive_runs[0][i]["look"] + ": " + ", ".join(
             f"{k} {v}" for k, v in sorted(adapt.items()))
-        if fixed != adapt:
+        if statuses(fixed) != statuses(adapt):
             shown += f"; FIXED: {fixed}"
         label = ("1st (cold)", "2nd (warm)", "3rd (warm)", "4th (warm)")[i]
         print(f"{label:<47} {fw:>7.2f} {aw:>6.2f} ({ac:>5.2f}) {tw:>16.2f} {tw / aw:>6.1f}x"

@@ -47,6 +47,27 @@ class HookSpec:
         return self.layer + 1
 
 
+def transposed_layout(model: torch.nn.Module) -> int:
+    """Store the unembedding's and gated MLPs' weights transposed in memory (same shape and
+    values), so that TransformerLens's ``W.T.contiguous()`` in their forward is free instead
+    of a copy per call (SmolLM2: 113 MB for the unembedding, a seventh of a forward on 2
+    CPU cores); the products are the same bits. Returns how many weights it moved."""
+    moved = 0
+    for module in model.modules():
+        for name in ("W_U", "W_gate", "W_in", "W_out"):
+            weight = getattr(module, name, None) if _copies_transpose(module) else None
+            if isinstance(weight, torch.nn.Parameter) and weight.ndim == 2 and \
+                    not weight.T.is_contiguous():
+                weight.data = weight.data.T.contiguous().T
+                moved += 1
+    return moved
+
+
+def _copies_transpose(module: torch.nn.Module) -> bool:
+    """The TransformerLens modules whose forward is ``F.linear(x, W.T.contiguous())``."""
+    return type(module).__name__ in ("Unembed", "GatedMLP")
+
+
 def flatten(act: torch.Tensor) -> torch.Tensor:
     """``[B, C, H, d_head] -> [B, C, H*d_head]``; other shapes unchanged."""
     return act.flatten(-2) if act.ndim == 4 else act

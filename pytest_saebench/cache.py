@@ -5,7 +5,8 @@ token budget, context size, dtype, seed, eval settings, and the library versions
 checkpoint. Each entry is ``<key>.safetensors`` (no pickle) plus ``<key>.json`` holding the
 parts and the SHA-256 of the tensor file; a missing or mismatching sidecar means the entry is
 recomputed. Writers hold a file lock per key and publish with ``os.replace``, so concurrent
-pytest processes (or xdist workers) compute an entry once and never read half a file.
+pytest processes (or xdist workers) compute an entry once and never read half a file; the
+lock's file is removed after it (no 0-byte files left behind).
 Without a directory the cache lives in memory for the run only.
 """
 
@@ -112,6 +113,9 @@ class TensorCache:
                 self.stats["hit"] += 1
         finally:
             lock.release()
+            # The lock only spares a second writer the work (publishing is atomic), so its
+            # file goes with it: one waiting on the old file still reads the published entry.
+            Path(lock.lock_file).unlink(missing_ok=True)
         return out
 
     def _unwritable(self, exc: OSError) -> None:
@@ -173,6 +177,6 @@ class TensorCache:
                 break
             if stem == keep:
                 continue
-            for suffix in (".json", ".safetensors"):
+            for suffix in (".json", ".safetensors", ".lock"):
                 (self.root / f"{stem}{suffix}").unlink(missing_ok=True)
             total -= size

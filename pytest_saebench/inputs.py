@@ -33,6 +33,9 @@ class Inputs:
         key = (name, repr(sorted(kwargs.items())))
         if key not in self._models:
             model = load_model(name, self._device(), self.settings.dtype, kwargs)
+            from pytest_saebench.activations import transposed_layout
+
+            transposed_layout(model)
             self._models[key] = model
             self._records[id(model)] = self.model_record(ref)
         return self._models[key]

@@ -37,6 +37,7 @@ def test_hit_after_miss_and_miss_on_any_key_change(tmp_path):
         TensorCache(tmp_path).get("act", {**PARTS, key: value}, _compute(calls))
     TensorCache(tmp_path).get("other-kind", PARTS, _compute(calls))
     assert len(calls) == 7
+    assert not list(tmp_path.glob("*.lock"))  # no 0-byte lock files left behind
 
 
 def test_library_version_is_part_of_the_key(tmp_path, monkeypatch):

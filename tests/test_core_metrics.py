@@ -188,3 +188,26 @@ def test_standard_errors_are_positive_and_small(computed):
                    "core.model_performance_preservation.ce_loss_score"):
         se = ours.stderr[metric]
         assert 0 < se < abs(ours.metrics[metric]), metric
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_the_transposed_weight_layout_changes_no_bit_and_no_cache_key(gated):
+    """activations.transposed_layout (the runner's models) moves the unembedding's and a
+    gated MLP's weights so TransformerLens stops copying them per call: same logits, bit for
+    bit, and the same fingerprint, so no cache entry changes."""
+    from dataclasses import replace
+
+    from transformer_lens import HookedTransformer
+
+    from pytest_saebench.activations import transposed_layout
+    from pytest_saebench.cache import model_fingerprint
+    from pytest_saebench.testing import tiny_model_config
+
+    cfg = tiny_model_config(97)
+    model = HookedTransformer(replace(cfg, gated_mlp=gated, act_fn="silu") if gated else cfg)
+    tokens = torch.randint(0, 97, (3, 16), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        before, key = model(tokens), model_fingerprint(model)
+        assert transposed_layout(model) == (1 + 3 * cfg.n_layers if gated else 1)
+        assert model.W_U.T.is_contiguous() and transposed_layout(model) == 0  # idempotent
+        assert torch.equal(model(tokens), before) and model_fingerprint(model) == key
