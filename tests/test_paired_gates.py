@@ -67,7 +67,7 @@ def test_two_percent_of_latents_off_fails_paired_and_not_unpaired(pytester, tmp_
     paired = pytester.runpytest(f"--sae-path={zeroed}", "--saebench-baseline=base.json", cache)
     check = _checks(pytester, "regression")["zeroed_0.02"]
     assert paired.ret == 1 and check["status"] == "fail", check
-    assert "paired over 20 units with identical inputs" in check["message"]
+    assert "paired over 64 units with identical inputs" in check["message"]  # one per context
     # the same comparison against a baseline that predates per-unit sums: unpaired, no fail
     old = json.loads((pytester.path / "base.json").read_text())
     for entry in old["saes"].values():
@@ -109,7 +109,7 @@ def test_the_paired_standard_error_is_the_jackknife_of_the_recorded_units(tmp_pa
     diff = S.paired_difference(S.Formula.from_json(formula),
                                S.Units.from_json(worse.evals["core"].units["loss"]),
                                S.Units.from_json(good.evals["core"].units["loss"]))
-    assert diff.n_paired == n == 20
+    assert diff.n_paired == n == 64
     assert diff.delta == pytest.approx(worse.value(KL) - good.value(KL), rel=1e-9)
     assert diff.stderr == pytest.approx(se, rel=1e-9)
     unpaired = math.hypot(worse.stderr(KL), good.stderr(KL))
@@ -206,3 +206,23 @@ def test_holm_keeps_a_clear_fail_and_turns_a_marginal_one_inconclusive(pytester,
         assert (got[ev]["status"], got[l2]["status"]) == statuses, (family, got)
         assert result.ret == 1
     assert "not a fail after Holm's step-down over the run's" in got[l2]["message"]
+
+
+def test_a_baseline_grouped_otherwise_is_compared_unpaired_not_skipped(tiny_world):
+    """stderr_groups changes the standard error's grouping, not the values: a baseline
+    written with other groups (an earlier version's 20) is compared, unpaired, and says why."""
+    from dataclasses import replace
+
+    from pytest_saebench.gates.regression import check_metric
+    from tests.helpers import SMALL, make_runner
+
+    def results(groups: int):
+        runner = make_runner(tiny_world.trained, cfg=replace(SMALL, stderr_groups=groups))
+        return runner.results(next(iter(runner.checkpoints)))
+
+    new, old = results(128), results(4)
+    assert new.value(KL) == old.value(KL) and new.stderr(KL) != old.stderr(KL)
+    out = check_metric(RegressionRule(KL, max_drop=0.01, z=3.0), "up", new, old, "b", "")
+    assert out.status == "pass", out
+    assert "unpaired: no unit has the baseline's inputs (another seed, dataset, budget, " \
+           "model or stderr_groups)" in out.message

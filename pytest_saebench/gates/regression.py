@@ -22,6 +22,9 @@ CKPT_PREFIX = "ckpt:"
 # Environment keys that change numbers; a difference warns but does not block the comparison.
 # Config entries that describe the checkpoint rather than how it was evaluated.
 CHECKPOINT_KEYS = frozenset({"decoder_norm_folded"})
+# How the standard error groups the units: the values do not depend on it, so runs that differ
+# in it are compared (unpaired where their groups differ, and the message says so).
+STDERR_KEYS = frozenset({"stderr_groups"})
 # The plugin's version is one: it changes when the embedded reference model is retrained.
 ENV_KEYS = ("python", "torch", "transformer_lens", "sae_lens", "device", "dtype", "platform",
             "pytest_saebench")
@@ -281,8 +284,8 @@ def pair(metric: str, new: Any, old: Any) -> tuple[Any, str]:
         return None, "this run recorded no per-unit sums (repeated seeds)"
     found = paired_difference(mine[0], mine[1], theirs[1], theirs[0])
     if found is None:
-        return None, ("no unit has the baseline's inputs (another seed, dataset, budget or "
-                      "model)")
+        return None, ("no unit has the baseline's inputs (another seed, dataset, budget, "
+                      "model or stderr_groups)")
     return found, ""
 
 
@@ -328,7 +331,7 @@ def delta_stderr(metric: str, new: Any, old: Any) -> float | None:
 def config_differences(new_config: dict[str, Any], old_config: dict[str, Any]) -> list[str]:
     """Keys whose values differ between two eval configs (sorted), ignoring entries that
     describe the checkpoint itself."""
-    keys = (set(new_config) | set(old_config)) - CHECKPOINT_KEYS
+    keys = (set(new_config) | set(old_config)) - CHECKPOINT_KEYS - STDERR_KEYS
     return sorted(k for k in keys if _norm(new_config.get(k)) != _norm(old_config.get(k)))
 
 
