@@ -4,16 +4,17 @@ checkpoint of a sweep, and the largest difference in the numbers.
     pip install -e '.[vs-saebench]' && pip install --no-deps sae-bench==0.6.0
     python benchmarks/vs_saebench.py [--model smollm2-135m] [--evals core,absorption]
 
-One process, one model object (loaded once, not timed), the same SAE files, the token windows,
-labeled sets and absorption word sample the plugin reads (``saebench_side.py`` hands them to
-SAEBench's functions). A sweep of 4 checkpoints arrives as a training run's checkpoints do: the
-first cold (nothing cached), each further one warm. Both sides keep what their own design keeps
-between checkpoints: the plugin its in-memory tensor cache (no disk cache), SAEBench its
-sparse-probing and TPP activation files and absorption's ground-truth probe and word
-activations (core has none). Budgets: the plugin's ``fast`` presets, given to SAEBench's
-configs field by field (SAEBench's paper settings are 10-60x larger; the ratio of the per-
-checkpoint work does not depend on it). Repeats are interleaved; the minimum of each is
-printed, wall seconds and CPU seconds (process time, all threads); ratio = SAEBench / ours.
+One process, one model object (loaded once, not timed; SAEBench's side gets its weights in
+TransformerLens's own layout, ours in the runner's, see ``layout``), the same SAE files, the
+token windows, labeled sets and absorption word sample the plugin reads (``saebench_side.py``
+hands them to SAEBench's functions). A sweep of 4 checkpoints arrives as a training run's
+checkpoints do: the first cold (nothing cached), each further one warm. Both sides keep what
+their own design keeps between checkpoints: the plugin its in-memory tensor cache (no disk
+cache), SAEBench its sparse-probing and TPP activation files and absorption's ground-truth
+probe and word activations (core has none). Budgets: the plugin's ``fast`` presets, given to
+SAEBench's configs field by field (SAEBench's paper settings are 10-60x larger; the ratio of
+the per-checkpoint work does not depend on it). Repeats are interleaved; the minimum of each
+is printed, wall seconds and CPU seconds (process time, all threads); ratio = SAEBench / ours.
 Phases (summed over the sweep) say where each side spends its time.
 
 ``--budget adaptive`` adds core's time to the verdict with the plugin's adaptive budget
@@ -152,7 +153,7 @@ def run_ours(paths, model, evals, clock, budget: str = "fixed", thresholds: tupl
 
     runner = make_runner(paths, model, evals, budget, thresholds)
     _ = runner.device  # threads are set here, for both sides
-    runner.model_for(next(iter(runner.checkpoints)))  # loading is not timed
+    layout(runner.model_for(next(iter(runner.checkpoints))), True)  # loading is not timed
     out = []
     with (clock.wrapping(data, "token_windows", "reading windows"),
           clock.wrapping(core_side, "_compute_loss_side", "core: clean + ablated runs"),
@@ -193,9 +194,25 @@ def saebench_one(name: str, runner, sid: str, path: Path, clock, artifacts: Path
               artifacts / name, clock)
 
 
+def layout(model, transposed: bool) -> None:
+    """The runner's weight layout (``activations.transposed_layout``) for our side, and
+    TransformerLens's own for SAEBench's, which loads models as TransformerLens does: the
+    values, and so the numbers, are the same either way; only the speed differs."""
+    from pytest_saebench.activations import _copies_transpose, transposed_layout
+
+    if transposed:
+        transposed_layout(model)
+        return
+    for module in model.modules():
+        if _copies_transpose(module):
+            for p in module.parameters(recurse=False):
+                p.data = p.data.contiguous()
+
+
 def run_saebench(paths, runner, evals, clock, artifacts: Path):
     """SAEBench on the runner's model and windows; per checkpoint and eval as ``run_ours``."""
     shutil.rmtree(artifacts, ignore_errors=True)  # its cache starts empty, as ours does
+    layout(runner.model_for(next(iter(runner.checkpoints))), transposed=False)
     return [{name: timed(lambda n=name, s=sid, p=path: saebench_one(n, runner, s, p, clock,
                                                                      artifacts))
              for name in evals}

@@ -90,8 +90,12 @@ def test_the_paired_standard_error_is_the_jackknife_of_the_recorded_units(tmp_pa
     from pytest_saebench.evals.core import PRESETS
     from tests.helpers import make_runner
 
-    good = make_runner(GOOD, cfg=PRESETS["fast"]).results("good")
-    worse = make_runner(_zeroed(tmp_path, 0.05), cfg=PRESETS["fast"]).results("zeroed_0.05")
+    sweep = tmp_path / "sweep"  # one runner: the SAE-independent passes run once for both
+    sweep.mkdir()
+    (sweep / "good").symlink_to(GOOD)
+    _zeroed(sweep, 0.05)
+    runner = make_runner(sweep, cfg=PRESETS["fast"])
+    good, worse = runner.results("sweep/good"), runner.results("sweep/zeroed_0.05")
     formula = good.evals["core"].formulas[KL]
     rows = {name: [dict(zip(t["keys"], r, strict=True)) for r in t["sums"]]
             for name, t in ((n, r.evals["core"].units["loss"]) for n, r in
