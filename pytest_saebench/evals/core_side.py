@@ -124,7 +124,10 @@ def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_
     hold = not keep_lp and into.hold
     made: dict[tuple[int, int], torch.Tensor] = {}
     extra = (loaded.hook_out,) if loaded.hook_out is not None else ()
-    final = () if keep_lp else (final_hook(model),)
+    # the last block's output stands in for log-probs the cache cannot hold, where it fits
+    keep_final = not keep_lp and \
+        into.ends[-1] * tokens.shape[1] * model.cfg.d_model * 4 <= MAX_ACTIVATION_BYTES
+    final = (final_hook(model),) if keep_final else ()
     for start in range(0, tokens.shape[0], batch):
         t = tokens[start:start + batch].to(ctx.device)
         v = valid[start:start + batch].to(ctx.device)
