@@ -53,9 +53,9 @@ def transposed_layout(model: torch.nn.Module) -> int:
     of a copy per call (SmolLM2: 113 MB for the unembedding, a seventh of a forward on 2
     CPU cores); the products are the same bits. Returns how many weights it moved."""
     moved = 0
-    for module in model.modules():
+    for module in filter(_copies_transpose, model.modules()):
         for name in ("W_U", "W_gate", "W_in", "W_out"):
-            weight = getattr(module, name, None) if _copies_transpose(module) else None
+            weight = getattr(module, name, None)
             if isinstance(weight, torch.nn.Parameter) and weight.ndim == 2 and \
                     not weight.T.is_contiguous():
                 weight.data = weight.data.T.contiguous().T

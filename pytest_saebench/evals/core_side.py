@@ -6,8 +6,8 @@ Per checkpoint, core then only encodes and decodes the cached activations and ru
 from the hook layer on with the reconstruction spliced in.
 
 Each phase's rows are computed, and cached, in the segments an adaptive budget's looks cover
-(``segments``: the looks' ends): a run whose gates are decided at the first look computes a
-quarter of the SAE-independent work, and a later look, checkpoint or run extends it from the
+(``segments``: the looks' ends): a run whose gates are decided at the first look computes an
+eighth of the SAE-independent work, and a later look, checkpoint or run extends it from the
 cache. The segments are batch boundaries, so the numbers are a whole-budget run's.
 
 A transcoder reads one hook and writes another: ``act`` is its input, ``act_out`` the output
@@ -102,19 +102,23 @@ def loss_side(ctx: EvalContext, n_rec: int, n_total: int, context: int, batch: i
     ``n_rec`` loss contexts, computed by segment (``segments``: their ends)."""
     keep_lp = _logprob_bytes(ctx, n_rec * context) <= MAX_LOGPROB_BYTES
     hold = not keep_lp and _logprob_bytes(ctx, n_rec * context) <= MAX_HELD_LOGPROB_BYTES
+    # the last block's output stands in for log-probs the cache cannot hold, where it fits
+    keep_final = not keep_lp and \
+        n_rec * context * ctx.model.cfg.d_model * 4 <= MAX_ACTIVATION_BYTES
     parts = ctx.cache_parts(dataset=ctx.dataset_key or ctx.dataset, windows=n_total,
                             context=context, prepend_bos=ctx.loaded.ref.prepend_bos,
                             batch=batch, keep_logprobs=keep_lp, loss_contexts=n_rec)
     return _side(ctx, "core-loss", parts, _ends(segments, n_rec), lambda side, lo, hi:
                  _compute_loss_side(ctx, _tokens(ctx, n_total, context, lo, hi), batch,
-                                    keep_lp, side, lo), hold)
+                                    keep_lp, keep_final, side, lo), hold)
 
 
 @torch.inference_mode()
 def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_lp: bool,
-                       into: Side, offset: int) -> dict[str, torch.Tensor]:
+                       keep_final: bool, into: Side, offset: int) -> dict[str, torch.Tensor]:
     """Rows ``offset ..`` of the loss phase (``tokens``); log-probabilities too large for the
-    cache are held for ``into`` when it holds them."""
+    cache are held for ``into`` when it holds them, and with ``keep_final`` the last block's
+    output is kept to rebuild them from."""
     loaded, model = ctx.loaded, ctx.model
     valid = ctx.valid(tokens)
     rows: dict[str, list[torch.Tensor]] = {}
@@ -124,9 +128,6 @@ def _compute_loss_side(ctx: EvalContext, tokens: torch.Tensor, batch: int, keep_
     hold = not keep_lp and into.hold
     made: dict[tuple[int, int], torch.Tensor] = {}
     extra = (loaded.hook_out,) if loaded.hook_out is not None else ()
-    # the last block's output stands in for log-probs the cache cannot hold, where it fits
-    keep_final = not keep_lp and \
-        into.ends[-1] * tokens.shape[1] * model.cfg.d_model * 4 <= MAX_ACTIVATION_BYTES
     final = (final_hook(model),) if keep_final else ()
     for start in range(0, tokens.shape[0], batch):
         t = tokens[start:start + batch].to(ctx.device)
@@ -254,8 +255,9 @@ def _held(ctx: EvalContext, side: Side) -> dict:
 
 def clean_logprobs(ctx: EvalContext, side: dict[str, torch.Tensor], start: int, batch: int
                    ) -> torch.Tensor:
-    """Clean log-probabilities of rows ``start .. start + batch``: cached, or recomputed from
-    the cached activations from the hook layer on."""
+    """Clean log-probabilities of rows ``start .. start + batch``: cached, held for the run,
+    or recomputed from the cached last block's output (the unembedding alone), else from the
+    cached activations from the hook layer on."""
     if "lp_clean" in side:
         return side["lp_clean"][start:start + batch].to(ctx.device)
     held = _held(ctx, side) if getattr(side, "hold", False) else None
